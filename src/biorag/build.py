@@ -1,0 +1,348 @@
+"""Streaming, resumable, atomic index builds.
+
+Chunks are embedded in shards written to `<root>/.<name>.partial/`; a build killed at any
+point and started again with the same settings skips the finished shards and ends with the
+same vectors. The index folder appears (by rename) only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biorag import progress
+from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
+from biorag.corpora import CorpusConfig, open_corpus
+from biorag.embedding import Embedder, EmbedderConfig, model_revision
+from biorag.index import (
+    BM25_DIR,
+    CHUNKS_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    IndexConfig,
+    index_root,
+    library_versions,
+    new_index,
+    to_cpu,
+    to_gpu,
+    want_gpu,
+)
+from biorag.types import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "build-state.json"
+SHARDS_DIR = "shards"
+# search-time settings: changing them does not change what is built
+_SEARCH_ONLY = ("ef_search", "nprobe", "use_gpu", "description")
+
+
+@dataclass
+class BuildConfig:
+    """Everything `biorag index build` needs; composed from experiments/build.yaml."""
+
+    name: str | None = None  # folder name under the index root; null: <corpus>-<embedder>[-<type>]
+    root: str | None = None  # index root; null: $BIORAG_INDEX_DIR or ./indexes
+    shard_size: int = 4096  # chunks embedded and saved per shard (the unit of resumption)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def index_name(self) -> str:
+        if self.name:
+            return self.name
+        suffix = "" if self.index.type == "flat" else f"-{self.index.type}"
+        return f"{self.corpus.name}-{self.embedder.name}{suffix}"
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    manifest: dict[str, Any]
+    up_to_date: bool  # nothing was built: an identical index was already there
+    resumed_shards: int = 0
+
+
+def passage_text(chunk: Chunk, include_title: bool) -> str:
+    """The text embedded and BM25-indexed for a chunk: its title first, unless already there."""
+    if include_title and chunk.title and not chunk.text.startswith(chunk.title):
+        return f"{chunk.title}. {chunk.text}"
+    return chunk.text
+
+
+def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
+    """A hash of everything that determines the built vectors and chunk store."""
+    corpus = {k: v for k, v in asdict(cfg.corpus).items() if k not in ("name", "description")}
+    embedder = {k: v for k, v in asdict(cfg.embedder).items()
+                if k not in ("name", "description", "batch_size", "device", "dtype")}
+    embedder["revision"] = model_revision(cfg.embedder)
+    payload = {
+        "corpus": corpus,
+        "source": source_fingerprint,
+        "chunking": asdict(cfg.chunking),
+        "embedder": embedder,
+        "index": {k: v for k, v in asdict(cfg.index).items() if k not in _SEARCH_ONLY},
+        "shard_size": cfg.shard_size,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_index(
+    cfg: BuildConfig,
+    *,
+    force: bool = False,
+    on_shard_done: Callable[[int], None] | None = None,
+) -> BuildResult:
+    """Build (or resume, or skip) the index `cfg` describes; returns where it is."""
+    started = time.perf_counter()
+    root = index_root(cfg.root)
+    name = cfg.index_name()
+    final = root / name
+    reader = open_corpus(cfg.corpus)
+    fingerprint = build_fingerprint(cfg, reader.source_fingerprint())
+
+    if not force and (final / MANIFEST_FILE).is_file():
+        manifest = json.loads((final / MANIFEST_FILE).read_text())
+        if manifest.get("fingerprint") == fingerprint:
+            log.info("index %s is up to date (fingerprint %s); use --force to rebuild", name, fingerprint)
+            return BuildResult(final, manifest, up_to_date=True)
+        log.info("index %s exists with other settings; rebuilding", name)
+
+    partial = root / f".{name}.partial"
+    state = _load_state(partial, fingerprint, force)
+    (partial / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    resumed = state["shards_done"]
+    if resumed:
+        log.info("resuming %s: %d shard(s) already embedded", name, resumed)
+
+    embedder = Embedder(cfg.embedder)
+    splitter = make_splitter(cfg.chunking, embedder.token_ids)
+    content_hash = hashlib.sha256()
+    docs = _hashing(iter(reader), content_hash)
+    chunks = chunk_documents(docs, splitter)
+
+    embed_started = time.perf_counter()
+    n_chunks = 0
+    with progress.bar(f"embedding {name}", total=None) as bar:
+        for shard_no, shard in enumerate(_batched(chunks, cfg.shard_size)):
+            n_chunks += len(shard)
+            if shard_no < state["shards_done"]:
+                bar.advance(len(shard))
+                continue
+            texts = [passage_text(c, cfg.chunking.include_title) for c in shard]
+            vectors = embedder.embed_passages(texts)
+            _write_shard(partial, shard_no, shard, vectors)
+            state["shards_done"] = shard_no + 1
+            state["chunks_done"] = n_chunks
+            _atomic_write_json(partial / STATE_FILE, state)
+            bar.advance(len(shard))
+            if on_shard_done is not None:
+                on_shard_done(shard_no)
+    embed_seconds = time.perf_counter() - embed_started
+    n_shards = state["shards_done"]
+    if n_chunks == 0:
+        from biorag.errors import BioragError
+
+        raise BioragError(f"corpus '{cfg.corpus.name}' gave no chunks (stats: {asdict(reader.stats)})")
+
+    gpu = want_gpu(cfg.index)
+    index = _assemble_faiss(cfg.index, partial, n_shards, n_chunks, embedder.dimension, gpu)
+    import faiss
+
+    faiss.write_index(to_cpu(index), str(partial / f"{INDEX_FILE}.tmp"))
+    os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
+    _merge_chunk_shards(partial, n_shards)
+    if cfg.index.bm25:
+        from biorag.retrieval import build_bm25
+
+        build_bm25(partial / CHUNKS_FILE, partial / BM25_DIR, cfg.chunking.include_title)
+
+    manifest = {
+        "name": name,
+        "fingerprint": fingerprint,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "corpus": {
+            "name": cfg.corpus.name,
+            "loader": cfg.corpus.loader,
+            "config": asdict(cfg.corpus),
+            "source_fingerprint": reader.source_fingerprint(),
+            "content_hash": content_hash.hexdigest()[:16],
+            "stats": asdict(reader.stats),
+        },
+        "chunking": asdict(cfg.chunking),
+        "embedder": embedder.identity(),
+        "index": {
+            "type": cfg.index.type,
+            "params": asdict(cfg.index),
+            "metric": "inner_product",
+            "ntotal": int(index.ntotal),
+            "built_on_gpu": bool(gpu),
+            "bm25": cfg.index.bm25,
+        },
+        "counts": {
+            "documents": reader.stats.documents,
+            "chunks": n_chunks,
+            "skipped_empty": reader.stats.skipped_empty,
+            "skipped_malformed": reader.stats.skipped_malformed,
+            "duplicate_ids": reader.stats.duplicate_ids,
+            "shards": n_shards,
+            "resumed_shards": resumed,
+        },
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "embed_seconds": round(embed_seconds, 3),
+        "chunks_per_second": round(n_chunks / max(embed_seconds, 1e-9), 1),
+        "shard_size": cfg.shard_size,
+        "versions": library_versions(),
+        "files": {"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None},
+    }
+    _atomic_write_json(partial / MANIFEST_FILE, manifest)
+    shutil.rmtree(partial / SHARDS_DIR)
+    (partial / STATE_FILE).unlink()
+    _swap_into_place(partial, final)
+    log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest["build_seconds"])
+    return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
+
+
+def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
+    state_path = partial / STATE_FILE
+    if partial.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if not force and state.get("fingerprint") == fingerprint:
+            return state
+        log.info("discarding an unfinished build of other settings at %s", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    state = {"fingerprint": fingerprint, "shards_done": 0, "chunks_done": 0}
+    _atomic_write_json(state_path, state)
+    return state
+
+
+def _hashing(docs: Iterator[Document], h: Any) -> Iterator[Document]:
+    for d in docs:
+        h.update(f"{d.id}\0{d.title}\0{d.text}\0".encode())
+        yield d
+
+
+def _batched(items: Iterator[Chunk], size: int) -> Iterator[list[Chunk]]:
+    batch: list[Chunk] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _shard_paths(partial: Path, shard_no: int) -> tuple[Path, Path]:
+    base = partial / SHARDS_DIR / f"{shard_no:05d}"
+    return base.with_suffix(".parquet"), base.with_suffix(".npy")
+
+
+def _chunk_table(chunks: list[Chunk]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({
+        "id": [c.id for c in chunks],
+        "doc_id": [c.doc_id for c in chunks],
+        "title": [c.title for c in chunks],
+        "text": [c.text for c in chunks],
+        "start": pa.array([c.start for c in chunks], pa.int64()),
+        "end": pa.array([c.end for c in chunks], pa.int64()),
+        "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
+    })
+
+
+def _write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    import pyarrow.parquet as pq
+
+    table_path, vec_path = _shard_paths(partial, shard_no)
+    pq.write_table(_chunk_table(chunks), table_path.with_suffix(".parquet.tmp"))
+    with open(vec_path.with_suffix(".npy.tmp"), "wb") as f:
+        np.save(f, vectors)
+    os.replace(table_path.with_suffix(".parquet.tmp"), table_path)
+    os.replace(vec_path.with_suffix(".npy.tmp"), vec_path)
+
+
+def _assemble_faiss(cfg: IndexConfig, partial: Path, n_shards: int, n: int, dim: int, gpu: bool) -> Any:
+    index = new_index(cfg, dim, n)
+    if gpu:
+        index = to_gpu(index)
+    if not index.is_trained:
+        index.train(_training_sample(cfg, partial, n_shards, n))
+    with progress.bar("adding to faiss", total=n) as bar:
+        for shard_no in range(n_shards):
+            vectors = np.load(_shard_paths(partial, shard_no)[1], mmap_mode="r")
+            index.add(np.ascontiguousarray(vectors))
+            bar.advance(len(vectors))
+    return index
+
+
+def _training_sample(cfg: IndexConfig, partial: Path, n_shards: int, n: int) -> np.ndarray:
+    """A seeded sample of at most `train_size` vectors, read shard by shard (memory-mapped)."""
+    rng = np.random.default_rng(cfg.seed)
+    rows = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
+    parts, offset = [], 0
+    for shard_no in range(n_shards):
+        vectors = np.load(_shard_paths(partial, shard_no)[1], mmap_mode="r")
+        mine = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
+        if len(mine):
+            parts.append(np.asarray(vectors[mine]))
+        offset += len(vectors)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _merge_chunk_shards(partial: Path, n_shards: int) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = partial / f"{CHUNKS_FILE}.tmp"
+    writer = None
+    try:
+        for shard_no in range(n_shards):
+            table = pq.read_table(_shard_paths(partial, shard_no)[0])
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, partial / CHUNKS_FILE)
+
+
+def _swap_into_place(partial: Path, final: Path) -> None:
+    """Rename the finished folder into place; an older index is removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(partial, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+def load_build_config(overrides: list[str] | None = None) -> BuildConfig:
+    """Compose experiments/build.yaml with overrides and validate it."""
+    from biorag.config import compose, to_typed
+
+    return to_typed(compose("build", overrides), BuildConfig, where="build config")

@@ -1,0 +1,61 @@
+"""The `biorag` command line. It parses arguments and calls the library; no logic here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from biorag.errors import BioragError
+
+app = typer.Typer(
+    name="biorag",
+    help=(
+        "Does adapting an LLM to medicine help, and which way? Build retrieval indexes over "
+        "medical corpora, run experiment arms (base, rag, lora, lora_rag) tracked in MLflow, "
+        "and compare them.\n\nConfigs live in experiments/; override them as group=option "
+        "or key=value, e.g. `biorag index build corpus=hpo embedder=minilm index=hnsw`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; warnings only."),
+) -> None:
+    from biorag import progress
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "faiss", "bm25s"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if quiet:
+        progress.set_enabled(False)
+
+
+def _register() -> None:
+    from biorag.cli import index, misc, task
+
+    app.add_typer(index.app, name="index")
+    app.add_typer(task.app, name="task")
+    misc.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the app; a BioragError is a message and exit code 2, not a traceback."""
+    try:
+        app()
+    except BioragError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,130 @@
+"""`biorag index ...`: build, inspect and search retrieval indexes."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+app = typer.Typer(help="Build, inspect and search retrieval indexes.", no_args_is_help=True)
+
+OVERRIDES_HELP = (
+    "Config overrides: group=option (corpus=hpo embedder=minilm index=hnsw) and key=value "
+    "(name=hpo-minilm corpus.limit=500 chunking.chunk_size=128). See experiments/build.yaml."
+)
+
+
+@app.command("build")
+def build(
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when an identical index exists."),
+    show_config: bool = typer.Option(False, "--cfg", help="Print the resolved config and exit."),
+) -> None:
+    """Build a FAISS (+ BM25) index over a corpus.
+
+    Streams the corpus, chunks it, embeds the chunks in shards and writes
+    indexes/NAME/ (index.faiss, chunks.parquet, bm25/, manifest.json). A killed build
+    started again with the same command resumes from its last finished shard; an unchanged
+    build is a no-op.
+
+    Example: biorag index build corpus=hpo name=hpo-minilm
+    """
+    from biorag.build import build_index, load_build_config
+    from biorag.cli import console
+    from biorag.config import to_yaml
+
+    cfg = load_build_config(overrides or [])
+    if show_config:
+        console.print(to_yaml(cfg), highlight=False)
+        return
+    result = build_index(cfg, force=force)
+    m = result.manifest
+    if result.up_to_date:
+        console.print(
+            f"[green]index '{m['name']}' is up to date[/] ({m['counts']['chunks']} chunks, "
+            f"fingerprint {m['fingerprint']}) at {result.path}; --force rebuilds it."
+        )
+        return
+    resumed = f", resumed after {result.resumed_shards} shard(s)" if result.resumed_shards else ""
+    console.print(
+        f"[green]built index '{m['name']}'[/] at {result.path}: {m['counts']['documents']} documents, "
+        f"{m['counts']['chunks']} chunks, {m['embedder']['dimension']}-d {m['index']['type']}, "
+        f"{m['build_seconds']:.1f}s ({m['chunks_per_second']:.0f} chunks/s embedding{resumed})."
+    )
+    skipped = {k: m["counts"][k] for k in ("skipped_empty", "skipped_malformed", "duplicate_ids") if m["counts"][k]}
+    if skipped:
+        console.print(f"[yellow]passed over:[/] {skipped}")
+
+
+@app.command("info")
+def info(
+    name: str = typer.Argument(..., help="Index name (under the index root) or folder path."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
+) -> None:
+    """Show what an index holds and how it was built (its manifest)."""
+    from biorag.cli import console
+    from biorag.index import resolve_index_path
+
+    path = resolve_index_path(name)
+    m = json.loads((path / "manifest.json").read_text())
+    if as_json:
+        console.print_json(data=m)
+        return
+    t = Table(title=f"index {m['name']}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    e, ix, c = m["embedder"], m["index"], m["counts"]
+    rows = [
+        ("path", str(path)),
+        ("fingerprint", m["fingerprint"]),
+        ("corpus", f"{m['corpus']['name']} ({m['corpus']['loader']}), source {m['corpus']['source_fingerprint'][:24]}"),
+        ("documents / chunks", f"{c['documents']} / {c['chunks']}"),
+        ("passed over", f"empty {c['skipped_empty']}, malformed {c['skipped_malformed']}, duplicate ids {c['duplicate_ids']}"),
+        ("chunking", ", ".join(f"{k}={v}" for k, v in m["chunking"].items())),
+        ("embedder", f"{e['name']}: {e['model']} @ {e['revision']}, {e['dimension']}-d, normalised={e['normalize']}"),
+        ("index", f"{ix['type']} ({ix['ntotal']} vectors, {ix['metric']}), built on {'GPU' if ix['built_on_gpu'] else 'CPU'}, bm25={ix['bm25']}"),
+        ("build", f"{m['build_seconds']}s total, {m['embed_seconds']}s embedding, {m['chunks_per_second']} chunks/s"),
+        ("created", m["created_at"]),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+@app.command("search")
+def search(
+    name: str = typer.Argument(..., help="Index name or folder path."),
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(5, "-k", "--top-k", min=1, help="Number of results."),
+    mode: str = typer.Option("dense", "--mode", "-m", help="dense | bm25 | hybrid"),
+    embedder: str = typer.Option(
+        None, "--embedder", help="Embedder config to query with (default: the one the index was built with)."
+    ),
+    rrf_k: int = typer.Option(60, "--rrf-k", help="Reciprocal rank fusion constant (hybrid)."),
+    snippet: int = typer.Option(120, "--snippet", help="Characters of each chunk to show."),
+) -> None:
+    """Search an index and show a table: rank, score, doc id, title, snippet."""
+    from biorag.cli import console
+    from biorag.retrieval import open_retriever
+
+    emb_cfg = None
+    if embedder:
+        from biorag.config import compose, to_typed
+        from biorag.embedding import EmbedderConfig
+
+        emb_cfg = to_typed(compose("build", [f"embedder={embedder}"]).embedder, EmbedderConfig, "embedder")
+    retriever = open_retriever(name, mode, embedder=emb_cfg, rrf_k=rrf_k)
+    hits = retriever.retrieve(query, k)
+    t = Table(title=f"{mode} search of {name}: {query!r}")
+    for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}), ("doc id", {}),
+                    ("title", {}), ("snippet", {"overflow": "fold"})):
+        t.add_column(col, **kw)
+    for h in hits:
+        text = " ".join(h.chunk.text.split())
+        t.add_row(str(h.rank), f"{h.score:.4f}", h.chunk.doc_id, h.chunk.title,
+                  text[:snippet] + ("…" if len(text) > snippet else ""))
+    console.print(t)
+    if not hits:
+        console.print("[yellow]no results[/] (bm25 finds nothing when no query word is in the corpus)")

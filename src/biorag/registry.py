@@ -1,0 +1,94 @@
+"""One strict, lazy registry: names map to "module:attr" strings.
+
+Heavy backends (vLLM, faiss-gpu) import only when used; an unknown name answers with the
+close matches. `biorag ls` lists what is here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from biorag.errors import ConfigError, did_you_mean
+
+_ENTRIES: dict[str, dict[str, str]] = {
+    "corpus_loader": {
+        "jsonl": "biorag.corpora.tabular:JsonlReader",
+        "parquet": "biorag.corpora.tabular:ParquetReader",
+        "csv": "biorag.corpora.tabular:CsvReader",
+        "folder": "biorag.corpora.folder:FolderReader",
+        "hf": "biorag.corpora.hub:HFDatasetReader",
+        "hpo": "biorag.corpora.ontology:HPOReader",
+        "icd10cm": "biorag.corpora.ontology:ICD10CMReader",
+    },
+    "retriever": {
+        "dense": "biorag.retrieval:DenseRetriever",
+        "bm25": "biorag.retrieval:BM25Retriever",
+        "hybrid": "biorag.retrieval:HybridRetriever",
+    },
+    "task_loader": {
+        "mcq": "biorag.tasks.loaders:load_mcq",
+        "medqa": "biorag.tasks.loaders:load_medqa",
+        "medmcqa": "biorag.tasks.loaders:load_medmcqa",
+        "pubmedqa": "biorag.tasks.loaders:load_pubmedqa",
+        "mmlu": "biorag.tasks.loaders:load_mmlu",
+        "nli": "biorag.tasks.loaders:load_nli",
+        "summarisation": "biorag.tasks.loaders:load_summarisation",
+        "coding": "biorag.tasks.loaders:load_coding",
+        "longdoc": "biorag.tasks.loaders:load_longdoc",
+        "hpo-term-mcq": "biorag.tasks.embedded:generate_hpo_term_mcq",
+        "icd10-code-mcq": "biorag.tasks.embedded:generate_icd10_code_mcq",
+        "icd10-coding": "biorag.tasks.embedded:generate_icd10_coding",
+    },
+    "scorer": {
+        "accuracy": "biorag.scoring:accuracy",
+        "macro_f1": "biorag.scoring:macro_f1",
+        "exact_match": "biorag.scoring:exact_match",
+        "rouge": "biorag.scoring:rouge",
+        "bertscore": "biorag.scoring:bertscore",
+        "code_f1": "biorag.scoring:code_f1",
+        "code_f1_category": "biorag.scoring:code_f1_category",
+    },
+    "model_backend": {
+        "hf": "biorag.models.hf:HFGenerator",
+        "vllm": "biorag.models.vllm:VLLMGenerator",
+        "openai": "biorag.models.openai:OpenAIGenerator",
+        "fake": "biorag.models.fake:FakeGenerator",
+    },
+}
+
+
+def names(kind: str) -> list[str]:
+    """The registered names of one kind, sorted."""
+    return sorted(_table(kind))
+
+
+def kinds() -> list[str]:
+    return sorted(_ENTRIES)
+
+
+def target(kind: str, name: str) -> str:
+    """The "module:attr" string a name maps to, or a ConfigError with close matches."""
+    table = _table(kind)
+    if name not in table:
+        raise ConfigError(did_you_mean(name, table, what=kind.replace("_", " ")))
+    return table[name]
+
+
+def resolve(kind: str, name: str) -> Any:
+    """Import and return the object a name maps to."""
+    module_name, _, attr = target(kind, name).partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def register(kind: str, name: str, dotted: str) -> None:
+    """Add (or replace) an entry, e.g. from a plugin: register("scorer", "my", "pkg.mod:fn")."""
+    if ":" not in dotted:
+        raise ValueError(f"expected 'module:attr', got {dotted!r}")
+    _ENTRIES.setdefault(kind, {})[name] = dotted
+
+
+def _table(kind: str) -> dict[str, str]:
+    if kind not in _ENTRIES:
+        raise ConfigError(did_you_mean(kind, _ENTRIES, what="registry kind"))
+    return _ENTRIES[kind]

@@ -1,0 +1,207 @@
+"""Dense (FAISS), BM25 (bm25s) and hybrid (reciprocal rank fusion) retrieval over an index,
+plus a llama-index retriever adapter so llama-index query engines can use a biorag index."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biorag.embedding import Embedder, EmbedderConfig
+from biorag.errors import BioragError, did_you_mean
+from biorag.index import BM25_DIR, BioragIndex, open_index
+from biorag.types import Hit
+
+log = logging.getLogger(__name__)
+
+MODES = ("dense", "bm25", "hybrid")
+BM25_SETTINGS = "biorag-bm25.json"
+DEFAULT_RRF_K = 60  # the constant of Cormack et al. (2009)
+
+
+def _bm25_tokenizer(settings: dict[str, Any]) -> Any:
+    import Stemmer
+    from bm25s.tokenization import Tokenizer
+
+    stemmer = Stemmer.Stemmer(settings["stemmer"]).stemWord if settings.get("stemmer") else None
+    return Tokenizer(stopwords=settings["stopwords"], stemmer=stemmer)
+
+
+def build_bm25(chunks_file: Path, out_dir: Path, include_title: bool = True,
+               stopwords: str = "en", stemmer: str | None = "english") -> None:
+    """Index a chunk store with bm25s; the tokenizer's vocabulary and settings are saved beside it."""
+    import bm25s
+    import pyarrow.parquet as pq
+
+    from biorag import progress
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pq.read_table(chunks_file, columns=["title", "text"])
+    titles, texts = table.column("title").to_pylist(), table.column("text").to_pylist()
+    settings = {"stopwords": stopwords, "stemmer": stemmer, "include_title": include_title}
+    tokenizer = _bm25_tokenizer(settings)
+    with progress.bar("bm25 tokenising", total=len(texts)) as bar:
+        ids = []
+        for start in range(0, len(texts), 10_000):
+            batch = [_bm25_text(t, x, include_title) for t, x in
+                     zip(titles[start:start + 10_000], texts[start:start + 10_000], strict=True)]
+            ids.extend(tokenizer.tokenize(batch, return_as="ids", show_progress=False))
+            bar.advance(len(batch))
+    retriever = bm25s.BM25()
+    retriever.index(ids, show_progress=False)
+    retriever.save(str(out_dir), show_progress=False)
+    tokenizer.save_vocab(str(out_dir))
+    tokenizer.save_stopwords(str(out_dir))
+    (out_dir / BM25_SETTINGS).write_text(json.dumps(settings, indent=2))
+
+
+def _bm25_text(title: str, text: str, include_title: bool) -> str:
+    return f"{title}. {text}" if include_title and title and not text.startswith(title) else text
+
+
+class DenseRetriever:
+    """Embeds the query with the index's own embedder and searches FAISS."""
+
+    mode = "dense"
+
+    def __init__(self, index: BioragIndex, embedder: Embedder) -> None:
+        index.check_embedder(embedder.identity())
+        self.index, self.embedder = index, embedder
+
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        vectors = self.embedder.embed_queries(list(queries))
+        scores, rows = self.index.search(vectors, k)
+        return [_hits(self.index, r, s) for r, s in zip(rows, scores, strict=True)]
+
+
+class BM25Retriever:
+    """bm25s over the chunk store, with the tokenizer vocabulary saved at build time."""
+
+    mode = "bm25"
+
+    def __init__(self, index: BioragIndex) -> None:
+        import bm25s
+
+        folder = index.path / BM25_DIR
+        if not (folder / BM25_SETTINGS).is_file():
+            raise BioragError(
+                f"index '{index.name}' has no BM25 index; rebuild it with index.bm25=true --force"
+            )
+        self.index = index
+        settings = json.loads((folder / BM25_SETTINGS).read_text())
+        self._tokenizer = _bm25_tokenizer(settings)
+        self._tokenizer.load_vocab(str(folder))
+        self._tokenizer.load_stopwords(str(folder))
+        self._bm25 = bm25s.BM25.load(str(folder), show_progress=False)
+
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        ids = self._tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
+        out: list[list[Hit]] = []
+        k = min(k, len(self.index))
+        for query_ids in ids:
+            if not query_ids:  # no query word is in the vocabulary
+                out.append([])
+                continue
+            rows, scores = self._bm25.retrieve([query_ids], k=k, show_progress=False, n_threads=0)
+            keep = scores[0] > 0  # bm25s pads with zero-score rows when fewer documents match
+            out.append(_hits(self.index, rows[0][keep], scores[0][keep]))
+        return out
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = DEFAULT_RRF_K) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(d) = sum over lists of 1 / (k + rank), rank from 1.
+
+    Ties are broken by first appearance, so the result is deterministic.
+    """
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    order = {item: i for i, item in enumerate(dict.fromkeys(x for r in rankings for x in r))}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+class HybridRetriever:
+    """Dense and BM25 results fused by reciprocal rank fusion."""
+
+    mode = "hybrid"
+
+    def __init__(self, dense: DenseRetriever, bm25: BM25Retriever, rrf_k: int = DEFAULT_RRF_K,
+                 candidates: int = 50) -> None:
+        self.dense, self.bm25, self.rrf_k, self.candidates = dense, bm25, rrf_k, candidates
+        self.index = dense.index
+
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        n = max(k, self.candidates)
+        dense = self.dense.retrieve_batch(queries, n)
+        sparse = self.bm25.retrieve_batch(queries, n)
+        out = []
+        for d_hits, s_hits in zip(dense, sparse, strict=True):
+            by_id = {h.chunk.id: h.chunk for h in [*d_hits, *s_hits]}
+            fused = reciprocal_rank_fusion(
+                [[h.chunk.id for h in d_hits], [h.chunk.id for h in s_hits]], self.rrf_k
+            )[:k]
+            out.append([Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(fused, 1)])
+        return out
+
+
+def _hits(index: BioragIndex, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    return [
+        Hit(index.chunk(int(r)), float(s), rank)
+        for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores, strict=True) if r >= 0), 1)
+    ]
+
+
+def embedder_for(index: BioragIndex, cfg: EmbedderConfig | None = None) -> Embedder:
+    """The embedder to query an index with: `cfg` if given (checked), else the one it was built with."""
+    if cfg is None:
+        built = index.embedder
+        cfg = EmbedderConfig(
+            name=built["name"], model=built["model"], query_model=built.get("query_model"),
+            query_prompt=built.get("query_prompt", ""), passage_prompt=built.get("passage_prompt", ""),
+            normalize=built.get("normalize", True), max_seq_length=built.get("max_seq_length") or None,
+        )
+    return Embedder(cfg)
+
+
+def open_retriever(
+    index: str | os.PathLike | BioragIndex,
+    mode: str = "dense",
+    *,
+    embedder: EmbedderConfig | Embedder | None = None,
+    rrf_k: int = DEFAULT_RRF_K,
+    root: str | None = None,
+) -> DenseRetriever | BM25Retriever | HybridRetriever:
+    """A retriever over a built index, by name or path."""
+    if mode not in MODES:
+        raise BioragError(did_you_mean(mode, MODES, what="retrieval mode"))
+    idx = index if isinstance(index, BioragIndex) else open_index(index, root)
+    if mode == "bm25":
+        return BM25Retriever(idx)
+    emb = embedder if isinstance(embedder, Embedder) else embedder_for(idx, embedder)
+    dense = DenseRetriever(idx, emb)
+    if mode == "dense":
+        return dense
+    return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k)
+
+
+def timed_retrieve(retriever: Any, queries: Sequence[str], k: int) -> tuple[list[list[Hit]], float]:
+    """Retrieve for a batch and return the mean seconds per query (logged as retrieval latency)."""
+    t = time.perf_counter()
+    hits = retriever.retrieve_batch(queries, k)
+    return hits, (time.perf_counter() - t) / max(len(queries), 1)

@@ -1,0 +1,68 @@
+"""Plain data passed between stages, so any stage can be tested or swapped alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document of a corpus, as a loader yields it."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # where it came from, for error messages: "file.jsonl:12"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document that is embedded and retrieved."""
+
+    id: str
+    doc_id: str
+    text: str
+    title: str = ""
+    start: int = 0  # character offsets into the document text
+    end: int = 0
+    ordinal: int = 0  # position of the chunk within its document
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its score and 1-based rank."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation item, whatever the task type."""
+
+    id: str
+    task: str
+    input: str  # what the model reads: case + question, note, premise/hypothesis, document
+    gold: str | tuple[str, ...]  # letter ("C"), label ("entailment"), reference text, or codes
+    options: tuple[str, ...] = ()  # option texts of a multiple-choice item, in order A, B, ...
+    documents: tuple[str, ...] = ()  # documents given with the item (PubMedQA, long-document QA)
+    query: str = ""  # what retrieval searches with; empty means `input`
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # "file.jsonl:12", for error messages
+
+
+@dataclass
+class Prediction:
+    """A model's answer to one example, with its per-example scores."""
+
+    example_id: str
+    output: str  # generated text ("" when options were scored by log-likelihood)
+    parsed: str | tuple[str, ...] | None  # the extracted answer
+    gold: str | tuple[str, ...]
+    scores: dict[str, float] = field(default_factory=dict)  # per-example metric values
+    option_logprobs: tuple[float, ...] = ()
+    retrieved: tuple[str, ...] = ()  # chunk ids put in the prompt
+    prompt_hash: str = ""
