@@ -24,7 +24,7 @@ import numpy as np
 from biorag import progress
 from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig, open_corpus
-from biorag.embedding import Embedder, EmbedderConfig, model_revision
+from biorag.embedding import EmbedderConfig, load_embedder, model_revision
 from biorag.index import (
     BM25_DIR,
     CHUNKS_FILE,
@@ -85,8 +85,11 @@ def passage_text(chunk: Chunk, include_title: bool) -> str:
 def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
     """A hash of everything that determines the built vectors and chunk store."""
     corpus = {k: v for k, v in asdict(cfg.corpus).items() if k not in ("name", "description")}
-    embedder = {k: v for k, v in asdict(cfg.embedder).items()
-                if k not in ("name", "description", "batch_size", "device", "dtype")}
+    embedder = {
+        k: v
+        for k, v in asdict(cfg.embedder).items()
+        if k not in ("name", "description", "batch_size", "device", "dtype")
+    }
     embedder["revision"] = model_revision(cfg.embedder)
     payload = {
         "corpus": corpus,
@@ -96,7 +99,9 @@ def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
         "index": {k: v for k, v in asdict(cfg.index).items() if k not in _SEARCH_ONLY},
         "shard_size": cfg.shard_size,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def build_index(
@@ -116,7 +121,9 @@ def build_index(
     if not force and (final / MANIFEST_FILE).is_file():
         manifest = json.loads((final / MANIFEST_FILE).read_text())
         if manifest.get("fingerprint") == fingerprint:
-            log.info("index %s is up to date (fingerprint %s); use --force to rebuild", name, fingerprint)
+            log.info(
+                "index %s is up to date (fingerprint %s); use --force to rebuild", name, fingerprint
+            )
             return BuildResult(final, manifest, up_to_date=True)
         log.info("index %s exists with other settings; rebuilding", name)
 
@@ -127,7 +134,7 @@ def build_index(
     if resumed:
         log.info("resuming %s: %d shard(s) already embedded", name, resumed)
 
-    embedder = Embedder(cfg.embedder)
+    embedder = load_embedder(cfg.embedder)
     splitter = make_splitter(cfg.chunking, embedder.token_ids)
     content_hash = hashlib.sha256()
     docs = _hashing(iter(reader), content_hash)
@@ -155,7 +162,9 @@ def build_index(
     if n_chunks == 0:
         from biorag.errors import BioragError
 
-        raise BioragError(f"corpus '{cfg.corpus.name}' gave no chunks (stats: {asdict(reader.stats)})")
+        raise BioragError(
+            f"corpus '{cfg.corpus.name}' gave no chunks (stats: {asdict(reader.stats)})"
+        )
 
     gpu = want_gpu(cfg.index)
     index = _assemble_faiss(cfg.index, partial, n_shards, n_chunks, embedder.dimension, gpu)
@@ -205,7 +214,11 @@ def build_index(
         "chunks_per_second": round(n_chunks / max(embed_seconds, 1e-9), 1),
         "shard_size": cfg.shard_size,
         "versions": library_versions(),
-        "files": {"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None},
+        "files": {
+            "index": INDEX_FILE,
+            "chunks": CHUNKS_FILE,
+            "bm25": BM25_DIR if cfg.index.bm25 else None,
+        },
     }
     _atomic_write_json(partial / MANIFEST_FILE, manifest)
     shutil.rmtree(partial / SHARDS_DIR)
@@ -257,15 +270,17 @@ def _shard_paths(partial: Path, shard_no: int) -> tuple[Path, Path]:
 def _chunk_table(chunks: list[Chunk]) -> Any:
     import pyarrow as pa
 
-    return pa.table({
-        "id": [c.id for c in chunks],
-        "doc_id": [c.doc_id for c in chunks],
-        "title": [c.title for c in chunks],
-        "text": [c.text for c in chunks],
-        "start": pa.array([c.start for c in chunks], pa.int64()),
-        "end": pa.array([c.end for c in chunks], pa.int64()),
-        "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
-    })
+    return pa.table(
+        {
+            "id": [c.id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "title": [c.title for c in chunks],
+            "text": [c.text for c in chunks],
+            "start": pa.array([c.start for c in chunks], pa.int64()),
+            "end": pa.array([c.end for c in chunks], pa.int64()),
+            "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
+        }
+    )
 
 
 def _write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
@@ -279,7 +294,9 @@ def _write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.
     os.replace(vec_path.with_suffix(".npy.tmp"), vec_path)
 
 
-def _assemble_faiss(cfg: IndexConfig, partial: Path, n_shards: int, n: int, dim: int, gpu: bool) -> Any:
+def _assemble_faiss(
+    cfg: IndexConfig, partial: Path, n_shards: int, n: int, dim: int, gpu: bool
+) -> Any:
     index = new_index(cfg, dim, n)
     if gpu:
         index = to_gpu(index)

@@ -22,6 +22,13 @@ T = TypeVar("T")
 
 CONFIG_DIR_ENV = "BIORAG_CONFIG_DIR"
 
+# Typed bases of the primary configs: a primary YAML lists its schema first in `defaults`,
+# so every field of the dataclasses can be overridden and an unknown key is an error.
+SCHEMAS = {
+    "_build_schema": "biorag.build:BuildConfig",
+    "_run_schema": "biorag.runner:RunConfig",
+}
+
 
 def config_dir() -> Path:
     """Where configs are read from: $BIORAG_CONFIG_DIR, ./experiments, or the installed copy."""
@@ -35,9 +42,7 @@ def config_dir() -> Path:
     for c in candidates:
         if c.is_dir() and any(c.glob("*.yaml")):
             return c.resolve()
-    raise ConfigError(
-        "no config folder found; looked in " + ", ".join(str(c) for c in candidates)
-    )
+    raise ConfigError("no config folder found; looked in " + ", ".join(str(c) for c in candidates))
 
 
 def options(group: str) -> list[str]:
@@ -57,6 +62,7 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     from hydra.errors import HydraException
 
     overrides = list(overrides or [])
+    _register_schemas()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         try:
             return hydra_compose(config_name=config_name, overrides=overrides)
@@ -64,6 +70,21 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
             raise ConfigError(_explain_hydra_error(str(e), config_name, overrides)) from None
         except OmegaConfBaseException as e:
             raise ConfigError(str(e)) from None
+
+
+def _register_schemas() -> None:
+    import importlib
+
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, target in SCHEMAS.items():
+        module, _, attr = target.partition(":")
+        try:
+            node = getattr(importlib.import_module(module), attr)
+        except ImportError:  # a module not built yet must not break the other configs
+            continue
+        store.store(name=name, node=node)
 
 
 def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T], where: str = "config") -> T:
@@ -75,9 +96,13 @@ def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T], where: str = "co
         key = str(getattr(e, "key", "") or "")
         full_key = str(getattr(e, "full_key", "") or key)
         known = _known_keys(schema, full_key)
-        raise ConfigError(f"{where}: " + did_you_mean(key, known, what="key") + f" (at {full_key})") from None
+        raise ConfigError(
+            f"{where}: " + did_you_mean(key, known, what="key") + f" (at {full_key})"
+        ) from None
     except (ValidationError, OmegaConfBaseException) as e:
-        raise ConfigError(f"{where}: {_first_line(str(e))} (at {getattr(e, 'full_key', '?')})") from None
+        raise ConfigError(
+            f"{where}: {_first_line(str(e))} (at {getattr(e, 'full_key', '?')})"
+        ) from None
 
 
 def to_yaml(obj: Any) -> str:

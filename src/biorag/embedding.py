@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -63,6 +64,11 @@ def model_revision(cfg: EmbedderConfig) -> str:
     return "local" if Path(cfg.model).exists() else "main"
 
 
+def load_embedder(cfg: EmbedderConfig) -> Embedder:
+    """An Embedder for `cfg` (the weights are shared with any loaded before in this process)."""
+    return Embedder(cfg)
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 
@@ -87,26 +93,16 @@ class Embedder:
         self.revision = model_revision(cfg)
 
     def _load(self, model: str) -> Any:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
         dtype = self.cfg.dtype
         if dtype == "auto":
             dtype = "float16" if self.device == "cuda" else "float32"
-        path = resolve_model_path(model)
-        try:
-            return SentenceTransformer(
-                path,
-                device=self.device,
-                revision=self.cfg.revision,
-                trust_remote_code=self.cfg.trust_remote_code,
-                model_kwargs={"dtype": getattr(torch, dtype)},
-            )
-        except OSError as e:
-            raise BioragError(
-                f"could not load embedder {model!r}: {e}. If it is a hub id, the hub may be "
-                "unreachable from this machine; a local path or a package:<module> model works offline."
-            ) from e
+        return _sentence_transformer(
+            resolve_model_path(model),
+            self.device,
+            dtype,
+            self.cfg.revision,
+            self.cfg.trust_remote_code,
+        )
 
     @property
     def tokenizer(self) -> Any:
@@ -146,3 +142,26 @@ class Embedder:
             "passage_prompt": self.cfg.passage_prompt,
             "max_seq_length": int(self._model.max_seq_length or 0),
         }
+
+
+@functools.lru_cache(maxsize=4)
+def _sentence_transformer(
+    path: str, device: str, dtype: str, revision: str | None, trust_remote_code: bool
+) -> Any:
+    """Load a model once per process; queries, builds and runs in one process share it."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(
+            path,
+            device=device,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            model_kwargs={"dtype": getattr(torch, dtype)},
+        )
+    except OSError as e:
+        raise BioragError(
+            f"could not load embedder {path!r}: {e}. If it is a hub id, the hub may be "
+            "unreachable from this machine; a local path or a package:<module> model works offline."
+        ) from e

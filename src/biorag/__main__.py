@@ -1,0 +1,3 @@
+from biorag.cli import main
+
+main()

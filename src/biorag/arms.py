@@ -1,0 +1,67 @@
+"""Arms, studies and the resolved config of one experiment cell.
+
+An arm is a way of answering: `retriever: null` means closed-book, `adapter: null` means no
+fine-tune. A cell is one (arm, model, task); a study sweeps arms x models x tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from biorag.errors import ConfigError
+
+RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+
+
+@dataclass
+class RetrieverConfig:
+    """Where an arm's passages come from."""
+
+    index: str | None = None  # an index name or folder; null: <corpus>-<embedder>
+    corpus: str | None = None  # corpus config to build the index from; null: the task's corpus
+    embedder: str = "minilm"  # embedder config (used when the index must be built)
+    index_type: str = "flat"  # index config (used when the index must be built)
+    build_if_missing: bool = True  # build the index when it does not exist yet
+    mode: str = "dense"  # dense | bm25 | hybrid
+    k: int = 5  # passages retrieved per example
+    rrf_k: int = 60  # reciprocal rank fusion constant (hybrid)
+    query: str = "query"  # which Example field is the search query: query (default: input) | input
+
+    def __post_init__(self) -> None:
+        if self.mode not in RETRIEVAL_MODES:
+            raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
+        if self.k < 1:
+            raise ConfigError(f"retriever.k must be at least 1, not {self.k}")
+
+
+@dataclass
+class ArmConfig:
+    """One arm: closed-book or with retrieval, with or without a LoRA adapter."""
+
+    name: str = "???"
+    description: str = ""
+    retriever: RetrieverConfig | None = None  # null: closed-book
+    adapter: str | None = None  # adapter folder or name under ./adapters; null: no fine-tune
+
+
+@dataclass
+class StudyConfig:
+    """A sweep of arms x models x tasks logged under one MLflow experiment."""
+
+    name: str = "???"
+    description: str = ""
+    experiment: str | None = None  # MLflow experiment; null: biorag-<name>
+    arms: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # applied to every cell, e.g. task.n=100
+    baseline_arm: str = "base"  # the arm others are compared with in reports
+
+
+def cell_name(arm: str, model: str, task: str) -> str:
+    return f"{arm}/{model}/{task}"
+
+
+def describe(obj: Any) -> str:
+    return getattr(obj, "description", "") or ""

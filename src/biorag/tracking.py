@@ -1,0 +1,162 @@
+"""MLflow tracking: one parent run per `experiment run`, one child run per (arm, model, task).
+
+The store defaults to MLflow's own local default under the working directory (SQLite
+`./mlflow.db`, artifacts in `./mlruns/`); `MLFLOW_TRACKING_URI` points it elsewhere. Runs are
+found again by a fingerprint tag, so a killed invocation started again continues its runs
+instead of leaving a dangling one beside a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from biorag.errors import BioragError
+
+log = logging.getLogger(__name__)
+
+TAG_INVOCATION = "biorag.invocation"
+TAG_CELL = "biorag.cell"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value is 6000 characters
+
+
+def tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else SQLite in the working directory (MLflow's own default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_store(uri: str | None = None, timeout: float = 5.0) -> str:
+    """Fail now, before any model is loaded, if the store cannot be written or reached."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (the user's server)
+                if r.status != 200:
+                    raise BioragError(f"MLflow server {uri} answered {r.status} on /health")
+        except (urllib.error.URLError, OSError) as e:
+            raise BioragError(f"MLflow server {uri} is unreachable ({e}); start it or unset MLFLOW_TRACKING_URI") from e
+        return uri
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+    elif uri.startswith("file:"):
+        folder = Path(uri.removeprefix("file://").removeprefix("file:"))
+    elif "://" in uri:  # postgresql://, databricks, ...: MLflow reports its own errors
+        return uri
+    else:
+        folder = Path(uri)
+    _check_writable(folder, uri)
+    _check_writable(Path.cwd() / "mlruns" if uri.startswith("sqlite") else folder, uri)
+    return uri
+
+
+def _check_writable(folder: Path, uri: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".biorag-write-check"):
+            pass
+    except OSError as e:
+        raise BioragError(f"the MLflow store {uri} is not writable ({folder}: {e.strerror or e})") from e
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
+            text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _params(flat: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k, v in flat.items():
+        s = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        out[k] = s if len(s) <= MAX_PARAM_CHARS else s[: MAX_PARAM_CHARS - 3] + "..."
+    return out
+
+
+class Tracker:
+    """Opens (or re-opens) the parent run of one invocation and its child runs."""
+
+    def __init__(self, experiment: str, invocation: str, uri: str | None = None) -> None:
+        import mlflow
+
+        self.uri = check_store(uri)
+        mlflow.set_tracking_uri(self.uri)
+        self.experiment = mlflow.set_experiment(experiment)
+        self.invocation = invocation
+        self.parent_id: str | None = None
+
+    def _find(self, filter_string: str) -> str | None:
+        from mlflow.tracking import MlflowClient
+
+        runs = MlflowClient().search_runs(
+            [self.experiment.experiment_id], filter_string=filter_string, max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return runs[0].info.run_id if runs else None
+
+    @contextmanager
+    def parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str]:
+        import mlflow
+
+        run_id = self._find(f"tags.`{TAG_INVOCATION}` = '{self.invocation}'")
+        if run_id:
+            log.info("continuing MLflow run %s of this invocation", run_id)
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else name) as run:
+            self.parent_id = run.info.run_id
+            mlflow.set_tags({**tags, TAG_INVOCATION: self.invocation})
+            if not run_id:
+                mlflow.log_params(_params(params))
+            yield run.info.run_id
+
+    @contextmanager
+    def child(self, name: str, cell: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
+        """A child run for one cell; re-opened when this cell was started before."""
+        import mlflow
+
+        run_id = self._find(f"tags.`{TAG_CELL}` = '{cell}' and tags.`mlflow.parentRunId` = '{self.parent_id}'")
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=True) as run:
+            mlflow.set_tags({**tags, TAG_CELL: cell})
+            if not run_id:
+                mlflow.log_params(_params(params))
+            yield run
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+
+def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_text(json.dumps(obj, indent=2, default=str))
+        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+
+
+def log_text_artifact(text: str, name: str, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_text(text)
+        mlflow.log_artifact(str(p), artifact_path=artifact_path)

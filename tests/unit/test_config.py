@@ -1,0 +1,127 @@
+"""Configs: every YAML validates; overrides compose; typos are errors with close matches."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from biorag import registry
+from biorag.config import compose, config_dir, flatten, to_typed
+from biorag.errors import ConfigError
+
+# config group -> the dataclass its YAMLs validate against
+SCHEMAS = {
+    "corpus": "biorag.corpora.base:CorpusConfig",
+    "embedder": "biorag.embedding:EmbedderConfig",
+    "index": "biorag.index:IndexConfig",
+    "task": "biorag.tasks.config:TaskConfig",
+    "model": "biorag.models.config:ModelConfig",
+    "arm": "biorag.arms:ArmConfig",
+    "study": "biorag.arms:StudyConfig",
+}
+
+
+def _schema(group: str):
+    module, _, attr = SCHEMAS[group].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _group_yamls() -> list[Path]:
+    return sorted(p for p in config_dir().glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", _group_yamls(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_group_yaml_validates(path: Path) -> None:
+    group = path.parent.name
+    assert group in SCHEMAS, f"config group '{group}' has no schema in this test"
+    text = path.read_text()
+    assert text.startswith("#"), f"{path} must start with a comment giving the command that uses it"
+    cfg = to_typed(OmegaConf.load(path), _schema(group), where=str(path))
+    if hasattr(cfg, "name"):
+        assert cfg.name == path.stem, f"{path}: name must equal the file name"
+
+
+@pytest.mark.parametrize("path", sorted(config_dir().glob("*.yaml")), ids=lambda p: p.name)
+def test_every_primary_yaml_composes(path: Path) -> None:
+    assert path.read_text().startswith("#")
+    cfg = compose(path.stem, [])
+    assert cfg is not None
+    if path.stem == "build":
+        from biorag.build import load_build_config
+
+        assert load_build_config([]).corpus.name
+
+
+def test_group_option_and_key_overrides() -> None:
+    from biorag.build import load_build_config
+
+    cfg = load_build_config(["index=hnsw", "embedder=minilm", "chunking.chunk_size=64", "name=x"])
+    assert cfg.index.type == "hnsw"
+    assert cfg.index.ef_search == 128
+    assert cfg.chunking.chunk_size == 64
+    assert cfg.name == "x"
+    assert cfg.index_name() == "x"
+
+
+def test_unknown_option_lists_close_matches() -> None:
+    from biorag.build import load_build_config
+
+    with pytest.raises(ConfigError) as e:
+        load_build_config(["index=hnws"])
+    assert "Did you mean 'hnsw'" in str(e.value)
+    assert "flat" in str(e.value)
+
+
+def test_unknown_key_is_an_error_with_close_matches() -> None:
+    from biorag.build import load_build_config
+
+    with pytest.raises(ConfigError) as e:
+        load_build_config(["chunking.chunk_sise=10"])
+    assert "chunk_size" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_build_config(["shard_sise=10"])
+    assert "shard_size" in str(e.value)
+
+
+def test_typo_inside_a_yaml_is_an_error(tmp_path: Path) -> None:
+    from biorag.embedding import EmbedderConfig
+
+    bad = OmegaConf.create({"name": "x", "model": "m", "batch_sise": 4})
+    with pytest.raises(ConfigError) as e:
+        to_typed(bad, EmbedderConfig, where="x.yaml")
+    assert "batch_size" in str(e.value) and "x.yaml" in str(e.value)
+
+
+def test_wrong_type_is_an_error() -> None:
+    from biorag.build import load_build_config
+
+    with pytest.raises(ConfigError):
+        load_build_config(["shard_size=lots"])
+
+
+def test_flatten_gives_dotted_keys() -> None:
+    from biorag.build import load_build_config
+
+    flat = flatten(load_build_config([]))
+    assert flat["chunking.chunk_size"] == 200
+    assert flat["embedder.name"] == "minilm"
+    assert flat["index.type"] == "flat"
+
+
+def test_registry_unknown_name_lists_close_matches() -> None:
+    with pytest.raises(ConfigError) as e:
+        registry.resolve("corpus_loader", "jsnl")
+    assert "Did you mean 'jsonl'" in str(e.value)
+    with pytest.raises(ConfigError):
+        registry.names("no_such_kind")
+
+
+def test_every_registry_entry_imports() -> None:
+    # heavy optional libraries (vllm) are imported inside the backends, so every module imports
+    for kind in registry.kinds():
+        for name in registry.names(kind):
+            obj = registry.resolve(kind, name)
+            assert callable(obj), (kind, name)
