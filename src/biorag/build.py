@@ -116,7 +116,8 @@ def build_index(
     name = cfg.index_name()
     final = root / name
     reader = open_corpus(cfg.corpus)
-    fingerprint = build_fingerprint(cfg, reader.source_fingerprint())
+    source_fingerprint = reader.source_fingerprint()
+    fingerprint = build_fingerprint(cfg, source_fingerprint)
 
     if not force and (final / MANIFEST_FILE).is_file():
         manifest = json.loads((final / MANIFEST_FILE).read_text())
@@ -149,12 +150,16 @@ def build_index(
                 bar.advance(len(shard))
                 continue
             texts = [passage_text(c, cfg.chunking.include_title) for c in shard]
-            vectors = embedder.embed_passages(texts)
+            step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
+            parts = []
+            for start in range(0, len(texts), step):
+                parts.append(embedder.embed_passages(texts[start : start + step]))
+                bar.advance(len(parts[-1]))
+            vectors = np.concatenate(parts)
             _write_shard(partial, shard_no, shard, vectors)
             state["shards_done"] = shard_no + 1
             state["chunks_done"] = n_chunks
             _atomic_write_json(partial / STATE_FILE, state)
-            bar.advance(len(shard))
             if on_shard_done is not None:
                 on_shard_done(shard_no)
     embed_seconds = time.perf_counter() - embed_started
@@ -186,7 +191,7 @@ def build_index(
             "name": cfg.corpus.name,
             "loader": cfg.corpus.loader,
             "config": asdict(cfg.corpus),
-            "source_fingerprint": reader.source_fingerprint(),
+            "source_fingerprint": source_fingerprint,
             "content_hash": content_hash.hexdigest()[:16],
             "stats": asdict(reader.stats),
         },

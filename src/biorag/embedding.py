@@ -110,7 +110,8 @@ class Embedder:
 
     def token_ids(self, text: str) -> list[int]:
         """Token ids without special tokens (the chunker measures chunk sizes with this)."""
-        return self._model.tokenizer.encode(text, add_special_tokens=False)
+        # verbose=False: chunk candidates longer than the model's limit are expected here
+        return self._model.tokenizer.encode(text, add_special_tokens=False, verbose=False)
 
     def embed_passages(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
         return self._encode(self._model, texts, self.cfg.passage_prompt, show_progress)

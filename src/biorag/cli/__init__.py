@@ -47,9 +47,10 @@ def _root(
 
 
 def _register() -> None:
-    from biorag.cli import index, misc, task
+    from biorag.cli import experiment, index, misc, task
 
     app.add_typer(index.app, name="index")
+    app.add_typer(experiment.app, name="experiment")
     app.add_typer(task.app, name="task")
     misc.register(app)
 

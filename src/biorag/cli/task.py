@@ -3,5 +3,129 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
 
 app = typer.Typer(help="Inspect and validate evaluation tasks.", no_args_is_help=True)
+
+OVERRIDES_HELP = (
+    "Task overrides as key=value, with or without the `task.` prefix: task.path=data/x.jsonl "
+    "task.n=50 task.fields.question=stem task.split=validation."
+)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Task name (`biorag ls tasks`) or a task YAML file."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    n: int = typer.Option(3, "-n", "--num", min=1, help="How many examples to show."),
+    with_context: str = typer.Option(
+        None, "--with-context", help="Index name or folder: retrieve passages into the prompts."
+    ),
+    k: int = typer.Option(3, "-k", "--top-k", min=1, help="Passages to retrieve (--with-context)."),
+    mode: str = typer.Option("dense", "--mode", "-m", help="Retrieval: dense | bm25 | hybrid."),
+    show_config: bool = typer.Option(
+        False, "--cfg", help="Print the resolved task config and exit."
+    ),
+) -> None:
+    """Print the first N rendered prompts of a task with their gold answers.
+
+    Token budgets are applied with an estimate (4 characters a token); a run uses the
+    model's own tokenizer.
+
+    Example: biorag task show hpo-term-mcq -n 3 --with-context hpo-minilm
+    """
+    from biorag.cli import console
+    from biorag.config import to_yaml
+    from biorag.prompting import build_prompt, mcq_continuations
+    from biorag.tasks import load_examples, load_task_config
+
+    cfg = load_task_config(name, overrides or [])
+    if show_config:
+        console.print(to_yaml(cfg), highlight=False)
+        return
+    examples = load_examples(cfg)
+    retriever = None
+    if with_context:
+        from biorag.retrieval import open_retriever
+
+        retriever = open_retriever(with_context, mode)
+    console.print(
+        f"[bold]{cfg.name}[/] v{cfg.version} ({cfg.type}, {len(examples)} examples; "
+        f"metrics {', '.join(cfg.metrics)}; scoring {cfg.scoring})",
+        highlight=False,
+    )
+    for ex in examples[:n]:
+        hits = retriever.retrieve(ex.query or ex.input, k) if retriever else None
+        prompt = build_prompt(cfg, ex, hits)
+        body = "\n\n".join(
+            (f"[dim]<{m['role']}>[/]\n" if len(prompt.messages) > 1 else "") + escape(m["content"])
+            for m in prompt.messages
+        )
+        gold = ", ".join(ex.gold) if isinstance(ex.gold, tuple) else ex.gold
+        if ex.options and cfg.answer_type == "letter":
+            gold = f"{gold} ({ex.options['ABCDEFGHIJ'.index(gold)]})"
+        footer = [f"gold: {gold}"]
+        if ex.options and cfg.scoring != "generate":
+            footer.append(
+                "scored continuations: " + " | ".join(repr(c) for c in mcq_continuations(cfg, ex))
+            )
+        if hits is not None:
+            footer.append(
+                f"passages in prompt: {len(prompt.hit_ids)} of {len(hits)}"
+                + (" (cut to the budget)" if prompt.truncated else "")
+            )
+        console.print(Panel(body, title=escape(ex.id), title_align="left"), highlight=False)
+        for line in footer:
+            console.print(
+                f"  [bold]{escape(line.split(':')[0])}:[/]{escape(line.split(':', 1)[1])}",
+                highlight=False,
+            )
+
+
+@app.command("validate")
+def validate(
+    file: str = typer.Argument(..., help="The file to check."),
+    fmt: str = typer.Option(
+        None,
+        "--type",
+        "-t",
+        help="Format: mcq | medqa | medmcqa | pubmedqa | mmlu | nli | summarisation | coding | longdoc.",
+    ),
+    task: str = typer.Option(
+        None, "--task", help="Check through a task's config (its field mapping)."
+    ),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    limit: int = typer.Option(
+        200, "--limit", help="Show at most this many problems (all are counted)."
+    ),
+) -> None:
+    """Check a task file and report every bad row: missing fields, gold answers that are
+    not among the options, duplicate ids, unreadable lines. Exit code 1 when any.
+
+    Example: biorag task validate my_cases.jsonl --type mcq
+    """
+    from biorag.cli import console
+    from biorag.tasks.validate import validate_file
+
+    report = validate_file(file, fmt=fmt, task=task, overrides=overrides or [])
+    console.print(f"[bold]{escape(file)}[/] read as {report.format}", highlight=False)
+    summary = Table(show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("", overflow="fold")
+    for key, value in report.summary().items():
+        summary.add_row(key, value)
+    console.print(summary)
+    if report.ok:
+        console.print(f"[green]ok[/]: {len(report.examples)} examples, no problems")
+        return
+    t = Table(title=f"{len(report.problems)} problem(s)")
+    for col in ("row", "field", "problem"):
+        t.add_column(col, overflow="fold")
+    for p in report.problems[:limit]:
+        t.add_row("" if p.row is None else str(p.row), p.field or "", escape(p.message))
+    console.print(t)
+    if len(report.problems) > limit:
+        console.print(f"... and {len(report.problems) - limit} more (--limit)")
+    raise typer.Exit(1)

@@ -57,18 +57,22 @@ class CorpusReader:
 
     `__iter__` applies the shared rules: empty texts are skipped and counted, duplicate ids
     are skipped (the first wins) and reported, `limit` stops early, and malformed records
-    raise `InputError` or, with `on_error=skip`, are counted.
+    (yielded `InputError`s) are raised or, with `on_error=skip`, counted.
     """
 
     def __init__(self, cfg: CorpusConfig) -> None:
         if cfg.on_error not in ("raise", "skip"):
-            raise InputError(f"on_error must be 'raise' or 'skip', not {cfg.on_error!r}", field="on_error")
+            raise InputError(
+                f"on_error must be 'raise' or 'skip', not {cfg.on_error!r}", field="on_error"
+            )
         self.cfg = cfg
         self.stats = CorpusStats()
 
     # -- to implement -------------------------------------------------------------------
-    def _records(self) -> Iterator[Document]:
-        """Yield documents in a stable order; raise InputError for a malformed record."""
+    def _records(self) -> Iterator[Document | InputError]:
+        """Yield documents in a stable order, and an `InputError` (yielded, not raised) for a
+        malformed record: a generator that raises is finished, so raising would end the corpus
+        where `on_error=skip` should go on to the next record."""
         raise NotImplementedError
 
     def source_fingerprint(self) -> str:
@@ -79,21 +83,16 @@ class CorpusReader:
     def __iter__(self) -> Iterator[Document]:
         self.stats = CorpusStats()
         seen: set[str] = set()
-        records = self._records()
-        while True:
+        for doc in self._records():
             if self.cfg.limit is not None and self.stats.documents >= self.cfg.limit:
                 return
-            try:
-                doc = next(records)
-            except StopIteration:
-                return
-            except InputError as e:
+            if isinstance(doc, InputError):
                 if self.cfg.on_error == "raise":
-                    raise
+                    raise doc
                 self.stats.skipped_malformed += 1
                 if len(self.stats.malformed_examples) < 10:
-                    self.stats.malformed_examples.append(str(e))
-                log.warning("skipped malformed record: %s", e)
+                    self.stats.malformed_examples.append(str(doc))
+                log.warning("skipped malformed record: %s", doc)
                 continue
             if not doc.text or not doc.text.strip():
                 self.stats.skipped_empty += 1

@@ -1,0 +1,105 @@
+"""`biorag experiment ...`: run and validate experiment arms."""
+
+from __future__ import annotations
+
+import math
+
+import typer
+from rich.table import Table
+
+app = typer.Typer(help="Run experiment arms (base, rag, lora, lora_rag) tracked in MLflow.",
+                  no_args_is_help=True)
+
+OVERRIDES_HELP = (
+    "arm=, model=, task= (comma lists sweep: arm=base,rag), study=NAME (experiments/study/), "
+    "and key=value overrides (task.n=50 arm.retriever.k=3 model.batch_size=4)."
+)
+
+
+@app.command("run")
+def run(
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Run arms x models x tasks; one MLflow child run per cell under one parent run.
+
+    Examples:
+
+      biorag experiment run study=embedded
+
+      biorag experiment run arm=base,rag model=smollm2 task=hpo-term-mcq,icd10-code-mcq
+
+    A rag arm builds its index when missing. A killed run started again with the same
+    command continues where it stopped (predictions are cached in .biorag-cache/).
+    """
+    from biorag.cli import console
+    from biorag.runner import run_experiment
+
+    def done(cell) -> None:
+        resumed = f" ({cell.resumed} from cache)" if cell.resumed else ""
+        console.print(f"[green]done[/] {cell.name}: {cell.n} examples{resumed}")
+
+    result = run_experiment(overrides or [], on_cell_done=done)
+    console.print(results_table(result.cells, result.baseline))
+    console.print(
+        f"MLflow experiment '{result.experiment}', parent run {result.parent_run_id} "
+        f"in {result.tracking_uri}\nOpen the UI with: biorag ui   (or: mlflow ui --backend-store-uri "
+        f"{result.tracking_uri} --host 127.0.0.1)"
+    )
+
+
+@app.command("validate")
+def validate(
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Resolve and check the configs of a run without loading any model; list the cells."""
+    from biorag.cli import console
+    from biorag.runner import plan
+
+    experiment, cells, baseline = plan(overrides or [])
+    t = Table(title=f"experiment '{experiment}': {len(cells)} cell(s), baseline arm '{baseline}'")
+    for col in ("arm", "model", "family", "task", "items", "retrieval", "adapter"):
+        t.add_column(col)
+    for c in cells:
+        r = c.arm.retriever
+        where = f"{r.mode} k={r.k} from {r.index or (r.corpus or c.task.corpus)}" if r else "closed-book"
+        t.add_row(c.arm.name, c.model.name, c.model.family, c.task.name, str(c.task.n or "all"),
+                  where, c.arm.adapter or "-")
+    console.print(t)
+
+
+def _fmt(metrics: dict[str, float], key: str) -> str:
+    v = metrics.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{v:.3f}"
+
+
+def headline_metric(metrics: dict[str, float], task: str) -> str:
+    """The metric a task is summarised by: log-likelihood accuracy when present, else the first."""
+    keys = [k.split("/", 1)[1] for k in metrics if k.startswith(f"{task}/") and not k.endswith(("_ci_low", "_ci_high"))]
+    for pref in ("accuracy_ll_norm", "accuracy_ll", "accuracy", "macro_f1", "code_f1", "rouge1", "rougeL"):
+        if pref in keys:
+            return pref
+    return keys[0] if keys else "n"
+
+
+def results_table(cells, baseline: str = "base") -> Table:
+    """Arms x tasks with 95% confidence intervals (one column per task's headline metric)."""
+    tasks = list(dict.fromkeys(c.task for c in cells))
+    t = Table(title="results (95% bootstrap CI)")
+    t.add_column("arm")
+    t.add_column("model")
+    heads = {}
+    for task in tasks:
+        first = next(c for c in cells if c.task == task)
+        heads[task] = headline_metric(first.metrics, task)
+        t.add_column(f"{task}\n{heads[task]}", justify="right")
+    rows = dict.fromkeys((c.arm, c.model) for c in cells)
+    for arm, model in rows:
+        cols = []
+        for task in tasks:
+            c = next((c for c in cells if (c.arm, c.model, c.task) == (arm, model, task)), None)
+            cols.append(_fmt(c.metrics, f"{task}/{heads[task]}") if c else "-")
+        t.add_row(arm + (" (baseline)" if arm == baseline else ""), model, *cols)
+    return t

@@ -1,0 +1,229 @@
+"""The runner end to end: arms as MLflow child runs, resume, errors, the MLflow server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from biorag.build import build_index, load_build_config
+from biorag.errors import BioragError, ConfigError
+from biorag.runner import plan, run_experiment
+from biorag.tasks import load_examples, load_task_config
+
+N = 12
+TASK = ["task=hpo-term-mcq", f"task.n={N}"]
+
+
+@pytest.fixture(scope="module")
+def task_index(tmp_path_factory) -> Path:
+    """A tiny index whose documents are the task items' own definitions, titled by their terms:
+    retrieval then finds the answer, so a rag arm can be told from a closed-book one."""
+    root = tmp_path_factory.mktemp("ix")
+    examples = load_examples(load_task_config("hpo-term-mcq", [f"n={N}"]))
+    corpus = root / "defs.jsonl"
+    with corpus.open("w") as f:
+        for e in examples:
+            term = e.options["ABCDEFGHIJ".index(e.gold)]
+            f.write(json.dumps({"id": e.id, "title": term, "text": f"{term}: {e.input}"}) + "\n")
+    built = build_index(load_build_config(["corpus=sample", f"corpus.path={corpus}", "name=defs", f"root={root}"]))
+    return built.path
+
+
+def _runs(experiment: str):
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def _overrides(index: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["arm=base,rag", "model=fake", *TASK, f"arm.retriever.index={index}",
+            f"cache_dir={tmp_path / 'cache'}", "experiment=t", *extra]
+
+
+def test_plan_sweeps_and_keeps_param_names_equal(task_index) -> None:
+    from biorag.runner import cell_params
+
+    _, cells, _ = plan(["arm=base,rag", "model=fake", *TASK, f"arm.retriever.index={task_index}"])
+    assert [c.arm.name for c in cells] == ["base", "rag"]
+    base, rag = (cell_params(c) for c in cells)
+    assert base.keys() == rag.keys()
+    assert base["arm.retrieval"] is False and rag["arm.retrieval"] is True
+    assert base["arm.retriever.k"] is None and rag["arm.retriever.k"] == 5
+
+
+def test_fake_model_arms_are_child_runs_with_equal_names(task_index, tmp_path) -> None:
+    result = run_experiment(_overrides(task_index, tmp_path))
+    assert len(result.cells) == 2
+    parents, children = _runs("t")
+    assert len(parents) == 1 and len(children) == 2
+    names = sorted(r.data.tags["mlflow.runName"] for r in children)
+    assert names == ["base/fake/hpo-term-mcq", "rag/fake/hpo-term-mcq"]
+    base, rag = sorted(children, key=lambda r: r.data.tags["arm"])
+    assert base.data.params.keys() == rag.data.params.keys()
+    assert base.data.metrics.keys() == rag.data.metrics.keys()
+    for key in ("hpo-term-mcq/accuracy_ll", "hpo-term-mcq/accuracy_ll_ci_low", "hpo-term-mcq/accuracy_ll_ci_high",
+                "hpo-term-mcq/examples_per_s", "hpo-term-mcq/tokens_per_s", "hpo-term-mcq/retrieval_latency_ms"):
+        assert key in base.data.metrics, key
+    assert base.data.tags["model_family"] == "general" and base.data.tags["index_fingerprint"] == "none"
+    assert rag.data.tags["index_fingerprint"] != "none"
+    # the fake model prefers the option the passages mention: retrieval must help it
+    assert rag.data.metrics["hpo-term-mcq/accuracy_ll"] == 1.0
+    assert base.data.metrics["hpo-term-mcq/accuracy_ll"] < 0.7
+    m = base.data.metrics
+    assert m["hpo-term-mcq/accuracy_ll_ci_low"] <= m["hpo-term-mcq/accuracy_ll"] <= m["hpo-term-mcq/accuracy_ll_ci_high"]
+    arts = {a.path for a in MlflowClient().list_artifacts(rag.info.run_id)}
+    assert {"predictions.json", "predictions.jsonl", "config.yaml", "index_manifest.json"} <= arts
+    table = mlflow.load_table("predictions.json", run_ids=[rag.info.run_id])
+    assert len(table) == N and set(table["correct"]) == {1.0}
+    assert all(table["retrieved"].str.len() > 0)
+
+
+def test_same_seed_same_predictions(task_index, tmp_path) -> None:
+    outs = []
+    for i in range(2):
+        result = run_experiment(["arm=rag", "model=fake", *TASK, f"arm.retriever.index={task_index}",
+                                 f"cache_dir={tmp_path / str(i)}", f"experiment=s{i}"])
+        run_id = result.cells[0].run_id
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions.jsonl")
+        outs.append([{k: v for k, v in json.loads(x).items()} for x in Path(path).read_text().splitlines()])
+    assert outs[0] == outs[1]
+
+
+def test_killed_run_resumes_without_duplicate_runs(task_index, tmp_path) -> None:
+    from biorag.models.fake import FakeGenerator
+
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def dying_loader(cfg, adapter):
+        gen = FakeGenerator.from_config(cfg, adapter)
+        real = gen.loglikelihood
+
+        def ll(requests):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second batch of the first cell
+                raise Killed
+            return real(requests)
+
+        gen.loglikelihood = ll
+        return gen
+
+    overrides = _overrides(task_index, tmp_path, "batch_size=4")
+    with pytest.raises(Killed):
+        run_experiment(overrides, loader=dying_loader)
+    resumed = run_experiment(overrides)
+    assert resumed.cells[0].resumed == 4  # the first batch came from the cache
+    reference = run_experiment(_overrides(task_index, tmp_path / "fresh", "batch_size=4", "experiment=ref"))
+    for a, b in zip(resumed.cells, reference.cells, strict=True):
+        quality = {k: v for k, v in a.metrics.items() if "accuracy" in k}
+        assert quality == {k: v for k, v in b.metrics.items() if "accuracy" in k}
+    parents, children = _runs("t")
+    assert len(parents) == 1 and len(children) == 2, "no duplicate or dangling runs"
+    assert all(r.info.status == "FINISHED" for r in [*parents, *children])
+
+
+def test_unknown_names_list_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'rag'"):
+        plan(["arm=rga"])
+    with pytest.raises(ConfigError, match="hpo-term-mcq"):
+        plan(["task=hpo-term"])
+
+
+def test_missing_index_says_how_to_build_it(tmp_path) -> None:
+    with pytest.raises(BioragError, match="biorag index build"):
+        run_experiment(["arm=rag", "model=fake", *TASK, "arm.retriever.index=nope",
+                        "arm.retriever.build_if_missing=false", f"cache_dir={tmp_path}"])
+
+
+def test_unwritable_store_fails_before_any_model_loads(tmp_path, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # no one, root included, can create a folder under a file
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker / 'sub' / 'mlflow.db'}")
+    loaded = []
+    with pytest.raises(BioragError, match="not writable"):
+        run_experiment(["arm=base", "model=fake", *TASK], loader=lambda c, a: loaded.append(c))
+    assert not loaded
+
+
+def test_unreachable_server_fails_before_any_model_loads(monkeypatch) -> None:
+    port = _free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    loaded = []
+    with pytest.raises(BioragError, match="unreachable"):
+        run_experiment(["arm=base", "model=fake", *TASK], loader=lambda c, a: loaded.append(c))
+    assert not loaded
+
+
+def test_tiny_random_hf_model_end_to_end(task_index, tmp_path) -> None:
+    from tests.helpers.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "tiny")
+    result = run_experiment([
+        "arm=base,rag", "model=smollm2", f"model.id={model_dir}", "model.source=hub", "model.gguf_file=null",
+        "model.max_length=512", *TASK, "task.scoring=both", f"arm.retriever.index={task_index}",
+        "arm.retriever.k=2", f"cache_dir={tmp_path / 'c'}", "experiment=tiny",
+    ])
+    parents, children = _runs("tiny")
+    assert len(children) == 2
+    for r in children:
+        assert 0.0 <= r.data.metrics["hpo-term-mcq/accuracy_ll"] <= 1.0
+        assert "hpo-term-mcq/accuracy" in r.data.metrics  # the generated answers, parsed
+        assert r.data.params["model.id"] == str(model_dir)
+    assert {c.n for c in result.cells} == {N}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_serves_the_runs_over_rest(task_index, tmp_path) -> None:
+    import os
+
+    run_experiment(_overrides(task_index, tmp_path))
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=t")
+        exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
+        body = json.dumps({"experiment_ids": [exp["experiment_id"]], "max_results": 100}).encode()
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
+                                     headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
+        names = sorted(r["info"]["run_name"] for r in runs)
+        assert "base/fake/hpo-term-mcq" in names and "rag/fake/hpo-term-mcq" in names
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
