@@ -40,7 +40,7 @@ def check_store(uri: str | None = None, timeout: float = 5.0) -> str:
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (the user's server)
+            with urllib.request.urlopen(url, timeout=timeout) as r:
                 if r.status != 200:
                     raise BioragError(f"MLflow server {uri} answered {r.status} on /health")
         except (urllib.error.URLError, OSError) as e:

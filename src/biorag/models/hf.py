@@ -1,0 +1,308 @@
+"""transformers backend: batched log-likelihood (lm-evaluation-harness style) and greedy generation.
+
+Log-likelihood follows lm-eval's `_loglikelihood_tokens`: context and context+continuation
+are encoded separately and the continuation tokens are the suffix of the whole encoding
+(so a token spanning the boundary is scored), requests run longest first, right-padded,
+one forward pass per batch, and results come back in the caller's order. Requests whose
+model input is identical (typically one context scored against single-token options
+" A" … " D") share one forward pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import defaultdict
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from biorag import progress
+from biorag.errors import BioragError
+from biorag.models.base import LoglikelihoodResult
+from biorag.models.config import ModelConfig
+from biorag.models.text import (
+    TokenEncoder,
+    apply_template,
+    cut_at_stop,
+    plain_join,
+    wants_template,
+)
+
+log = logging.getLogger(__name__)
+
+_Request = tuple[int, list[int], int]  # request index, continuation ids, continuation characters
+
+
+class HFGenerator:
+    """A transformers causal LM behind the `Generator` interface.
+
+    Build one from a config with `HFGenerator.from_config(cfg, adapter=...)`, or wrap a
+    model and tokenizer already in memory with `HFGenerator(model, tokenizer)`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str = "hf",
+        batch_size: int = 8,
+        max_length: int | None = None,
+        chat: str = "auto",
+    ) -> None:
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size = batch_size
+        self.max_length = max_length or _model_max_length(model, tokenizer)
+        self.use_chat_template = wants_template(tokenizer, chat, name)
+        self._encoder = TokenEncoder(tokenizer)
+        pad = tokenizer.pad_token_id
+        pad = tokenizer.eos_token_id if pad is None else pad
+        self._pad = 0 if pad is None else pad  # padded positions are masked; any id will do
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.info = _versions(model, tokenizer)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> HFGenerator:
+        from biorag.models.loading import load_hf
+
+        model, tokenizer = load_hf(cfg, adapter)
+        name = cfg.name if adapter is None else f"{cfg.name}+{_folder_name(adapter)}"
+        gen = cls(
+            model,
+            tokenizer,
+            name=name,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            chat=cfg.chat,
+        )
+        gen.info.update({"model_id": cfg.id or cfg.source, "adapter": adapter or ""})
+        return gen
+
+    # -- text <-> tokens -------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt, with the tokenizer's own BOS if it adds one (never twice)."""
+        return self._encoder.encode(text)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) with the boundary handled as lm-eval does."""
+        return self._encoder.encode_pair(context, continuation)
+
+    def count_tokens(self, text: str) -> int:
+        return self._encoder.count(text)
+
+    def render_chat(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
+        if not self.use_chat_template:
+            return plain_join(messages)
+        return apply_template(self.tokenizer, messages, add_generation_prompt)
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
+        results: list[LoglikelihoodResult | None] = [None] * len(requests)
+        # model input -> [(request index, continuation ids, characters)]; identical inputs run once
+        by_input: dict[tuple[int, ...], list[_Request]] = defaultdict(list)
+        for i, (context, continuation) in enumerate(requests):
+            ctx, cont = self.encode_pair(context, continuation)
+            if not cont:
+                results[i] = LoglikelihoodResult(0.0, 0, len(continuation), True)
+                continue
+            if len(cont) > self.max_length:
+                raise BioragError(
+                    f"{self.name}: a continuation of {len(cont)} tokens is longer than "
+                    f"max_length {self.max_length}"
+                )
+            # keep the end: the continuation and the context nearest to it
+            full = (ctx + cont)[-(self.max_length + 1) :]
+            by_input[tuple(full[:-1])].append((i, cont, len(continuation)))
+
+        inputs = sorted(by_input, key=len, reverse=True)  # similar lengths pad least
+        with _bar(f"{self.name} log-likelihood", len(requests), len(inputs) > self.batch_size) as b:
+            for start in range(0, len(inputs), self.batch_size):
+                batch = inputs[start : start + self.batch_size]
+                for inp, scored in zip(batch, self._score_batch(batch, by_input), strict=True):
+                    for i, result in scored:
+                        results[i] = result
+                    b.advance(len(by_input[inp]))
+        return results  # type: ignore[return-value]
+
+    def _score_batch(
+        self,
+        batch: list[tuple[int, ...]],
+        by_input: dict[tuple[int, ...], list[_Request]],
+    ) -> list[list[tuple[int, LoglikelihoodResult]]]:
+        width = max(len(inp) for inp in batch)
+        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, inp in enumerate(batch):
+            ids[row, : len(inp)] = torch.tensor(inp)
+            mask[row, : len(inp)] = 1
+        # only the positions that predict continuation tokens need the vocabulary projection
+        first = min(len(inp) - max(len(c) for _, c, _ in by_input[inp]) for inp in batch)
+        last = max(len(inp) for inp in batch)
+        kwargs: dict[str, Any] = {}
+        offset = 0
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = torch.arange(first, last, device=self.model.device)
+            offset = first
+        device = self.model.device
+        logits = self.model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for row, inp in enumerate(batch):
+            scored = []
+            for i, cont, n_chars in by_input[inp]:
+                start = len(inp) - len(cont) - offset
+                rows = logprobs[row, start : start + len(cont)]
+                target = torch.tensor(cont, device=rows.device)
+                token_lp = rows.gather(-1, target[:, None]).squeeze(-1)
+                greedy = bool((rows.argmax(-1) == target).all())
+                scored.append(
+                    (i, LoglikelihoodResult(float(token_lp.sum()), len(cont), n_chars, greedy))
+                )
+            out.append(scored)
+        return out
+
+    # -- generation ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+    ) -> list[str]:
+        budget = self.max_length - max_new_tokens
+        if budget < 1:
+            raise BioragError(
+                f"{self.name}: max_new_tokens {max_new_tokens} >= max_length {self.max_length}"
+            )
+        encoded = []
+        for ids in map(self.encode, prompts):
+            if len(ids) > budget:
+                log.warning(
+                    "%s: prompt of %d tokens cut to its last %d", self.name, len(ids), budget
+                )
+                ids = ids[-budget:]
+            encoded.append(ids)
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+        config = self._greedy_config(max_new_tokens, stop)
+        outputs: list[str] = [""] * len(prompts)
+        with _bar(f"{self.name} generate", len(prompts), len(prompts) > self.batch_size) as b:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                texts = self._generate_batch([encoded[i] for i in batch], config, stop)
+                for i, text in zip(batch, texts, strict=True):
+                    outputs[i] = text
+                b.advance(len(batch))
+        return outputs
+
+    def _generate_batch(
+        self, batch: list[list[int]], config: Any, stop: list[str] | None
+    ) -> list[str]:
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):  # left padding: every prompt ends at the same column
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+        device = self.model.device
+        extra = {"tokenizer": self.tokenizer} if stop else {}
+        out = self.model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=config,
+            **extra,
+        )
+        new_tokens = out[:, width:]
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [cut_at_stop(t, stop) for t in texts]
+
+    def _greedy_config(self, max_new_tokens: int, stop: list[str] | None) -> Any:
+        """Greedy decoding whatever the model's generation_config.json says.
+
+        transformers fills every unset (None) field from the model's own config, so the
+        sampling and penalty fields get their neutral values here: a checkpoint's
+        temperature=0.6 / top_p=0.9 (Llama-3-Instruct) then neither warns nor matters, and a
+        repetition_penalty cannot quietly change what "greedy" means.
+        """
+        from transformers import GenerationConfig
+
+        own = getattr(self.model, "generation_config", None) or GenerationConfig()
+        eos = _as_list(own.eos_token_id) + _as_list(self.tokenizer.eos_token_id)
+        return GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=50,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            repetition_penalty=1.0,
+            length_penalty=1.0,
+            no_repeat_ngram_size=0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=list(dict.fromkeys(eos)) or None,
+            bos_token_id=own.bos_token_id,
+            pad_token_id=self._pad,
+            stop_strings=list(stop) if stop else None,
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _bar(description: str, total: int, show: bool) -> Any:
+    """A progress bar for work that takes more than one batch; silence otherwise."""
+    return progress.bar(description, total=total) if show else nullcontext(_NoBar())
+
+
+def _model_max_length(model: Any, tokenizer: Any) -> int:
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 1_000_000 else 2048
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _folder_name(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).expanduser().resolve().name
+
+
+def _versions(model: Any, tokenizer: Any) -> dict[str, str]:
+    import transformers
+
+    info = {"backend": "hf", "transformers": transformers.__version__, "torch": torch.__version__}
+    try:
+        param = next(model.parameters())
+        info.update({"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device)})
+    except (StopIteration, AttributeError):
+        pass
+    try:
+        import peft
+
+        info["peft"] = peft.__version__
+    except ImportError:
+        pass
+    return info

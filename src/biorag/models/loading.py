@@ -1,0 +1,183 @@
+"""From a `ModelConfig` to a ready `Generator`: where the weights are, device, dtype.
+
+`load_generator` is the one entry point; each backend class has a `from_config(cfg,
+adapter=...)` classmethod that does its own loading, so nothing heavy is imported until
+a backend is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from biorag import registry
+from biorag.errors import BioragError, ConfigError
+from biorag.models.base import Generator
+from biorag.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def load_generator(cfg: ModelConfig, adapter: str | None = None) -> Generator:
+    """The generator a model config describes, with an optional LoRA adapter folder."""
+    backend = registry.resolve("model_backend", cfg.backend)
+    return backend.from_config(cfg, adapter=adapter)
+
+
+def load_model_config(name_or_path: str | Path) -> ModelConfig:
+    """A model config by name (`experiments/model/<name>.yaml`) or by YAML path."""
+    from biorag.config import config_dir, options, to_typed
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = config_dir() / "model" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            from biorag.errors import did_you_mean
+
+            raise ConfigError(did_you_mean(str(name_or_path), options("model"), what="model"))
+    return to_typed(OmegaConf.load(path), ModelConfig, where=str(path))
+
+
+def weights_location(cfg: ModelConfig) -> tuple[str, str | None]:
+    """(local folder or hub id, GGUF file still to pass to `from_pretrained`) for a config.
+
+    A GGUF file in a local folder (or a package) is dequantised once and cached, so the
+    returned folder is a plain transformers checkpoint and the second item is None.
+    """
+    from biorag.models.smollm2 import dequantised_copy, package_folder
+
+    if cfg.source.startswith("package:"):
+        folder: Path | None = package_folder(cfg.source.removeprefix("package:"))
+    else:
+        folder = _local_folder(cfg)
+    if folder is None:  # a hub id; transformers reads a hub GGUF itself (not cached here)
+        if not cfg.id:
+            raise ConfigError(f"model '{cfg.name}': set `id` to a hub id or a local folder")
+        return cfg.id, cfg.gguf_file
+    if cfg.gguf_file:
+        return str(dequantised_copy(folder, cfg.gguf_file)), None
+    return str(folder), None
+
+
+def _local_folder(cfg: ModelConfig) -> Path | None:
+    path = Path(cfg.id).expanduser()
+    if cfg.id and path.exists():
+        if not path.is_dir():
+            raise BioragError(f"model '{cfg.name}': {cfg.id} is a file; `id` must be a folder")
+        return path
+    # "org/name" is a hub id; anything else that looks like a path is a missing folder
+    looks_local = (
+        cfg.id.startswith((".", "~", "/")) or os.path.isabs(cfg.id) or cfg.id.count("/") > 1
+    )
+    if looks_local:
+        raise BioragError(f"model '{cfg.name}': local model folder {cfg.id} does not exist")
+    return None
+
+
+def resolve_device(cfg: ModelConfig) -> str:
+    """ "cuda…" or "cpu": auto means CUDA when torch sees a GPU."""
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BioragError(
+            f"model '{cfg.name}': device {cfg.device} asked for, but torch sees no GPU"
+        )
+    return cfg.device
+
+
+def resolve_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
+    """auto means bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
+    import torch
+
+    if cfg.dtype != "auto":
+        return getattr(torch, _DTYPES[cfg.dtype])
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_hf(cfg: ModelConfig, adapter: str | None = None) -> tuple[Any, Any]:
+    """Load (model, tokenizer) with transformers, plus an optional peft adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, gguf_file = weights_location(cfg)
+    device = resolve_device(cfg)
+    dtype = resolve_dtype(cfg, device)
+    common: dict[str, Any] = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if gguf_file:
+        common["gguf_file"] = gguf_file
+    kwargs: dict[str, Any] = {"dtype": dtype, **common}
+    quantization = _bnb_config(cfg, device, dtype)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    if device.startswith("cuda"):
+        # "auto" spreads a large model over every visible GPU; cuda:N pins it
+        kwargs["device_map"] = "auto" if device == "cuda" else {"": device}
+
+    log.info("loading %s from %s (%s, %s)", cfg.name, where, device, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **common)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except OSError as e:
+        raise BioragError(
+            f"model '{cfg.name}': could not load '{where}' ({_first_line(e)}). It is neither a "
+            "local folder nor in the Hugging Face cache, and the hub may be unreachable from "
+            "this machine: download it where the hub is reachable and set `id` to the folder."
+        ) from None
+    if "device_map" not in kwargs:
+        model.to(device)
+    if adapter is not None:
+        model = _with_adapter(model, adapter, merge=quantization is None)
+    model.eval()
+    return model, tokenizer
+
+
+def _bnb_config(cfg: ModelConfig, device: str, dtype: torch.dtype) -> Any:
+    if not (cfg.load_in_4bit or cfg.load_in_8bit):
+        return None
+    bits = 4 if cfg.load_in_4bit else 8
+    if not device.startswith("cuda"):
+        raise BioragError(
+            f"model '{cfg.name}': load_in_{bits}bit needs a CUDA GPU (bitsandbytes); "
+            f"this run is on {device}. Set load_in_{bits}bit=false."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise BioragError(
+            f"model '{cfg.name}': load_in_{bits}bit needs bitsandbytes: pip install 'biorag[gpu]'"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+    )
+
+
+def _with_adapter(model: Any, adapter: str, *, merge: bool) -> Any:
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise BioragError(f"adapter folder {adapter} has no adapter_config.json")
+    model = PeftModel.from_pretrained(model, str(path))
+    # merged LoRA weights run as fast as the base model; quantised bases cannot be merged
+    return model.merge_and_unload() if merge else model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,233 @@
+"""Any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp server, OpenAI) over plain HTTP.
+
+Log-likelihood uses `/completions` with `echo=true, logprobs=1, max_tokens=1` (lm-eval's
+`local-completions` recipe): the server returns the prompt's own token log-probabilities,
+and the tokens overlapping the continuation's characters are summed. Servers that do not
+echo prompt log-probabilities (OpenAI's chat models) cannot score options; the error says so.
+
+Generation is greedy (`temperature=0`, `seed=0`) through `/completions` (default: the
+prompt is sent as rendered) or `/chat/completions` (`options.api: chat`: the rendered
+prompt is sent as one user message). Without `options.tokenizer` (a hub id or folder for a
+local tokenizer) there is no chat template and `count_tokens` is an estimate (4 characters
+a token).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import httpx
+
+from biorag.errors import BioragError, ConfigError
+from biorag.models.base import LoglikelihoodResult
+from biorag.models.config import ModelConfig
+from biorag.models.text import (
+    apply_template,
+    cut_at_stop,
+    move_spaces,
+    plain_join,
+    wants_template,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+_OPTIONS = {"api", "tokenizer", "timeout_s", "max_retries"}
+
+
+class OpenAIGenerator:
+    """A model served behind an OpenAI-compatible HTTP API."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str,
+        api_key: str | None = None,
+        name: str = "openai",
+        batch_size: int = 8,
+        api: str = "completions",
+        tokenizer: Any = None,
+        chat: str = "auto",
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+    ) -> None:
+        if api not in ("completions", "chat"):
+            raise ConfigError(f"{name}: options.api must be completions or chat, got {api!r}")
+        self.model, self.name, self.batch_size, self.api = model, name, batch_size, api
+        self.base_url = base_url.rstrip("/")
+        self.tokenizer, self.max_retries = tokenizer, max_retries
+        self.use_chat_template = tokenizer is not None and wants_template(tokenizer, chat, name)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        self.info = {
+            "backend": "openai",
+            "base_url": self.base_url,
+            "api": api,
+            "httpx": httpx.__version__,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> OpenAIGenerator:
+        unknown = set(cfg.options) - _OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"model '{cfg.name}': unknown openai options {sorted(unknown)}; known: {', '.join(sorted(_OPTIONS))}"
+            )
+        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        tokenizer = None
+        if cfg.options.get("tokenizer"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                cfg.options["tokenizer"],
+                revision=cfg.revision,
+                trust_remote_code=cfg.trust_remote_code,
+            )
+        # vLLM serves a LoRA adapter under its own model name (`--lora-modules name=path`)
+        model = adapter or cfg.id
+        if not model:
+            raise ConfigError(f"model '{cfg.name}': set `id` to the model name the server knows")
+        return cls(
+            model=model,
+            base_url=base_url,
+            api_key=os.environ.get(cfg.api_key_env),
+            name=cfg.name if adapter is None else f"{cfg.name}+{adapter}",
+            batch_size=cfg.batch_size,
+            api=str(cfg.options.get("api", "completions")),
+            tokenizer=tokenizer,
+            chat=cfg.chat,
+            timeout_s=float(cfg.options.get("timeout_s", 120.0)),
+            max_retries=int(cfg.options.get("max_retries", 3)),
+        )
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
+        results: list[LoglikelihoodResult] = []
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start : start + self.batch_size]
+            pairs = [move_spaces(c, x) for c, x in batch]
+            body = {
+                "model": self.model,
+                "prompt": [c + x for c, x in pairs],
+                "max_tokens": 1,
+                "temperature": 0,
+                "echo": True,
+                "logprobs": 1,
+                "seed": 0,
+            }
+            choices = _by_index(self._post("/completions", body), len(batch))
+            for (context, continuation), (_, original), choice in zip(
+                pairs, batch, choices, strict=True
+            ):
+                results.append(self._score(choice, context, continuation, len(original)))
+        return results
+
+    def _score(
+        self, choice: dict, context: str, continuation: str, n_chars: int
+    ) -> LoglikelihoodResult:
+        lp = choice.get("logprobs") or {}
+        tokens, logprobs = lp.get("tokens"), lp.get("token_logprobs")
+        offsets, top = lp.get("text_offset"), lp.get("top_logprobs") or []
+        if not tokens or logprobs is None or offsets is None:
+            raise BioragError(
+                f"{self.name}: the server at {self.base_url} returned no prompt log-probabilities "
+                "(echo=true, logprobs); score this task by generation instead"
+            )
+        begin, end = len(context), len(context) + len(continuation)
+        total, n_tokens, greedy = 0.0, 0, True
+        for j, token in enumerate(tokens):
+            start = offsets[j]
+            stop = offsets[j + 1] if j + 1 < len(offsets) else start + len(token)
+            if (
+                start >= end or stop <= begin
+            ):  # outside the continuation (incl. the generated token)
+                continue
+            if logprobs[j] is None:  # the very first prompt token has no log-probability
+                continue
+            total += logprobs[j]
+            n_tokens += 1
+            alternatives = top[j] if j < len(top) and top[j] else None
+            greedy = (
+                greedy and bool(alternatives) and max(alternatives, key=alternatives.get) == token
+            )
+        return LoglikelihoodResult(total, n_tokens, n_chars, greedy and n_tokens > 0)
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+    ) -> list[str]:
+        common: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "temperature": 0,
+            "seed": 0,
+        }
+        if stop:
+            common["stop"] = list(stop)[:4]  # OpenAI accepts at most four; the rest are cut here
+        outputs: list[str] = []
+        if self.api == "chat":
+            for prompt in prompts:
+                body = {**common, "messages": [{"role": "user", "content": prompt}]}
+                choice = _by_index(self._post("/chat/completions", body), 1)[0]
+                outputs.append((choice.get("message") or {}).get("content") or "")
+        else:
+            for start in range(0, len(prompts), self.batch_size):
+                batch = prompts[start : start + self.batch_size]
+                choices = _by_index(
+                    self._post("/completions", {**common, "prompt": batch}), len(batch)
+                )
+                outputs.extend(c.get("text") or "" for c in choices)
+        return [cut_at_stop(text, stop) for text in outputs]
+
+    def render_chat(
+        self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
+        if not self.use_chat_template:
+            return plain_join(messages)
+        return apply_template(self.tokenizer, messages, add_generation_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return math.ceil(len(text) / 4)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self.base_url + path
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._client.post(url, json=body)
+            except httpx.TransportError as e:
+                if attempt == self.max_retries:
+                    raise BioragError(f"{self.name}: cannot reach {url}: {e}") from None
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise BioragError(f"{self.name}: {url} did not answer JSON") from None
+                if response.status_code not in _RETRY_STATUS or attempt == self.max_retries:
+                    raise BioragError(
+                        f"{self.name}: {url} answered {response.status_code}: {response.text[:300]}"
+                    )
+            time.sleep(min(2**attempt, 8))  # rate limits and restarts pass
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _by_index(payload: dict[str, Any], expected: int) -> list[dict[str, Any]]:
+    choices = sorted(payload.get("choices") or [], key=lambda c: c.get("index", 0))
+    if len(choices) != expected:
+        raise BioragError(f"expected {expected} choices from the server, got {len(choices)}")
+    return choices

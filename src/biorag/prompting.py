@@ -1,0 +1,195 @@
+"""Prompts: one Jinja2 template per task for closed-book and with-context runs alike.
+
+The template sees `context` (retrieved passages, packed under `context_tokens`; empty without
+hits, so `{% if context %}` hides the block), `documents` (the item's own documents packed
+under `document_tokens`), `input`, `options` (letter, text pairs) and the example's metadata.
+The result is chat messages; the model backend decides whether its tokenizer has a chat
+template (`Generator.render_chat`), never the task.
+
+Multiple-choice log-likelihood scoring continues the prompt with " A", " B", ... (as
+lm-evaluation-harness does for MMLU) or, with `continuation: text`, with " <option text>" —
+the form where per-character length normalisation (`acc_norm`) matters.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from biorag.errors import ConfigError
+from biorag.scoring import LETTERS
+from biorag.tasks.config import TaskConfig
+from biorag.types import Example, Hit
+
+CountTokens = Callable[[str], int]
+LONG_INPUT_TYPES = ("summarisation", "coding")  # their input is cut to `document_tokens`
+MIN_PARTIAL_TOKENS = 32  # a passage cut shorter than this is left out rather than kept
+
+
+def approx_tokens(text: str) -> int:
+    """About four characters a token; use the model's own `count_tokens` where there is one."""
+    return math.ceil(len(text) / 4)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Rendered messages and what went into them."""
+
+    messages: list[dict[str, str]]
+    hit_ids: tuple[str, ...]  # chunk ids of the passages in the prompt, in order
+    truncated: bool  # a passage or document was cut to fit its budget
+
+    @property
+    def text(self) -> str:
+        """The messages joined plainly (for display and for models without a chat template)."""
+        return "\n\n".join(m["content"] for m in self.messages)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(repr(self.messages).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _template(source: str):
+    # sandboxed: task YAMLs are shared between people; strict: a misspelt variable is an error
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
+    )
+    return env.from_string(source)
+
+
+def check_template(cfg: TaskConfig) -> None:
+    """Raise ConfigError when the task's template is missing or does not compile."""
+    if not cfg.template.strip():
+        raise ConfigError(f"task {cfg.name}: no template")
+    try:
+        _template(cfg.template)
+    except TemplateError as e:
+        raise ConfigError(f"task {cfg.name}: template: {e}") from None
+
+
+def truncate_to_tokens(text: str, budget: int, count_tokens: CountTokens = approx_tokens) -> str:
+    """The longest prefix, cut at a word boundary and marked with "…", within `budget` tokens."""
+    if count_tokens(text) <= budget:
+        return text
+    cuts = [m.start() for m in re.finditer(r"\s+", text)] + [len(text)]
+    lo, hi, best = 0, len(cuts) - 1, ""
+    while lo <= hi:  # binary search over word boundaries: O(log n) tokenizer calls
+        mid = (lo + hi) // 2
+        candidate = text[: cuts[mid]].rstrip() + " …"
+        if count_tokens(candidate) <= budget:
+            best, lo = candidate, mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def pack(
+    texts: Sequence[str],
+    budget: int,
+    count_tokens: CountTokens = approx_tokens,
+    fmt: Callable[[int, str], str] = lambda i, t: t,
+    sep: str = "\n\n",
+) -> tuple[str, int, bool]:
+    """Join formatted texts in order while they fit `budget`; the first that does not fit is
+    cut (when at least MIN_PARTIAL_TOKENS remain) and packing stops.
+    Returns (packed text, number of texts used, whether one was cut)."""
+    parts: list[str] = []
+    for i, t in enumerate(texts):
+        block = fmt(i, t)
+        joined = sep.join([*parts, block])
+        if count_tokens(joined) <= budget:
+            parts.append(block)
+            continue
+        room = budget - (count_tokens(sep.join(parts) + sep) if parts else 0)
+        cut = truncate_to_tokens(block, room, count_tokens) if room >= MIN_PARTIAL_TOKENS else ""
+        if cut:
+            parts.append(cut)
+        return sep.join(parts), len(parts), True
+    return sep.join(parts), len(parts), False
+
+
+def _passage(i: int, hit: Hit) -> str:
+    title = (
+        f" {hit.chunk.title}"
+        if hit.chunk.title and not hit.chunk.text.startswith(hit.chunk.title)
+        else ""
+    )
+    return f"[{i + 1}]{title}\n{hit.chunk.text.strip()}"
+
+
+def build_prompt(
+    cfg: TaskConfig,
+    example: Example,
+    hits: Sequence[Hit] | None = None,
+    count_tokens: CountTokens | None = None,
+) -> Prompt:
+    """Render the task's template for one example, with retrieved passages when given."""
+    count = count_tokens or approx_tokens
+    check_template(cfg)
+    hits = list(hits or [])
+    context, n_hits, cut_context = (
+        pack(hits, cfg.context_tokens, count, fmt=_passage) if hits else ("", 0, False)
+    )
+    documents, _, cut_docs = (
+        pack(
+            list(example.documents),
+            cfg.document_tokens,
+            count,
+            fmt=_document_fmt(len(example.documents)),
+        )
+        if example.documents
+        else ("", 0, False)
+    )
+    body, cut_input = example.input, False
+    if cfg.type in LONG_INPUT_TYPES:  # a note to summarise or code is the item's document
+        body = truncate_to_tokens(example.input, cfg.document_tokens, count)
+        cut_input = body != example.input
+    variables = {
+        **example.metadata,
+        "input": body,
+        "options": [(LETTERS[i], o) for i, o in enumerate(example.options)],
+        "letters": list(LETTERS[: len(example.options)]),
+        "context": context,
+        "documents": documents,
+        "example": example,
+    }
+    try:
+        user = _template(cfg.template).render(**variables).strip()
+    except TemplateError as e:
+        raise ConfigError(f"task {cfg.name}: template: {e}") from None
+    messages = [{"role": "system", "content": cfg.system.strip()}] if cfg.system.strip() else []
+    messages.append({"role": "user", "content": user})
+    return Prompt(
+        messages, tuple(h.chunk.id for h in hits[:n_hits]), cut_context or cut_docs or cut_input
+    )
+
+
+def _document_fmt(n: int) -> Callable[[int, str], str]:
+    return (lambda i, t: f"Document {i + 1}:\n{t.strip()}") if n > 1 else (lambda i, t: t.strip())
+
+
+def render_prompt(
+    cfg: TaskConfig,
+    example: Example,
+    hits: Sequence[Hit] | None = None,
+    count_tokens: CountTokens | None = None,
+) -> list[dict[str, str]]:
+    """The chat messages for one example (see `build_prompt` for what went into them)."""
+    return build_prompt(cfg, example, hits, count_tokens).messages
+
+
+def mcq_continuations(cfg: TaskConfig, example: Example) -> list[str]:
+    """What log-likelihood scoring appends to the prompt, one per option, in order."""
+    if not example.options:
+        raise ValueError(f"example {example.id} has no options to score")
+    if cfg.continuation == "text":
+        return [f" {o}" for o in example.options]
+    return [f" {LETTERS[i]}" for i in range(len(example.options))]

