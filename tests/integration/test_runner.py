@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -195,26 +192,12 @@ def _free_port() -> int:
 def test_mlflow_server_serves_the_runs_over_rest(task_index, tmp_path) -> None:
     import os
 
+    from biorag.ui import start_ui
+
     run_experiment(_overrides(task_index, tmp_path))
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.5)
+    with start_ui(os.environ["MLFLOW_TRACKING_URI"], port=_free_port()) as server:  # what `biorag ui` runs
+        base = server.url
+        assert base.startswith("http://127.0.0.1:")
         req = urllib.request.Request(
             f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=t")
         exp = json.load(urllib.request.urlopen(req, timeout=10))["experiment"]
@@ -224,6 +207,5 @@ def test_mlflow_server_serves_the_runs_over_rest(task_index, tmp_path) -> None:
         runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
         names = sorted(r["info"]["run_name"] for r in runs)
         assert "base/fake/hpo-term-mcq" in names and "rag/fake/hpo-term-mcq" in names
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        assert server.runs_url() == f"{base}/#/experiments/{exp['experiment_id']}/runs"
+    assert server.process.poll() is not None, "the server stops with the context"

@@ -7,6 +7,8 @@ import math
 import typer
 from rich.table import Table
 
+from biorag.report import headline_metric  # one definition, shared with `biorag report`
+
 app = typer.Typer(help="Run experiment arms (base, rag, lora, lora_rag) tracked in MLflow.",
                   no_args_is_help=True)
 
@@ -73,15 +75,6 @@ def _fmt(metrics: dict[str, float], key: str) -> str:
         return "-"
     lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{v:.3f}"
-
-
-def headline_metric(metrics: dict[str, float], task: str) -> str:
-    """The metric a task is summarised by: log-likelihood accuracy when present, else the first."""
-    keys = [k.split("/", 1)[1] for k in metrics if k.startswith(f"{task}/") and not k.endswith(("_ci_low", "_ci_high"))]
-    for pref in ("accuracy_ll_norm", "accuracy_ll", "accuracy", "macro_f1", "code_f1", "rouge1", "rougeL"):
-        if pref in keys:
-            return pref
-    return keys[0] if keys else "n"
 
 
 def results_table(cells, baseline: str = "base") -> Table:

@@ -1,0 +1,88 @@
+"""`biorag report` and `biorag ui`: read a study back, and open the MLflow UI on the store."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+    app.command("ui")(ui)
+
+
+def report(
+    target: str = typer.Argument(
+        None, show_default=False,
+        help="A study name (its latest run), a parent run id, or an MLflow experiment name; "
+             "default: the latest study run in the store.",
+    ),
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Report folder; default reports/<experiment>-<run id prefix>/."),
+    baseline: str = typer.Option(None, help="Arm to compare against; default: the study's baseline_arm."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Log the report as artifacts of the parent run."),
+    all_metrics: bool = typer.Option(False, "--all", help="Print the deltas of every metric, not only the headline."),
+) -> None:
+    """Compare a study's arms: every metric with 95% CIs, paired tests against the baseline arm
+    and between general and biomedical models, cost beside quality, plots, Markdown and HTML.
+
+    Examples:
+
+      biorag report                     (the latest study run)
+
+      biorag report embedded --out reports/embedded
+
+      biorag report 1c3ed290d4424e17b2c12edc67997247 --baseline base
+    """
+    from biorag.cli import console
+    from biorag.report import build_report, load_study, log_to_parent, report_dir
+    from biorag.report_render import all_tables, write_report
+
+    study = load_study(target, baseline)
+    rep = build_report(study)
+    for t in all_tables(rep, headline_only=not all_metrics):
+        console.print(_rich(t))
+    folder = report_dir(study, out)
+    files = write_report(rep, folder)
+    if log:
+        log_to_parent(rep, folder)
+    for p in rep.problems:
+        console.print(f"[yellow]check failed:[/] {p}")
+    console.print(f"report of run {study.parent_run_id} ({study.experiment}) in {folder}/: "
+                  + ", ".join(p.name for p in files.values())
+                  + (" (also logged to the parent run under report/)" if log else ""))
+
+
+def _rich(t) -> Table:
+    table = Table(title=t.title, caption=t.note or None)
+    for i, h in enumerate(t.headers):
+        table.add_column(h, justify="left" if i < 3 else "right")
+    for row in t.rows:
+        table.add_row(*row)
+    return table
+
+
+def ui(
+    port: int = typer.Option(5000, help="Port to listen on; 0 picks a free one."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless you mean to share it."),
+) -> None:
+    """Start the MLflow UI on the project's store (MLFLOW_TRACKING_URI, else ./mlflow.db) and
+    print its URL. Stop it with Ctrl+C."""
+    from biorag.cli import console
+    from biorag.tracking import tracking_uri
+    from biorag.ui import start_ui
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        console.print(f"MLFLOW_TRACKING_URI points at a server already: open {uri}")
+        return
+    # a TERM (not only Ctrl+C) must stop the server too: exit through start_ui's cleanup
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with start_ui(uri, host=host, port=port) as server:
+        console.print(f"MLflow UI on {uri}\n  {server.url}\n  runs of the latest study: {server.runs_url()}"
+                      "\nCtrl+C stops it.")
+        server.wait()
