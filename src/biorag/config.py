@@ -27,6 +27,8 @@ CONFIG_DIR_ENV = "BIORAG_CONFIG_DIR"
 SCHEMAS = {
     "_build_schema": "biorag.build:BuildConfig",
     "_run_schema": "biorag.runner:RunConfig",
+    "_finetune_schema": "biorag.finetune:FinetuneConfig",
+    "_audit_schema": "biorag.audit:AuditConfig",
 }
 
 

@@ -222,14 +222,10 @@ def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:
             f"adapter '{cfg.arm.adapter}' of arm '{cfg.arm.name}' not found (looked in "
             f"{cfg.adapters_dir}/). Train it with: biorag finetune model={cfg.model.name} name={cfg.arm.adapter}"
         )
-    manifest_path = path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    base = manifest.get("base_model", {})
-    if base and base.get("id") not in (cfg.model.id, cfg.model.name) and base.get("name") != cfg.model.name:
-        raise BioragError(
-            f"adapter {path} was trained on base model '{base.get('name') or base.get('id')}' "
-            f"({base.get('id')}), but arm '{cfg.arm.name}' runs model '{cfg.model.name}' ({cfg.model.id})"
-        )
+    from biorag.adapters import check_base, read_manifest
+
+    manifest = read_manifest(path)
+    check_base(path, manifest, cfg.model, cfg.arm.name)  # another base model: error naming both
     return str(path), manifest
 
 
@@ -428,6 +424,13 @@ def run_experiment(
 
 
 def _prepare(cfg: RunConfig) -> dict[str, Any]:
+    """Everything a cell needs that can fail on bad input (task files, indexes, adapters),
+    checked for every cell before the parent run opens or any model is loaded."""
+    from biorag.tasks import load_examples
+
+    examples = load_examples(cfg.task)
+    if not examples:
+        raise BioragError(f"task '{cfg.task.name}' has no examples")
     retriever, index_manifest = ensure_index(cfg)
     adapter, adapter_manifest = resolve_adapter(cfg)
     index_fp = index_manifest["fingerprint"] if index_manifest else "none"
@@ -435,6 +438,7 @@ def _prepare(cfg: RunConfig) -> dict[str, Any]:
     if adapter and adapter_fp == "none":
         adapter_fp = hashlib.sha256(str(sorted(p.stat().st_size for p in Path(adapter).iterdir())).encode()).hexdigest()[:16]
     return {
+        "examples": examples,
         "retriever": retriever, "index_manifest": index_manifest, "adapter": adapter,
         "adapter_manifest": adapter_manifest, "index_fp": index_fp, "adapter_fp": adapter_fp,
         "fingerprint": cell_fingerprint(cfg, index_fp, adapter_fp),
@@ -445,13 +449,10 @@ def run_cell(cfg: RunConfig, prep: dict[str, Any], models: _GeneratorCache, trac
     import mlflow
 
     from biorag.config import to_yaml
-    from biorag.tasks import load_examples
     from biorag.tracking import log_json_artifact, log_metrics, log_text_artifact
 
     name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name)
-    examples = load_examples(cfg.task)
-    if not examples:
-        raise BioragError(f"task '{cfg.task.name}' has no examples")
+    examples = prep["examples"]
     tags = {
         "arm": cfg.arm.name, "model": cfg.model.name, "model_family": cfg.model.family,
         "task": cfg.task.name, "git_sha": sha, "index_fingerprint": prep["index_fp"],
@@ -473,6 +474,9 @@ def run_cell(cfg: RunConfig, prep: dict[str, Any], models: _GeneratorCache, trac
         _log_predictions(scores.predictions, examples, records)
         if prep["index_manifest"]:
             log_json_artifact(prep["index_manifest"], "index_manifest.json")
+            from biorag.audit import log_index_audit
+
+            log_index_audit(prep["retriever"], cfg.task.name, examples)  # contamination of the index
         if prep["adapter_manifest"]:
             log_json_artifact(prep["adapter_manifest"], "adapter_manifest.json")
         return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),

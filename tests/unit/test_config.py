@@ -21,6 +21,7 @@ SCHEMAS = {
     "model": "biorag.models.config:ModelConfig",
     "arm": "biorag.arms:ArmConfig",
     "study": "biorag.arms:StudyConfig",
+    "data": "biorag.finetune_data:DataConfig",
 }
 
 

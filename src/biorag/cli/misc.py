@@ -20,6 +20,7 @@ _GROUPS = {
     "models": "model",
     "arms": "arm",
     "studies": "study",
+    "data": "data",  # fine-tuning sets (biorag finetune data=NAME)
 }
 _REGISTRY = {
     "loaders": "corpus_loader",

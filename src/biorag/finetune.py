@@ -1,0 +1,309 @@
+"""LoRA / QLoRA fine-tuning with peft and the transformers Trainer.
+
+`run_finetune(load_finetune_config([...]))` tokenises the data (a corpus packed for continued
+pre-training, or instruction data with the loss on responses only), audits it against the
+tasks in the config, trains in its own MLflow run and writes `adapters/<name>/`: peft's
+files plus `manifest.json`. Checkpoints go to `adapters/.<name>.partial/`; a killed run
+started again with the same settings resumes from the last complete one, and the adapter
+folder appears (by rename) only when training has finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
+
+from biorag.adapters import MANIFEST_FILE, base_identity, read_manifest
+from biorag.audit import AuditReport, AuditSettings
+from biorag.errors import ConfigError
+from biorag.finetune_data import DataConfig, TrainingData
+from biorag.models.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "finetune-state.json"
+CHECKPOINTS = "checkpoints"
+TAG_FINGERPRINT = "biorag.adapter_fingerprint"
+# settings that change what is logged or checked, not the trained weights
+_NOT_IN_FINGERPRINT = ("logging_steps", "save_steps", "eval_steps", "eval_limit")
+
+
+@dataclass
+class LoraSettings:
+    """The adapter: peft's LoraConfig fields that a study varies."""
+
+    r: int = 8  # rank
+    alpha: int = 16  # scaling is alpha / r
+    dropout: float = 0.05
+    target_modules: list[str] | None = None  # null: peft's default for the model type
+    layers_to_transform: list[int] | None = None  # null: every layer
+    bias: str = "none"  # none | all | lora_only
+
+
+@dataclass
+class TrainSettings:
+    """The optimisation: Trainer arguments under shorter names."""
+
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int | None = None  # null: as many as `epochs` take
+    seq_len: int = 256  # tokens per packed block (pretrain) or longest example (sft)
+    batch_size: int = 4  # sequences per device step
+    grad_accum: int = 1  # steps accumulated per optimiser update
+    warmup: float = 0.05  # below 1: share of the updates; from 1: a number of updates
+    scheduler: str = "cosine"  # a transformers lr_scheduler_type
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_fraction: float = 0.05  # documents / examples held out (seeded, by id)
+    eval_limit: int | None = None  # at most this many eval sequences (CPU time); null: all
+    eval_steps: int | None = None  # evaluate every N updates; null: at the end only
+    save_steps: int = 50  # checkpoint every N updates: the unit a killed run resumes from
+    logging_steps: int = 1  # loss logged to MLflow every N updates
+    seed: int = 0  # LoRA init, data order and split
+    gradient_checkpointing: bool = False  # less memory, ~30% more time
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "grad_accum", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"train.eval_fraction must be in [0, 1), not {self.eval_fraction}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `biorag finetune` needs; composed from experiments/finetune.yaml."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    name: str | None = None  # adapter folder name; null: <model>-<data>
+    output_dir: str = "adapters"  # where adapter folders go (arms look them up here too)
+    experiment: str = "biorag-finetune"  # MLflow experiment
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+    def adapter_name(self) -> str:
+        return self.name or f"{self.model.name}-{self.data.name}"
+
+
+@dataclass
+class FinetuneResult:
+    path: Path
+    manifest: dict[str, Any]
+    up_to_date: bool = False  # an adapter of identical settings was already there
+    resumed_from_step: int = 0
+    audit: AuditReport | None = None
+    warnings: list[str] = field(default_factory=list)
+    model: Any = None  # the trained peft model (for checks in the same process)
+
+
+def load_finetune_config(overrides: list[str] | None = None) -> FinetuneConfig:
+    """Compose experiments/finetune.yaml with overrides and validate it."""
+    from biorag.config import compose, to_typed
+
+    return to_typed(compose("finetune", overrides), FinetuneConfig, where="finetune config")
+
+
+def finetune_fingerprint(cfg: FinetuneConfig, data_fingerprint: str) -> str:
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in _NOT_IN_FINGERPRINT}
+    payload = {
+        "base": base_identity(cfg.model),
+        "dtype": cfg.model.dtype,
+        "quantisation": [cfg.model.load_in_4bit, cfg.model.load_in_8bit],
+        "data": data_fingerprint,
+        "objective": cfg.data.objective,
+        "lora": asdict(cfg.lora),
+        "train": train,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> TrainingData:
+    from biorag.finetune_data import pretrain_data, sft_data
+
+    t = cfg.train
+    if cfg.data.objective == "pretrain":
+        data = pretrain_data(cfg.data, tokenizer, t.seq_len, t.seed, t.eval_fraction)
+    else:
+        data = sft_data(cfg.data, tokenizer, t.seq_len, t.seed, t.eval_fraction, chat=cfg.model.chat)
+    if t.eval_limit is not None:
+        data.eval = data.eval[: t.eval_limit]
+    return data
+
+
+def run_finetune(
+    cfg: FinetuneConfig, *, force: bool = False, callbacks: list[Any] | None = None
+) -> FinetuneResult:
+    """Train (or resume, or skip) the adapter `cfg` describes; returns where it is."""
+    import mlflow
+
+    from biorag.config import flatten, to_yaml
+    from biorag.finetune_train import (
+        build_trainer,
+        last_checkpoint,
+        load_for_training,
+        load_tokenizer,
+    )
+    from biorag.tracking import _params, check_store, git_sha, log_json_artifact, log_text_artifact
+
+    started = time.perf_counter()
+    if cfg.model.backend not in ("hf", "vllm"):
+        raise ConfigError(f"model '{cfg.model.name}' uses the {cfg.model.backend} backend; biorag finetune "
+                          "trains transformers checkpoints (backend hf or vllm)")
+    name = cfg.adapter_name()
+    root = Path(cfg.output_dir)
+    final, partial = root / name, root / f".{name}.partial"
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg, tokenizer)
+    fingerprint = finetune_fingerprint(cfg, data.fingerprint)
+    existing = read_manifest(final)
+    if not force and existing.get("fingerprint") == fingerprint:
+        log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
+        return FinetuneResult(final, existing, up_to_date=True)
+
+    state = _load_state(partial, fingerprint, force)
+    report, warnings = _audit(cfg, data)
+    uri = check_store()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_id=state.get("run_id"), run_name=None if state.get("run_id") else name) as run:
+        if not state.get("run_id"):
+            mlflow.log_params(_params(flatten(cfg)))
+            state["run_id"] = run.info.run_id
+            _write_json(partial / STATE_FILE, state)
+        mlflow.set_tags({
+            "biorag.kind": "finetune", "adapter": name, TAG_FINGERPRINT: fingerprint,
+            "model": cfg.model.name, "model_family": cfg.model.family, "data": cfg.data.name,
+            "objective": cfg.data.objective, "git_sha": git_sha(Path(__file__).parent),
+        })
+        log_text_artifact(to_yaml(cfg), "config.yaml")
+        if report is not None:
+            mlflow.log_metrics(report.metrics())
+            log_json_artifact(report.to_dict(), "contamination.json")
+
+        model, device, dtype = load_for_training(cfg.model, cfg.lora, cfg.train)
+        trainer, tracker = build_trainer(cfg, model, tokenizer, data, partial / CHECKPOINTS, device, dtype,
+                                         callbacks or [])
+        resume = last_checkpoint(partial / CHECKPOINTS)
+        resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume else 0
+        if resume:
+            log.info("resuming %s from %s", name, resume)
+        try:
+            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        finally:
+            tracker.close()
+        eval_loss = trainer.evaluate()["eval_loss"] if data.eval else None
+
+        stage = partial / "adapter"
+        if stage.exists():
+            shutil.rmtree(stage)
+        model.save_pretrained(stage)
+        results = {
+            "steps": trainer.state.global_step,
+            "epochs": round(trainer.state.epoch or 0.0, 4),
+            "resumed_from_step": resumed_from,
+            "train_loss": out.training_loss,
+            "train_loss_last": tracker.last_loss,
+            "eval_loss": eval_loss,
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "train_seconds": round(out.metrics.get("train_runtime", 0.0), 2),
+            "tokens": tracker.tokens,
+            "tokens_per_second": round(tracker.tokens / max(out.metrics.get("train_runtime", 0.0), 1e-9), 1),
+            "peak_memory_mb": round(tracker.peak_memory_mb(), 1),
+            "loss_history": tracker.history(trainer.state.log_history),
+        }
+        manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run.info.run_id, uri)
+        _write_json(stage / MANIFEST_FILE, manifest)
+        _swap_into_place(stage, final)
+        shutil.rmtree(partial, ignore_errors=True)
+        mlflow.log_metrics({k: float(v) for k, v in results.items()
+                            if isinstance(v, int | float) and v is not None}, step=results["steps"])
+        mlflow.log_artifacts(str(final), artifact_path="adapter")
+    log.info("adapter %s: %d steps, train loss %.4f, %.0f tokens/s, at %s", name, results["steps"],
+             results["train_loss"], results["tokens_per_second"], final)
+    return FinetuneResult(final, manifest, resumed_from_step=resumed_from, audit=report,
+                          warnings=warnings, model=model)
+
+
+def _audit(cfg: FinetuneConfig, data: TrainingData) -> tuple[AuditReport | None, list[str]]:
+    from biorag.audit import audit_texts, load_task_examples, warn_if_contaminated
+
+    if not cfg.audit.tasks:
+        return None, []
+    tasks = load_task_examples(cfg.audit.tasks)
+    report = audit_texts(data.texts, tasks, cfg.audit, source=f"fine-tuning data '{cfg.data.name}'",
+                         source_fingerprint=data.fingerprint)
+    return report, warn_if_contaminated(report)
+
+
+def _manifest(cfg: FinetuneConfig, model: Any, data: TrainingData, fingerprint: str, results: dict[str, Any],
+              report: AuditReport | None, device: str, dtype: Any, run_id: str, uri: str) -> dict[str, Any]:
+    from biorag.finetune_train import library_versions
+
+    peft_cfg = model.peft_config["default"]
+    targets = sorted(peft_cfg.target_modules) if peft_cfg.target_modules else []
+    return {
+        "name": cfg.adapter_name(),
+        "kind": "lora" if not (cfg.model.load_in_4bit or cfg.model.load_in_8bit) else "qlora",
+        "fingerprint": fingerprint,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "base_model": {**base_identity(cfg.model), "model_type": model.config.model_type},
+        "data": {"name": cfg.data.name, "objective": cfg.data.objective, "fingerprint": data.fingerprint,
+                 "config": asdict(cfg.data), **data.stats},
+        "lora": {**asdict(cfg.lora), "target_modules": targets},
+        "train": asdict(cfg.train),
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "quantisation": "4bit" if cfg.model.load_in_4bit else "8bit" if cfg.model.load_in_8bit else None,
+        "results": results,
+        "contamination": report.summary() if report is not None else None,
+        "mlflow": {"run_id": run_id, "tracking_uri": uri, "experiment": cfg.experiment},
+        "versions": library_versions(),
+        "files": {"adapter_config": "adapter_config.json", "weights": "adapter_model.safetensors"},
+    }
+
+
+def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
+    state_path = partial / STATE_FILE
+    if partial.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        if not force and state.get("fingerprint") == fingerprint:
+            return state
+        log.info("discarding an unfinished fine-tune of other settings at %s", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    state = {"fingerprint": fingerprint}
+    _write_json(state_path, state)
+    return state
+
+
+def _swap_into_place(stage: Path, final: Path) -> None:
+    """Rename the finished folder into place; an older adapter is removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(stage, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
