@@ -16,7 +16,7 @@ each spread mostly within its own random low-dimensional subspace plus a little 
 noise), L2-normalised. Uniform random vectors on the sphere have no neighbourhood structure
 and make every ANN index look worse than it does on sentence embeddings; the mixture's
 parameters were chosen so that HNSW's recall-vs-ef_search curve is no easier than on real
-all-MiniLM-L6-v2 embeddings of ICD-10-CM (see benchmarks/README.md).
+all-MiniLM-L6-v2 embeddings of ICD-10-CM.
 
 Part 2 builds a flat index over ~2,000 ICD-10-CM chunks with BM25 and times 200 held-out
 ICD-10-CM descriptions through `open_retriever(mode=dense|bm25|hybrid)`.
