@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from biorag import progress
+from biorag.atomic import swap_into_place, write_json
 from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.embedding import EmbedderConfig, load_embedder, model_revision
@@ -159,7 +160,7 @@ def build_index(
             _write_shard(partial, shard_no, shard, vectors)
             state["shards_done"] = shard_no + 1
             state["chunks_done"] = n_chunks
-            _atomic_write_json(partial / STATE_FILE, state)
+            write_json(partial / STATE_FILE, state)
             if on_shard_done is not None:
                 on_shard_done(shard_no)
     embed_seconds = time.perf_counter() - embed_started
@@ -225,10 +226,10 @@ def build_index(
             "bm25": BM25_DIR if cfg.index.bm25 else None,
         },
     }
-    _atomic_write_json(partial / MANIFEST_FILE, manifest)
+    write_json(partial / MANIFEST_FILE, manifest)
     shutil.rmtree(partial / SHARDS_DIR)
     (partial / STATE_FILE).unlink()
-    _swap_into_place(partial, final)
+    swap_into_place(partial, final)
     log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest["build_seconds"])
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
 
@@ -246,7 +247,7 @@ def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     state = {"fingerprint": fingerprint, "shards_done": 0, "chunks_done": 0}
-    _atomic_write_json(state_path, state)
+    write_json(state_path, state)
     return state
 
 
@@ -346,21 +347,8 @@ def _merge_chunk_shards(partial: Path, n_shards: int) -> None:
     os.replace(tmp, partial / CHUNKS_FILE)
 
 
-def _swap_into_place(partial: Path, final: Path) -> None:
-    """Rename the finished folder into place; an older index is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(partial, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
 
 
 def load_build_config(overrides: list[str] | None = None) -> BuildConfig:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from biorag.adapters import MANIFEST_FILE, base_identity, read_manifest
+from biorag.atomic import swap_into_place, write_json
 from biorag.audit import AuditReport, AuditSettings
 from biorag.errors import ConfigError
 from biorag.finetune_data import DataConfig, TrainingData
@@ -181,7 +181,7 @@ def run_finetune(
         if not state.get("run_id"):
             mlflow.log_params(_params(flatten(cfg)))
             state["run_id"] = run.info.run_id
-            _write_json(partial / STATE_FILE, state)
+            write_json(partial / STATE_FILE, state)
         mlflow.set_tags({
             "biorag.kind": "finetune", "adapter": name, TAG_FINGERPRINT: fingerprint,
             "model": cfg.model.name, "model_family": cfg.model.family, "data": cfg.data.name,
@@ -224,8 +224,8 @@ def run_finetune(
             "loss_history": tracker.history(trainer.state.log_history),
         }
         manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run.info.run_id, uri)
-        _write_json(stage / MANIFEST_FILE, manifest)
-        _swap_into_place(stage, final)
+        write_json(stage / MANIFEST_FILE, manifest)
+        swap_into_place(stage, final)
         shutil.rmtree(partial, ignore_errors=True)
         mlflow.log_metrics({k: float(v) for k, v in results.items()
                             if isinstance(v, int | float) and v is not None}, step=results["steps"])
@@ -287,23 +287,10 @@ def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     state = {"fingerprint": fingerprint}
-    _write_json(state_path, state)
+    write_json(state_path, state)
     return state
 
 
-def _swap_into_place(stage: Path, final: Path) -> None:
-    """Rename the finished folder into place; an older adapter is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(stage, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
