@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from biorag import progress
-from biorag.atomic import swap_into_place, write_json
+from biorag.atomic import resume_state, swap_into_place, write_json
 from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.embedding import EmbedderConfig, load_embedder, model_revision
@@ -130,7 +130,9 @@ def build_index(
         log.info("index %s exists with other settings; rebuilding", name)
 
     partial = root / f".{name}.partial"
-    state = _load_state(partial, fingerprint, force)
+    state = resume_state(
+        partial, STATE_FILE, fingerprint, force=force, what="build", shards_done=0, chunks_done=0
+    )
     (partial / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     resumed = state["shards_done"]
     if resumed:
@@ -234,23 +236,6 @@ def build_index(
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
 
 
-def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
-    state_path = partial / STATE_FILE
-    if partial.exists():
-        try:
-            state = json.loads(state_path.read_text())
-        except (OSError, ValueError):
-            state = {}
-        if not force and state.get("fingerprint") == fingerprint:
-            return state
-        log.info("discarding an unfinished build of other settings at %s", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    state = {"fingerprint": fingerprint, "shards_done": 0, "chunks_done": 0}
-    write_json(state_path, state)
-    return state
-
-
 def _hashing(docs: Iterator[Document], h: Any) -> Iterator[Document]:
     for d in docs:
         h.update(f"{d.id}\0{d.title}\0{d.text}\0".encode())
@@ -345,10 +330,6 @@ def _merge_chunk_shards(partial: Path, n_shards: int) -> None:
         if writer is not None:
             writer.close()
     os.replace(tmp, partial / CHUNKS_FILE)
-
-
-
-
 
 
 def load_build_config(overrides: list[str] | None = None) -> BuildConfig:

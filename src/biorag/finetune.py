@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from biorag.adapters import MANIFEST_FILE, base_identity, read_manifest
-from biorag.atomic import swap_into_place, write_json
+from biorag.atomic import resume_state, swap_into_place, write_json
 from biorag.audit import AuditReport, AuditSettings
 from biorag.errors import ConfigError
 from biorag.finetune_data import DataConfig, TrainingData
@@ -172,7 +172,7 @@ def run_finetune(
         log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
         return FinetuneResult(final, existing, up_to_date=True)
 
-    state = _load_state(partial, fingerprint, force)
+    state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
     report, warnings = _audit(cfg, data)
     uri = check_store()
     mlflow.set_tracking_uri(uri)
@@ -272,25 +272,5 @@ def _manifest(cfg: FinetuneConfig, model: Any, data: TrainingData, fingerprint: 
         "versions": library_versions(),
         "files": {"adapter_config": "adapter_config.json", "weights": "adapter_model.safetensors"},
     }
-
-
-def _load_state(partial: Path, fingerprint: str, force: bool) -> dict[str, Any]:
-    state_path = partial / STATE_FILE
-    if partial.exists():
-        try:
-            state = json.loads(state_path.read_text())
-        except (OSError, ValueError):
-            state = {}
-        if not force and state.get("fingerprint") == fingerprint:
-            return state
-        log.info("discarding an unfinished fine-tune of other settings at %s", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    state = {"fingerprint": fingerprint}
-    write_json(state_path, state)
-    return state
-
-
-
 
 

@@ -24,9 +24,8 @@ from biorag.models.base import LoglikelihoodResult
 from biorag.models.config import ModelConfig
 from biorag.models.text import (
     TokenEncoder,
-    apply_template,
     cut_at_stop,
-    plain_join,
+    render_messages,
     wants_template,
 )
 
@@ -97,9 +96,7 @@ class HFGenerator:
     def render_chat(
         self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
     ) -> str:
-        if not self.use_chat_template:
-            return plain_join(messages)
-        return apply_template(self.tokenizer, messages, add_generation_prompt)
+        return render_messages(self.tokenizer, self.use_chat_template, messages, add_generation_prompt)
 
     # -- scoring ---------------------------------------------------------------------------
 

@@ -26,10 +26,9 @@ from biorag.errors import BioragError, ConfigError
 from biorag.models.base import LoglikelihoodResult
 from biorag.models.config import ModelConfig
 from biorag.models.text import (
-    apply_template,
     cut_at_stop,
     move_spaces,
-    plain_join,
+    render_messages,
     wants_template,
 )
 
@@ -190,9 +189,7 @@ class OpenAIGenerator:
     def render_chat(
         self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
     ) -> str:
-        if not self.use_chat_template:
-            return plain_join(messages)
-        return apply_template(self.tokenizer, messages, add_generation_prompt)
+        return render_messages(self.tokenizer, self.use_chat_template, messages, add_generation_prompt)
 
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is not None:

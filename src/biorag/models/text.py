@@ -15,6 +15,15 @@ def plain_join(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages if m.get("content"))
 
 
+def render_messages(
+    tokenizer: Any, use_template: bool, messages: list[dict[str, str]], add_generation_prompt: bool
+) -> str:
+    """One prompt string from chat messages: the tokenizer's chat template, or plain text."""
+    if not use_template:
+        return plain_join(messages)
+    return apply_template(tokenizer, messages, add_generation_prompt)
+
+
 def wants_template(tokenizer: Any, chat: str, name: str) -> bool:
     """Whether to use the tokenizer's chat template: the config's chat=true|false, or
     (auto) whether the tokenizer has one. Never decided from the model's name."""
