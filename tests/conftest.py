@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["BIORAG_PROGRESS"] = "0"
+# fp32 on every CPU, so expected values do not depend on whether CI's CPU has bf16 units
+# (tests/unit/test_hardware.py covers the bf16 choice)
+os.environ["BIORAG_CPU_BF16"] = "0"
 
 
 def _has_cuda() -> bool:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "build-state.json"
 SHARDS_DIR = "shards"
 # search-time settings: changing them does not change what is built
-_SEARCH_ONLY = ("ef_search", "nprobe", "use_gpu", "description")
+_SEARCH_ONLY = ("ef_search", "nprobe", "k_factor", "use_gpu", "description")
 
 
 @dataclass

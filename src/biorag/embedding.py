@@ -31,7 +31,8 @@ class EmbedderConfig:
     batch_size: int = 64
     max_seq_length: int | None = None  # null: the model's own
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (fp16 on CUDA, fp32 otherwise) | float32 | float16 | bfloat16
+    # auto: fp16 on CUDA, bf16 on a CPU with native bf16 units (biorag.hardware), else fp32
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     trust_remote_code: bool = False
     description: str = ""
 
@@ -95,7 +96,13 @@ class Embedder:
     def _load(self, model: str) -> Any:
         dtype = self.cfg.dtype
         if dtype == "auto":
-            dtype = "float16" if self.device == "cuda" else "float32"
+            from biorag.hardware import cpu_inference_bf16
+
+            if self.device == "cuda":
+                dtype = "float16"
+            else:
+                dtype = "bfloat16" if self.device == "cpu" and cpu_inference_bf16() else "float32"
+        self.dtype = dtype
         return _sentence_transformer(
             resolve_model_path(model),
             self.device,
@@ -142,6 +149,7 @@ class Embedder:
             "query_prompt": self.cfg.query_prompt,
             "passage_prompt": self.cfg.passage_prompt,
             "max_seq_length": int(self._model.max_seq_length or 0),
+            "dtype": self.dtype,  # recorded, not checked: an fp32 query searches a bf16 build
         }
 
 

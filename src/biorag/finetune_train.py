@@ -56,7 +56,7 @@ def load_for_training(cfg: ModelConfig, lora: LoraSettings, train: TrainSettings
 
     where, gguf_file = weights_location(cfg)
     device = resolve_device(cfg)
-    dtype = resolve_dtype(cfg, device)
+    dtype = resolve_dtype(cfg, device, training=True)
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file

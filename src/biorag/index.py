@@ -29,6 +29,7 @@ MANIFEST_FILE = "manifest.json"
 BM25_DIR = "bm25"
 INDEX_DIR_ENV = "BIORAG_INDEX_DIR"
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
+REFINES = ("sq8", "flat", "none")
 
 
 @dataclass
@@ -44,6 +45,10 @@ class IndexConfig:
     pq_m: int = 16  # ivfpq: sub-quantisers (must divide the dimension)
     pq_nbits: int = 8  # ivfpq: bits per sub-quantiser code
     train_size: int = 50_000  # ivf/ivfpq: vectors sampled (seeded) to train the quantiser
+    # ivfpq: re-rank the PQ shortlist with 8-bit (sq8) or full (flat) copies of the vectors;
+    # none: PQ distances only (recall@10 ~0.6 on 384-d MiniLM vectors at m=16)
+    refine: str = "sq8"
+    k_factor: int = 8  # ivfpq with refine: shortlist k_factor * k candidates to re-rank
     seed: int = 0
     use_gpu: str = "auto"  # auto: GPU when faiss sees one | true | false
     bm25: bool = True  # also build a BM25 index (bm25s) for bm25 and hybrid retrieval
@@ -120,17 +125,31 @@ def new_index(cfg: IndexConfig, dim: int, n_expected: int) -> Any:
     if cfg.type == "ivfpq":
         if dim % cfg.pq_m:
             raise BioragError(f"index.pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
-        return faiss.IndexIVFPQ(
+        pq = faiss.IndexIVFPQ(
             quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT
         )
+        if cfg.refine == "none":
+            return pq
+        if cfg.refine == "flat":
+            index = faiss.IndexRefineFlat(pq)
+        elif cfg.refine == "sq8":
+            sq8 = faiss.IndexScalarQuantizer(
+                dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+            index = faiss.IndexRefine(pq, sq8)
+        else:
+            raise BioragError(did_you_mean(cfg.refine, REFINES, what="index.refine"))
+        index.k_factor = cfg.k_factor
+        return index
     raise BioragError(did_you_mean(cfg.type, INDEX_TYPES, what="index type"))
 
 
 def to_gpu(index: Any) -> Any:
-    """Move an index to GPU 0 where faiss supports its type (HNSW stays on the CPU)."""
+    """Move an index to GPU 0 where faiss supports its type. HNSW and a refined IVF-PQ stay
+    on the CPU (faiss has no GPU version of either); `index.refine=none` puts IVF-PQ there."""
     import faiss
 
-    if isinstance(index, faiss.IndexHNSW):
+    if isinstance(index, faiss.IndexHNSW | faiss.IndexRefine):
         return index
     try:
         res = faiss.StandardGpuResources()
@@ -155,6 +174,8 @@ def set_search_params(index: Any, cfg: IndexConfig) -> None:
 
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = cfg.ef_search
+    if isinstance(index, faiss.IndexRefine):
+        index.k_factor = cfg.k_factor
     ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
     if ivf is not None:
         ivf.nprobe = cfg.nprobe

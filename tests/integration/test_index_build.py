@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -167,12 +168,17 @@ def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
     assert "biorag index build" in str(e.value)
 
 
-def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
+def _flat_top3(tmp_path: Path, query: str) -> tuple[list[str], Any, list[str]]:
+    """(build overrides for an 80-chunk corpus, its flat retriever, flat's top 3 for query)."""
     corpus = _jsonl_corpus(tmp_path, n=80)
     common = ["corpus=sample", f"corpus.path={corpus}", "index.bm25=false", f"root={tmp_path}"]
     flat = open_retriever(build_index(load_build_config([*common, "name=f"])).path, "dense")
+    return common, flat, [h.chunk.id for h in flat.retrieve(query, 3)]
+
+
+def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
     query = "child with fever"
-    expected = [h.chunk.id for h in flat.retrieve(query, 3)]
+    common, _, expected = _flat_top3(tmp_path, query)
     for kind in ("hnsw", "ivf"):
         built = build_index(
             load_build_config([*common, f"index={kind}", f"name={kind}", "index.nprobe=64"])
@@ -180,6 +186,23 @@ def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
         assert built.manifest["index"]["type"] == kind
         got = [h.chunk.id for h in open_retriever(built.path, "dense").retrieve(query, 3)]
         assert got[0] == expected[0], kind
+
+
+def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path) -> None:
+    import faiss
+
+    query = "child with fever"
+    common, flat, expected = _flat_top3(tmp_path, query)
+    # 4-bit codes: 80 chunks cannot train 256 centroids per sub-quantiser
+    pq = ["index=ivfpq", "index.pq_nbits=4", "index.pq_m=8", "index.nprobe=64"]
+    built = build_index(load_build_config([*common, *pq, "name=pq", "index.k_factor=20"]))
+    assert built.manifest["index"]["params"]["refine"] == "sq8"
+    retriever = open_retriever(built.path, "dense")
+    index = retriever.index.faiss
+    assert isinstance(index, faiss.IndexRefine) and index.k_factor == 20
+    hits = retriever.retrieve(query, 3)
+    assert [h.chunk.id for h in hits] == expected  # re-ranked: the exact top 3 here
+    assert hits[0].score == pytest.approx(flat.retrieve(query, 1)[0].score, abs=0.02)
 
 
 def test_llama_index_adapter(hpo_index) -> None:

@@ -17,7 +17,7 @@ from biorag.runner import plan, run_experiment
 from biorag.tasks import load_examples, load_task_config
 
 N = 12
-TASK = ["task=hpo-term-mcq", f"task.n={N}"]
+TASK = ["task=hpo-term-mcq", f"task.n={N}", "task.scoring=loglikelihood"]
 
 
 @pytest.fixture(scope="module")

@@ -377,10 +377,17 @@ def test_hpo_obsolete_terms_and_another_release(tmp_path):
 
 
 # -- ICD-10-CM ------------------------------------------------------------------------------
-def test_icd10cm_codes_text_and_metadata():
-    reader = open_corpus(CorpusConfig(name="icd10cm", loader="icd10cm"))
-    docs = {d.id: d for d in reader}
-    assert len(docs) > 90_000 and reader.stats.duplicate_ids == 0
+@pytest.fixture(scope="module")
+def icd_codes() -> dict:
+    """Every code a document (seventh_character=codes), read once for the module."""
+    return {d.id: d for d in open_corpus(
+        CorpusConfig(name="icd10cm", loader="icd10cm", seventh_character="codes"))}
+
+
+def test_icd10cm_codes_text_and_metadata(icd_codes):
+    reader = open_corpus(CorpusConfig(name="icd10cm", loader="icd10cm", seventh_character="codes"))
+    docs = icd_codes
+    assert len(docs) > 90_000
     asthma = docs["J45.909"]
     assert asthma.title == "Unspecified asthma, uncomplicated"
     assert "Asthma NOS" in asthma.text and "J45.909" in asthma.text
@@ -393,3 +400,24 @@ def test_icd10cm_codes_text_and_metadata():
     assert fp.startswith("simple-icd-10-cm==") and fp == reader.source_fingerprint()
     with pytest.raises(InputError, match="path is not used"):
         open_corpus(CorpusConfig(name="t", loader="icd10cm", path="/x"))
+    with pytest.raises(InputError, match="fold"):
+        open_corpus(CorpusConfig(name="t", loader="icd10cm", seventh_character="flod"))
+
+
+def test_icd10cm_folds_seventh_characters_into_their_subcategory(icd_codes):
+    reader = open_corpus(CorpusConfig(name="icd10cm", loader="icd10cm"))
+    docs = {d.id: d for d in reader}
+    assert reader.stats.duplicate_ids == 0
+    extended = {c for c, d in icd_codes.items() if d.metadata["kind"] == "extended subcategory"}
+    assert len(extended) > 40_000 and not extended & docs.keys()
+    assert docs.keys() == icd_codes.keys() - extended  # nothing else goes
+    injury = docs["S55.992"]
+    assert injury.metadata["seventh_character_codes"] == ["S55.992A", "S55.992D", "S55.992S"]
+    assert "S55.992A initial encounter; S55.992D subsequent encounter; S55.992S sequela" in (
+        injury.text
+    )
+    assert "E09.37X1 right eye" in docs["E09.37"].text
+    # every folded code is named in its parent's text
+    folded = {c for d in docs.values() for c in d.metadata["seventh_character_codes"]}
+    assert folded == extended
+    assert docs["J45.909"].text == icd_codes["J45.909"].text  # codes without them: unchanged

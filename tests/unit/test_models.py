@@ -108,6 +108,39 @@ def test_options_sharing_a_context_share_one_forward_row(tiny: HFGenerator) -> N
     assert len({round(r.logprob, 6) for r in results}) == 4
 
 
+OPTION_TEXTS = [" Hypertension", " Arterial hypotension", " Raised intracranial pressure",
+                " Tachycardia", " H"]
+
+
+def test_option_texts_share_one_context_pass_and_match_direct_scores(tiny: HFGenerator) -> None:
+    short = "Definition: fast heart rate.\nAnswer:"
+    requests = [(c, o) for c in (CONTEXT, short) for o in OPTION_TEXTS]
+    calls = []
+    hook = tiny.model.register_forward_hook(
+        lambda m, args, kw, out: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        gen = HFGenerator(tiny.model, tiny.tokenizer, batch_size=len(OPTION_TEXTS) * 2)
+        results = gen.loglikelihood(requests)
+    finally:
+        hook.remove()
+    # one pass over both contexts, one over the options' later tokens (the one-token option
+    # " H" is scored from the context pass alone): not one row per request
+    widest = max(len(gen.encode_pair(c, o)[0]) for c, o in requests)
+    longest_tail = max(len(gen.encode_pair(c, o)[1]) for c, o in requests) - 1
+    assert calls == [(2, widest), (8, longest_tail)]
+    for (context, option), r in zip(requests, results, strict=True):
+        assert r.logprob == pytest.approx(_direct_logprob(tiny, context, option), abs=1e-4)
+        assert r.n_tokens == len(gen.encode_pair(context, option)[1])
+    # the same numbers in batches of one context at a time, and on the row-per-request path
+    one = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1).loglikelihood(requests)
+    rows = [tiny.loglikelihood([q])[0] for q in requests]
+    for a, b, c in zip(results, one, rows, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
+        assert a.logprob == pytest.approx(c.logprob, abs=1e-5)
+        assert a.is_greedy == b.is_greedy == c.is_greedy
+
+
 def test_trailing_space_moves_to_the_continuation(tiny: HFGenerator) -> None:
     a, b = tiny.loglikelihood([("Answer: ", "B"), ("Answer:", " B")])
     assert a.logprob == pytest.approx(b.logprob, abs=1e-6)

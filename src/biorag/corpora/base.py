@@ -36,6 +36,9 @@ class CorpusConfig:
     streaming: bool = False  # hf: stream the dataset instead of downloading it whole
     encoding: str = "utf-8"
     include_obsolete: bool = False  # hpo: include obsolete terms
+    # icd10cm: "fold" lists 7th-character codes (S52.521A "…, initial encounter") in their
+    # subcategory's document; "codes" makes each one a document of its own (+51k documents)
+    seventh_character: str = "fold"
     limit: int | None = None  # take the first N documents (smoke runs)
     on_error: str = "raise"  # raise | skip: what a malformed record does
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.corpora.base import CorpusConfig, CorpusReader, hash_file
-from biorag.errors import InputError
+from biorag.errors import InputError, did_you_mean
 from biorag.types import Document
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,15 @@ class ICD10CMReader(CorpusReader):
     are in each code's metadata. Text: description, code, inclusion terms and "includes"
     notes (the phrases a coder matches against); excludes notes are left out because they
     name other conditions. Ids are dotted codes ("J45.909").
+
+    Codes with a 7th character (51k of the 98k: S52.521A, …D, …S — encounter, laterality,
+    trimester) differ from their subcategory only by that qualifier. By default
+    (`seventh_character: fold`) they are listed, with what the character means, in the
+    subcategory's document, so retrieval's top k is not three copies of one injury;
+    `seventh_character: codes` makes each one a document.
     """
+
+    MODES = ("fold", "codes")
 
     def __init__(self, cfg: CorpusConfig) -> None:
         super().__init__(cfg)
@@ -153,11 +161,17 @@ class ICD10CMReader(CorpusReader):
                 "icd10cm reads the release shipped with simple-icd-10-cm; path is not used",
                 field="path",
             )
+        if cfg.seventh_character not in self.MODES:
+            raise InputError(
+                did_you_mean(cfg.seventh_character, self.MODES, what="seventh_character"),
+                field="seventh_character",
+            )
 
     def _records(self) -> Iterator[Document]:
         import simple_icd_10_cm as cm  # parses the XML release on first import (~2 s)
 
         source = f"simple-icd-10-cm=={_version('simple_icd_10_cm')}"
+        fold = self.cfg.seventh_character == "fold"
         emitted: set[str] = set()
         for code in cm.get_all_codes(with_dots=True):
             # A block with a single category shares its name (B99 the block, B99 the
@@ -165,10 +179,12 @@ class ICD10CMReader(CorpusReader):
             if code in emitted or not cm.is_category_or_subcategory(code):
                 continue
             emitted.add(code)
-            yield self._document(cm, code, source)
+            if fold and cm.is_extended_subcategory(code):
+                continue
+            yield self._document(cm, code, source, fold)
 
     @staticmethod
-    def _document(cm: Any, code: str, source: str) -> Document:
+    def _document(cm: Any, code: str, source: str, fold: bool = False) -> Document:
         description = cm.get_description(code)
         inclusion = cm.get_inclusion_term(code)
         includes = cm.get_includes(code)
@@ -177,6 +193,12 @@ class ICD10CMReader(CorpusReader):
             parts.append(f"Inclusion terms: {'; '.join(inclusion)}.")
         if includes:
             parts.append(f"Includes: {'; '.join(includes)}.")
+        extended = (
+            [c for c in cm.get_children(code) if cm.is_extended_subcategory(c)] if fold else []
+        )
+        if extended:
+            qualifiers = [f"{c} {_qualifier(description, cm.get_description(c))}" for c in extended]
+            parts.append(f"With a 7th character: {'; '.join(qualifiers)}.")
         category = code[:3]
         is_category = cm.is_category(code)
         ancestors = cm.get_ancestors(code)
@@ -190,6 +212,7 @@ class ICD10CMReader(CorpusReader):
             if is_category
             else ("extended subcategory" if cm.is_extended_subcategory(code) else "subcategory"),
             "inclusion_terms": inclusion,
+            "seventh_character_codes": extended,
         }
         return Document(
             id=code, text=" ".join(parts), title=description, metadata=metadata, source=source
@@ -203,3 +226,13 @@ class ICD10CMReader(CorpusReader):
                 h.update(f.name.encode() + b"\0")
                 hash_file(str(f), h)
         return f"simple-icd-10-cm=={_version('simple_icd_10_cm')}:{h.hexdigest()}"
+
+
+def _qualifier(parent: str, child: str) -> str:
+    """What a 7th character adds: "…, left arm, initial encounter" under "…, left arm" ->
+    "initial encounter" (the whole description when it does not extend the parent's)."""
+    if child.startswith(parent):
+        rest = child[len(parent) :].lstrip(" ,;:")
+        if rest:
+            return rest
+    return child

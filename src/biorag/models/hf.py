@@ -5,7 +5,9 @@ are encoded separately and the continuation tokens are the suffix of the whole e
 (so a token spanning the boundary is scored), requests run longest first, right-padded,
 one forward pass per batch, and results come back in the caller's order. Requests whose
 model input is identical (typically one context scored against single-token options
-" A" … " D") share one forward pass.
+" A" … " D") share one forward pass. A context scored against several multi-token
+continuations (option texts) runs once: its KV cache is copied to one row per continuation,
+so an item costs one prefill plus its options' tokens rather than one prefill per option.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
 
@@ -60,7 +63,10 @@ class HFGenerator:
         pad = tokenizer.eos_token_id if pad is None else pad
         self._pad = 0 if pad is None else pad  # padded positions are masked; any id will do
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self._keeps_logits = "logits_to_keep" in inspect.signature(base.forward).parameters
+        params = inspect.signature(base.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers 5.x renames past_key_values to cache
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.info = _versions(model, tokenizer)
 
     @classmethod
@@ -103,8 +109,7 @@ class HFGenerator:
     @torch.inference_mode()
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
-        # model input -> [(request index, continuation ids, characters)]; identical inputs run once
-        by_input: dict[tuple[int, ...], list[_Request]] = defaultdict(list)
+        by_context: dict[tuple[int, ...], list[_Request]] = defaultdict(list)
         for i, (context, continuation) in enumerate(requests):
             ctx, cont = self.encode_pair(context, continuation)
             if not cont:
@@ -117,16 +122,33 @@ class HFGenerator:
                 )
             # keep the end: the continuation and the context nearest to it
             full = (ctx + cont)[-(self.max_length + 1) :]
-            by_input[tuple(full[:-1])].append((i, cont, len(continuation)))
+            by_context[tuple(full[: len(full) - len(cont)])].append((i, cont, len(continuation)))
 
-        inputs = sorted(by_input, key=len, reverse=True)  # similar lengths pad least
-        with _bar(f"{self.name} log-likelihood", len(requests), len(inputs) > self.batch_size) as b:
+        # A context scored against several multi-token continuations (option texts) runs
+        # once and its KV cache is shared by the continuations; otherwise one row per
+        # distinct model input, so single-token options (" A" ... " E") share a row.
+        shared: dict[tuple[int, ...], list[_Request]] = {}
+        by_input: dict[tuple[int, ...], list[_Request]] = defaultdict(list)
+        for ctx, reqs in by_context.items():
+            if ctx and len({tuple(c[:-1]) for _, c, _ in reqs}) > 1:
+                shared[ctx] = reqs
+            else:
+                for r in reqs:
+                    by_input[ctx + tuple(r[1][:-1])].append(r)
+
+        with _bar(f"{self.name} log-likelihood", len(requests),
+                  len(by_input) + len(shared) > self.batch_size) as b:
+            inputs = sorted(by_input, key=len, reverse=True)  # similar lengths pad least
             for start in range(0, len(inputs), self.batch_size):
                 batch = inputs[start : start + self.batch_size]
                 for inp, scored in zip(batch, self._score_batch(batch, by_input), strict=True):
                     for i, result in scored:
                         results[i] = result
                     b.advance(len(by_input[inp]))
+            for batch in self._prefix_batches(shared):
+                for i, result in self._score_shared(batch, shared):
+                    results[i] = result
+                b.advance(sum(len(shared[c]) for c in batch))
         return results  # type: ignore[return-value]
 
     def _score_batch(
@@ -167,6 +189,89 @@ class HFGenerator:
                 )
             out.append(scored)
         return out
+
+    def _prefix_batches(
+        self, shared: dict[tuple[int, ...], list[_Request]]
+    ) -> Iterator[list[tuple[int, ...]]]:
+        """Contexts, longest first, packed so a batch's continuation rows stay within
+        batch_size (the memory of the row-per-request path) unless one context needs more."""
+        batch: list[tuple[int, ...]] = []
+        rows = 0
+        for ctx in sorted(shared, key=len, reverse=True):
+            n = len({tuple(c[:-1]) for _, c, _ in shared[ctx] if len(c) > 1})
+            if batch and rows + n > self.batch_size:
+                yield batch
+                batch, rows = [], 0
+            batch.append(ctx)
+            rows += n
+        if batch:
+            yield batch
+
+    def _score_shared(
+        self,
+        batch: list[tuple[int, ...]],
+        shared: dict[tuple[int, ...], list[_Request]],
+    ) -> list[tuple[int, LoglikelihoodResult]]:
+        """One pass over the contexts (left-padded, keeping their KV cache and the logits of
+        their last token, which predict every continuation's first token), then one pass
+        over the continuations' remaining tokens on the cache, each row on its context's."""
+        device = self.model.device
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ctx in enumerate(batch):
+            ids[row, width - len(ctx) :] = torch.tensor(ctx)
+            mask[row, width - len(ctx) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        out = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=True,
+            **kwargs,
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (contexts, vocab)
+
+        # the continuations' tokens after the first, one row per distinct continuation
+        tails: list[tuple[int, tuple[int, ...]]] = []  # (context row, continuation[:-1])
+        for row, ctx in enumerate(batch):
+            seen = {tuple(c[:-1]) for _, c, _ in shared[ctx] if len(c) > 1}
+            tails += [(row, t) for t in sorted(seen)]
+        tail_lp: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        if tails:
+            t_width = max(len(t) for _, t in tails)
+            t_ids = torch.full((len(tails), t_width), self._pad, dtype=torch.long)
+            t_mask = torch.zeros((len(tails), t_width), dtype=torch.long)
+            for j, (_, t) in enumerate(tails):
+                t_ids[j, : len(t)] = torch.tensor(t)
+                t_mask[j, : len(t)] = 1
+            owner = torch.tensor([row for row, _ in tails])
+            cache = getattr(out, self._cache_arg)
+            cache.reorder_cache(owner.to(device))  # each row gets a copy of its context's cache
+            lengths = torch.tensor([len(batch[row]) for row, _ in tails])
+            logits = self.model(
+                input_ids=t_ids.to(device),
+                attention_mask=torch.cat([mask[owner], t_mask], dim=1).to(device),
+                position_ids=(lengths[:, None] + torch.arange(t_width)[None, :]).to(device),
+                use_cache=True,
+                **{self._cache_arg: cache},
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            tail_lp = {key: logprobs[j] for j, key in enumerate(tails)}
+
+        scored = []
+        for row, ctx in enumerate(batch):
+            for i, cont, n_chars in shared[ctx]:
+                lp = float(first[row, cont[0]])
+                greedy = int(first[row].argmax()) == cont[0]
+                if len(cont) > 1:
+                    rows = tail_lp[(row, tuple(cont[:-1]))][: len(cont) - 1]
+                    target = torch.tensor(cont[1:], device=rows.device)
+                    lp += float(rows.gather(-1, target[:, None]).sum())
+                    greedy = greedy and bool((rows.argmax(-1) == target).all())
+                scored.append((i, LoglikelihoodResult(lp, len(cont), n_chars, greedy)))
+        return scored
 
     # -- generation ------------------------------------------------------------------------
 

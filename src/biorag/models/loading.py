@@ -96,14 +96,20 @@ def resolve_device(cfg: ModelConfig) -> str:
     return cfg.device
 
 
-def resolve_dtype(cfg: ModelConfig, device: str) -> torch.dtype:
-    """auto means bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU."""
+def resolve_dtype(cfg: ModelConfig, device: str, *, training: bool = False) -> torch.dtype:
+    """auto means bfloat16 on CUDA (float16 where bf16 is unsupported); on CPU, bfloat16 for
+    inference where the CPU has native bf16 units (`biorag.hardware`), float32 otherwise and
+    for training."""
     import torch
+
+    from biorag.hardware import cpu_inference_bf16
 
     if cfg.dtype != "auto":
         return getattr(torch, _DTYPES[cfg.dtype])
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "cpu" and not training and cpu_inference_bf16():
+        return torch.bfloat16
     return torch.float32
 
 

