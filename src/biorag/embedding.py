@@ -96,12 +96,12 @@ class Embedder:
     def _load(self, model: str) -> Any:
         dtype = self.cfg.dtype
         if dtype == "auto":
-            from biorag.hardware import cpu_inference_bf16
+            from biorag.hardware import cpu_bf16
 
             if self.device == "cuda":
                 dtype = "float16"
             else:
-                dtype = "bfloat16" if self.device == "cpu" and cpu_inference_bf16() else "float32"
+                dtype = "bfloat16" if self.device == "cpu" and cpu_bf16() else "float32"
         self.dtype = dtype
         return _sentence_transformer(
             resolve_model_path(model),

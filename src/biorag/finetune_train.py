@@ -99,6 +99,16 @@ def load_for_training(cfg: ModelConfig, lora: LoraSettings, train: TrainSettings
     return model, device, dtype
 
 
+def _cpu_mixed_bf16(device: str, dtype: Any) -> bool:
+    """fp32 weights with bf16 autocast on a CPU with native bf16 units (biorag.hardware):
+    mixed precision, as on a GPU, at 1.5-2x the speed of fp32 on such CPUs."""
+    import torch
+
+    from biorag.hardware import cpu_bf16
+
+    return device == "cpu" and dtype == torch.float32 and cpu_bf16()
+
+
 def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainingData, output_dir: Path,
                   device: str, dtype: Any, callbacks: list[Any]) -> tuple[Any, _Tracker]:
     import torch
@@ -129,7 +139,7 @@ def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: Trainin
         eval_steps=t.eval_steps,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16 or _cpu_mixed_bf16(device, dtype),
         fp16=dtype == torch.float16,
         use_cpu=device == "cpu",
         report_to="none",

@@ -1,10 +1,11 @@
-"""What the machine computes fast: the dtype `auto` resolves to for inference.
+"""What the machine computes fast: what `dtype: auto` resolves to.
 
 On CUDA that is half precision. On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX
 tiles: recent Xeon and EPYC) bf16 inference runs 1.7x the speed of fp32 for the embedded
-models, with embeddings within cosine 0.996 and sequence log-likelihoods within 0.1%; on
-other CPUs bf16 is emulated and slower, so `auto` stays fp32 there. `BIORAG_CPU_BF16=0`
-(or an explicit `dtype: float32`) keeps fp32 everywhere; training always runs in fp32 on CPU.
+models, with embeddings within cosine 0.996 and sequence log-likelihoods within 0.1%, and
+LoRA training keeps fp32 weights under bf16 autocast (mixed precision, 1.4x); on other CPUs
+bf16 is emulated and slower, so `auto` stays fp32 there. `BIORAG_CPU_BF16=0` (or an
+explicit `dtype: float32` for inference) keeps fp32 everywhere.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def cpu_inference_bf16() -> bool:
-    """Whether `dtype: auto` means bf16 for CPU inference here."""
+def cpu_bf16() -> bool:
+    """Whether `dtype: auto` means bf16 on this CPU (inference; autocast for training)."""
     if os.environ.get("BIORAG_CPU_BF16", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return cpu_has_native_bf16()

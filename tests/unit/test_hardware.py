@@ -54,3 +54,16 @@ def test_embedder_auto_dtype_is_recorded(native) -> None:
     a, b = bf16.embed_passages(texts), fp32.embed_passages(texts)
     assert a.dtype == b.dtype == "float32"  # vectors are stored as fp32 whatever the compute
     assert ((a * b).sum(1) > 0.99).all()
+
+
+def test_cpu_training_is_fp32_weights_under_bf16_autocast_only_where_native(native) -> None:
+    from biorag.finetune_train import _cpu_mixed_bf16
+
+    native(True)
+    assert _cpu_mixed_bf16("cpu", torch.float32)
+    assert not _cpu_mixed_bf16("cuda", torch.float32)  # CUDA: the dtype itself says bf16/fp16
+    assert not _cpu_mixed_bf16("cpu", torch.bfloat16)  # already bf16 weights: no autocast on top
+    native(True, "0")
+    assert not _cpu_mixed_bf16("cpu", torch.float32)
+    native(False)
+    assert not _cpu_mixed_bf16("cpu", torch.float32)

@@ -102,13 +102,13 @@ def resolve_dtype(cfg: ModelConfig, device: str, *, training: bool = False) -> t
     for training."""
     import torch
 
-    from biorag.hardware import cpu_inference_bf16
+    from biorag.hardware import cpu_bf16
 
     if cfg.dtype != "auto":
         return getattr(torch, _DTYPES[cfg.dtype])
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and not training and cpu_inference_bf16():
+    if device == "cpu" and not training and cpu_bf16():
         return torch.bfloat16
     return torch.float32
 
