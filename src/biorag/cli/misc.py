@@ -119,6 +119,15 @@ def doctor() -> None:
         t.add_row(
             "torch", f"{torch.__version__}; CUDA {'yes: ' + gpus if cuda else 'no (CPU only)'}"
         )
+        from biorag.hardware import cpu_bf16, cpu_has_native_bf16
+
+        native = cpu_has_native_bf16()
+        t.add_row(
+            "CPU bf16",
+            ("native (AVX512-BF16/AMX)" if native else "emulated")
+            + f"; dtype auto on CPU = {'bf16' if cpu_bf16() else 'fp32'}"
+            + (" (BIORAG_CPU_BF16=0)" if native and not cpu_bf16() else ""),
+        )
     except ImportError:
         t.add_row("torch", "[red]not installed[/]")
     try:
