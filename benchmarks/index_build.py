@@ -110,8 +110,8 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
                     x["chunks_per_s"],
                     x["chunks_per_s"] / r["raw"]["chunks_per_s"],
                     x["peak_rss_mb"],
-                    x.get("max_abs_diff_vs_biorag", "-"),
                     x.get("dtype", "float32"),
+                    x.get("max_abs_diff_vs_biorag", "-"),
                 ]
             )
     print()
