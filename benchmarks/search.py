@@ -217,7 +217,10 @@ def _build(cfg: Any, base: np.ndarray, n: int, dim: int) -> tuple[Any, float, st
     elif cfg.type == "ivf":
         built_with = f"nlist={index.nlist}"
     else:
-        built_with = f"nlist={index.nlist} m={cfg.pq_m}x{cfg.pq_nbits}b"
+        import faiss
+
+        built_with = (f"nlist={faiss.extract_index_ivf(index).nlist} m={cfg.pq_m}x{cfg.pq_nbits}b"
+                      f" refine={cfg.refine} k_factor={cfg.k_factor}")
     return index, t["s"], built_with
 
 

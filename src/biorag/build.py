@@ -26,6 +26,7 @@ from biorag.atomic import resume_state, swap_into_place, write_json
 from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.embedding import EmbedderConfig, load_embedder, model_revision
+from biorag.hardware import release_freed_memory
 from biorag.index import (
     BM25_DIR,
     CHUNKS_FILE,
@@ -160,6 +161,8 @@ def build_index(
                 bar.advance(len(parts[-1]))
             vectors = np.concatenate(parts)
             _write_shard(partial, shard_no, shard, vectors)
+            del parts, texts, vectors
+            release_freed_memory()
             state["shards_done"] = shard_no + 1
             state["chunks_done"] = n_chunks
             write_json(partial / STATE_FILE, state)

@@ -10,6 +10,8 @@ explicit `dtype: float32` for inference) keeps fp32 everywhere.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import os
 
@@ -34,3 +36,26 @@ def cpu_bf16() -> bool:
     if os.environ.get("BIORAG_CPU_BF16", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     return cpu_has_native_bf16()
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+def release_freed_memory() -> None:
+    """Hand memory that glibc's allocator holds after frees back to the OS (`malloc_trim`).
+
+    torch's CPU tensors come from malloc; batches of varying shapes leave freed, fragmented
+    heap behind that would otherwise count as resident, so a long build's memory would grow
+    with the corpus. A no-op where the C library has no malloc_trim (macOS, musl)."""
+    if os.environ.get("BIORAG_MALLOC_TRIM", "1") == "0":
+        return
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -81,3 +81,22 @@ def test_doctor_reports_torch_faiss_bf16_and_the_embedded_packages(native) -> No
         assert row in r.output, row
     assert "native (AVX512-BF16/AMX); dtype auto on CPU = fp32 (BIORAG_CPU_BF16=0)" in r.output
     assert "CUDA no (CPU only)" in r.output or "CUDA yes" in r.output
+
+
+def test_freed_memory_goes_back_to_the_os_after_each_shard(monkeypatch) -> None:
+    calls = []
+
+    class FakeLibc:
+        def malloc_trim(self, pad: int) -> int:
+            calls.append(pad)
+            return 1
+
+    monkeypatch.setattr(hardware, "_libc", lambda: FakeLibc())
+    hardware.release_freed_memory()
+    monkeypatch.setenv("BIORAG_MALLOC_TRIM", "0")
+    hardware.release_freed_memory()
+    assert calls == [0]
+    monkeypatch.setattr(hardware, "_libc", lambda: None)  # macOS / musl: nothing to call
+    monkeypatch.delenv("BIORAG_MALLOC_TRIM")
+    hardware.release_freed_memory()
+    assert calls == [0]
