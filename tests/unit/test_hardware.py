@@ -100,3 +100,17 @@ def test_freed_memory_goes_back_to_the_os_after_each_shard(monkeypatch) -> None:
     monkeypatch.delenv("BIORAG_MALLOC_TRIM")
     hardware.release_freed_memory()
     assert calls == [0]
+
+
+def test_importing_biorag_bounds_onednn_primitive_cache_unless_the_user_set_it() -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = "import biorag, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "16", out.stderr
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "256"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "256", out.stderr
