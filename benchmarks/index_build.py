@@ -81,12 +81,11 @@ def _measure_size(
     common = ["--batch-size", str(args.batch_size), "--device", device, "--threads", str(threads)]
     me = str(Path(__file__).resolve())
     out: dict[str, dict[str, Any]] = {}
+    build = [me, "--n", str(n), "--corpus", args.corpus, "--root", str(root), *common]
     print(f"[{n:,} chunks] biorag build_index, embedder.dtype=float32 ...", flush=True)
-    fp32 = [me, "--one", "biorag-fp32", "--n", str(n), "--corpus", args.corpus, "--root", str(root)]
-    out["biorag-fp32"] = run_child(fp32 + common)
+    out["biorag-fp32"] = run_child([*build, "--one", "biorag-fp32"])
     print(f"[{n:,} chunks] biorag build_index (default dtype) ...", flush=True)
-    argv = [me, "--one", "biorag", "--n", str(n), "--corpus", args.corpus, "--root", str(root)]
-    out["biorag"] = run_child(argv + common + (["--profile"] if args.profile else []))
+    out["biorag"] = run_child([*build, "--one", "biorag", *(["--profile"] if args.profile else [])])
     index_path = out["biorag-fp32"]["index_path"]  # the fp32 vectors raw and llama-index match
     for method in ("raw", "llama-index"):
         print(f"[{n:,} chunks] {method} ...", flush=True)
@@ -151,15 +150,15 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
         print("\nbiorag profile (largest size, cumulative):\n" + b["profile"])
 
     print(f"\ntargets (largest size; biorag's default dtype here: {b['dtype']})")
-    for label, key in (("biorag", "biorag"), ("biorag-fp32", "biorag-fp32")):
+    for key in ("biorag", "biorag-fp32"):
         vs_raw = rb[key]["chunks_per_s"] / rb["raw"]["chunks_per_s"]
         vs_llama = rb[key]["chunks_per_s"] / rb["llama-index"]["chunks_per_s"]
         print(
-            f"  {label + ' / raw':<26} = {vs_raw:.2f}x  (target >= {TARGET_VS_RAW}x)  "
+            f"  {key + ' / raw':<26} = {vs_raw:.2f}x  (target >= {TARGET_VS_RAW}x)  "
             f"{verdict(vs_raw >= TARGET_VS_RAW)}"
         )
         print(
-            f"  {label + ' / llama-index':<26} = {vs_llama:.2f}x  (target >= {TARGET_VS_LLAMA}x)  "
+            f"  {key + ' / llama-index':<26} = {vs_llama:.2f}x  (target >= {TARGET_VS_LLAMA}x)  "
             f"{verdict(vs_llama >= TARGET_VS_LLAMA)}"
         )
     if len(sizes) > 1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -156,12 +156,7 @@ class HFGenerator:
         batch: list[tuple[int, ...]],
         by_input: dict[tuple[int, ...], list[_Request]],
     ) -> list[list[tuple[int, LoglikelihoodResult]]]:
-        width = max(len(inp) for inp in batch)
-        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, inp in enumerate(batch):
-            ids[row, : len(inp)] = torch.tensor(inp)
-            mask[row, : len(inp)] = 1
+        ids, mask = self._padded(batch, left=False)
         # only the positions that predict continuation tokens need the vocabulary projection
         first = min(len(inp) - max(len(c) for _, c, _ in by_input[inp]) for inp in batch)
         last = max(len(inp) for inp in batch)
@@ -198,7 +193,7 @@ class HFGenerator:
         batch: list[tuple[int, ...]] = []
         rows = 0
         for ctx in sorted(shared, key=len, reverse=True):
-            n = len({tuple(c[:-1]) for _, c, _ in shared[ctx] if len(c) > 1})
+            n = len(_tails(shared[ctx]))
             if batch and rows + n > self.batch_size:
                 yield batch
                 batch, rows = [], 0
@@ -216,12 +211,7 @@ class HFGenerator:
         their last token, which predict every continuation's first token), then one pass
         over the continuations' remaining tokens on the cache, each row on its context's."""
         device = self.model.device
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ctx in enumerate(batch):
-            ids[row, width - len(ctx) :] = torch.tensor(ctx)
-            mask[row, width - len(ctx) :] = 1
+        ids, mask = self._padded(batch, left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
         out = self.model(
@@ -236,16 +226,11 @@ class HFGenerator:
         # the continuations' tokens after the first, one row per distinct continuation
         tails: list[tuple[int, tuple[int, ...]]] = []  # (context row, continuation[:-1])
         for row, ctx in enumerate(batch):
-            seen = {tuple(c[:-1]) for _, c, _ in shared[ctx] if len(c) > 1}
-            tails += [(row, t) for t in sorted(seen)]
+            tails += [(row, t) for t in _tails(shared[ctx])]
         tail_lp: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         if tails:
-            t_width = max(len(t) for _, t in tails)
-            t_ids = torch.full((len(tails), t_width), self._pad, dtype=torch.long)
-            t_mask = torch.zeros((len(tails), t_width), dtype=torch.long)
-            for j, (_, t) in enumerate(tails):
-                t_ids[j, : len(t)] = torch.tensor(t)
-                t_mask[j, : len(t)] = 1
+            t_ids, t_mask = self._padded([t for _, t in tails], left=False)
+            t_width = t_ids.shape[1]
             owner = torch.tensor([row for row, _ in tails])
             cache = getattr(out, self._cache_arg)
             cache.reorder_cache(owner.to(device))  # each row gets a copy of its context's cache
@@ -272,6 +257,20 @@ class HFGenerator:
                     greedy = greedy and bool((rows.argmax(-1) == target).all())
                 scored.append((i, LoglikelihoodResult(lp, len(cont), n_chars, greedy)))
         return scored
+
+    def _padded(
+        self, seqs: Sequence[Sequence[int]], *, left: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of token sequences padded to the longest, on the left
+        (the last tokens line up) or on the right (the first tokens line up)."""
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, cols] = torch.tensor(seq)
+            mask[row, cols] = 1
+        return ids, mask
 
     # -- generation ------------------------------------------------------------------------
 
@@ -307,12 +306,7 @@ class HFGenerator:
     def _generate_batch(
         self, batch: list[list[int]], config: Any, stop: list[str] | None
     ) -> list[str]:
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):  # left padding: every prompt ends at the same column
-            ids[row, width - len(seq) :] = torch.tensor(seq)
-            mask[row, width - len(seq) :] = 1
+        ids, mask = self._padded(batch, left=True)  # every prompt ends at the same column
         device = self.model.device
         extra = {"tokenizer": self.tokenizer} if stop else {}
         out = self.model.generate(
@@ -321,7 +315,7 @@ class HFGenerator:
             generation_config=config,
             **extra,
         )
-        new_tokens = out[:, width:]
+        new_tokens = out[:, ids.shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(t, stop) for t in texts]
 
@@ -368,6 +362,12 @@ class _NoBar:
 def _bar(description: str, total: int, show: bool) -> Any:
     """A progress bar for work that takes more than one batch; silence otherwise."""
     return progress.bar(description, total=total) if show else nullcontext(_NoBar())
+
+
+def _tails(requests: list[_Request]) -> list[tuple[int, ...]]:
+    """The distinct continuations[:-1] of multi-token requests, sorted: what the shared-context
+    path runs on the cached context, one row each (the first token needs no row)."""
+    return sorted({tuple(c[:-1]) for _, c, _ in requests if len(c) > 1})
 
 
 def _model_max_length(model: Any, tokenizer: Any) -> int:
