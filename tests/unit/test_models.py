@@ -141,6 +141,42 @@ def test_option_texts_share_one_context_pass_and_match_direct_scores(tiny: HFGen
         assert a.is_greedy == b.is_greedy == c.is_greedy
 
 
+HEADER = ("You are a careful clinician. Answer the question about a phenotype term.\n"
+          "Question: Which term matches this definition?\n")
+PREFIXED = [HEADER + d + "\nAnswer:" for d in (
+    "A persistently raised arterial blood pressure.",
+    "Abnormally fast heart rate.",
+    "Lack of muscle coordination during voluntary movement.",
+)]
+
+
+@pytest.mark.parametrize("keeps_logits", [True, False])
+@pytest.mark.parametrize("options", [[" A", " B", " C"], OPTION_TEXTS[:3]])
+def test_a_prefix_every_prompt_shares_runs_once(
+    tiny: HFGenerator, options: list[str], keeps_logits: bool
+) -> None:
+    gen = HFGenerator(tiny.model, tiny.tokenizer, batch_size=8)
+    gen._keeps_logits = keeps_logits
+    requests = [(p, o) for p in PREFIXED for o in options]
+    calls = []
+    hook = tiny.model.register_forward_hook(
+        lambda m, args, kw, out: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        results = gen.loglikelihood(requests)
+    finally:
+        hook.remove()
+    ids = [gen.encode(p) for p in PREFIXED]
+    head = next(i for i in range(len(ids[0])) if len({tuple(x[: i + 1]) for x in ids}) > 1)
+    assert head > 20
+    # one row for the shared head, then the three prompts run on from its cache
+    assert calls[0] == (1, head)
+    assert calls[1][0] == 3 and calls[1][1] < max(map(len, ids)) - head + 2
+    for (context, option), r in zip(requests, results, strict=True):
+        assert r.logprob == pytest.approx(_direct_logprob(tiny, context, option), abs=1e-4)
+        assert r.is_greedy == tiny.loglikelihood([(context, option)])[0].is_greedy
+
+
 def test_trailing_space_moves_to_the_continuation(tiny: HFGenerator) -> None:
     a, b = tiny.loglikelihood([("Answer: ", "B"), ("Answer:", " B")])
     assert a.logprob == pytest.approx(b.logprob, abs=1e-6)

@@ -35,6 +35,8 @@ from biorag.models.text import (
 log = logging.getLogger(__name__)
 
 _Request = tuple[int, list[int], int]  # request index, continuation ids, continuation characters
+# Shorter common prefixes are not worth a separate forward pass.
+_MIN_PREFILL = 8
 
 
 class HFGenerator:
@@ -156,18 +158,25 @@ class HFGenerator:
         batch: list[tuple[int, ...]],
         by_input: dict[tuple[int, ...], list[_Request]],
     ) -> list[list[tuple[int, LoglikelihoodResult]]]:
-        ids, mask = self._padded(batch, left=False)
         # only the positions that predict continuation tokens need the vocabulary projection
         first = min(len(inp) - max(len(c) for _, c, _ in by_input[inp]) for inp in batch)
         last = max(len(inp) for inp in batch)
-        kwargs: dict[str, Any] = {}
-        offset = 0
+        # the tokens every row starts with (a chat template, an instruction, few-shot
+        # examples) run once; the rows run on a copy of their KV cache
+        head, kwargs = self._prefill(batch, limit=first)
+        ids, mask = self._padded([inp[head:] for inp in batch], left=False)
+        if head:
+            kwargs["position_ids"] = (head + torch.arange(ids.shape[1])).expand_as(ids)
+            mask = torch.cat([torch.ones(len(batch), head, dtype=mask.dtype), mask], dim=1)
+        offset = head
         if self._keeps_logits:
-            kwargs["logits_to_keep"] = torch.arange(first, last, device=self.model.device)
+            kwargs["logits_to_keep"] = torch.arange(first - head, last - head)
             offset = first
         device = self.model.device
         logits = self.model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            **{k: v.to(device) if torch.is_tensor(v) else v for k, v in kwargs.items()},
         ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         out = []
@@ -211,14 +220,19 @@ class HFGenerator:
         their last token, which predict every continuation's first token), then one pass
         over the continuations' remaining tokens on the cache, each row on its context's."""
         device = self.model.device
-        ids, mask = self._padded(batch, left=True)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        # the tokens every context starts with run once (the limit keeps each context's
+        # last token in this pass: its logits predict the continuations' first tokens)
+        head, kwargs = self._prefill(batch, limit=min(map(len, batch)) - 1)
+        ids, mask = self._padded([ctx[head:] for ctx in batch], left=True)
+        positions = head + (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones(len(batch), head, dtype=mask.dtype), mask], dim=1)
+        kwargs["use_cache"] = True
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = 1
         out = self.model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             position_ids=positions.to(device),
-            use_cache=True,
             **kwargs,
         )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (contexts, vocab)
@@ -257,6 +271,28 @@ class HFGenerator:
                     greedy = greedy and bool((rows.argmax(-1) == target).all())
                 scored.append((i, LoglikelihoodResult(lp, len(cont), n_chars, greedy)))
         return scored
+
+    def _prefill(
+        self, seqs: Sequence[Sequence[int]], *, limit: int
+    ) -> tuple[int, dict[str, Any]]:
+        """Run the tokens all `seqs` start with (at most `limit`) once, as one row.
+
+        Returns how many tokens that was and the keyword arguments that hand its KV cache,
+        copied to one row per sequence, to the pass over the rest; (0, {}) when the
+        sequences share too little for a separate pass to pay.
+        """
+        head = min(_common_prefix(seqs), limit)
+        if len(seqs) < 2 or head < _MIN_PREFILL:
+            return 0, {}
+        device = self.model.device
+        out = self.model(
+            input_ids=torch.tensor([seqs[0][:head]], device=device),
+            use_cache=True,
+            **({"logits_to_keep": 1} if self._keeps_logits else {}),
+        )
+        cache = getattr(out, self._cache_arg)
+        cache.reorder_cache(torch.zeros(len(seqs), dtype=torch.long, device=device))
+        return head, {self._cache_arg: cache, "use_cache": True}
 
     def _padded(
         self, seqs: Sequence[Sequence[int]], *, left: bool
@@ -368,6 +404,13 @@ def _tails(requests: list[_Request]) -> list[tuple[int, ...]]:
     """The distinct continuations[:-1] of multi-token requests, sorted: what the shared-context
     path runs on the cached context, one row each (the first token needs no row)."""
     return sorted({tuple(c[:-1]) for _, c, _ in requests if len(c) > 1})
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all the sequences share."""
+    shortest, longest = min(seqs), max(seqs)  # lexicographic: they differ first where any do
+    n = min(len(shortest), len(longest))
+    return next((i for i in range(n) if shortest[i] != longest[i]), n)
 
 
 def _model_max_length(model: Any, tokenizer: Any) -> int:
