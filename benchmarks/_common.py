@@ -66,8 +66,9 @@ def timer() -> Iterator[dict[str, float]]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Hand a child's result to its parent (one marked JSON line on stdout)."""
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    """Hand a child's result to its parent (one marked JSON line on stdout), with the
+    process's peak RSS unless the child measured its own at the end of the part it times."""
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 

@@ -5,7 +5,8 @@ llama-index's own VectorStoreIndex + FaissVectorStore, on the same texts and the
     python benchmarks/index_build.py --quick         # 500 and 2,000 chunks (~1 min)
     python benchmarks/index_build.py --n 50000 --sizes 10000,50000 --batch-size 128 --device cuda
 
-Every measurement runs in a fresh process, so its peak RSS is its own. The model is loaded
+Every measurement runs in a fresh process, so its peak RSS is its own; it is read when the
+timed build ends, before the checks that read vectors back or build BM25. The model is loaded
 and warmed before the clock starts in all three, so the figures compare the build paths,
 not model loading. biorag's time is the whole `build_index` call (read the corpus, chunk,
 embed, write shards, assemble FAISS, write the chunk store and manifest) without BM25,
@@ -35,6 +36,7 @@ from _common import (
     cpu_count,
     emit,
     machine_line,
+    peak_rss_mb,
     run_child,
     set_threads,
     table,
@@ -235,6 +237,7 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
     else:
         with timer() as t:
             result = build_index(cfg, force=True)
+    peak = peak_rss_mb()
     m = result.manifest
     with tempfile.TemporaryDirectory() as tmp, timer() as tb:
         build_bm25(result.path / CHUNKS_FILE, Path(tmp) / "bm25", cfg.chunking.include_title)
@@ -252,6 +255,7 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         "dimension": m["embedder"]["dimension"],
         "index_path": str(result.path),
         "profile": profile_text,
+        "peak_rss_mb": round(peak, 1),
     }
     if args.one == "biorag":  # how far the default precision moves the vectors
         fp32 = Path(args.root) / f"bench-{args.corpus}-{args.n}-biorag-fp32"
@@ -307,8 +311,10 @@ def _one_raw(args: argparse.Namespace) -> dict[str, Any]:
         )
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    peak = peak_rss_mb()
     return {
         "method": "raw",
+        "peak_rss_mb": round(peak, 1),
         "chunks": len(texts),
         "seconds": t["s"],
         "chunks_per_s": len(texts) / t["s"],
@@ -344,10 +350,12 @@ def _one_llama(args: argparse.Namespace) -> dict[str, Any]:
             storage_context=StorageContext.from_defaults(vector_store=store),
             embed_model=embed,
         )
+    peak = peak_rss_mb()
     built = store._faiss_index  # the vectors llama-index added, to check they match biorag's
     vectors = built.reconstruct_n(0, built.ntotal)
     return {
         "method": "llama-index",
+        "peak_rss_mb": round(peak, 1),
         "chunks": len(texts),
         "seconds": t["s"],
         "chunks_per_s": len(texts) / t["s"],

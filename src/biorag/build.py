@@ -154,14 +154,17 @@ def build_index(
                 bar.advance(len(shard))
                 continue
             texts = [passage_text(c, cfg.chunking.include_title) for c in shard]
+            # longest first across the whole shard, as sentence-transformers sorts within
+            # one encode call: batches of like lengths pad least
+            order = np.argsort([-len(t) for t in texts], kind="stable").tolist()
             step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
-            parts = []
-            for start in range(0, len(texts), step):
-                parts.append(embedder.embed_passages(texts[start : start + step]))
-                bar.advance(len(parts[-1]))
-            vectors = np.concatenate(parts)
+            vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+            for start in range(0, len(order), step):
+                rows = order[start : start + step]
+                vectors[rows] = embedder.embed_passages([texts[i] for i in rows])
+                bar.advance(len(rows))
             _write_shard(partial, shard_no, shard, vectors)
-            del parts, texts, vectors
+            del texts, vectors
             release_freed_memory()
             state["shards_done"] = shard_no + 1
             state["chunks_done"] = n_chunks

@@ -43,31 +43,34 @@ def chunk_documents(
     docs: Iterable[Document], splitter: object, batch: int = 256
 ) -> Iterator[Chunk]:
     """Stream chunks of `docs` in order, keeping doc id, title and character offsets."""
-    from llama_index.core.schema import Document as LIDocument
-
     buffer: list[Document] = []
     for doc in docs:
         buffer.append(doc)
         if len(buffer) >= batch:
-            yield from _split(buffer, splitter, LIDocument)
+            yield from _split(buffer, splitter)
             buffer = []
     if buffer:
-        yield from _split(buffer, splitter, LIDocument)
+        yield from _split(buffer, splitter)
 
 
-def _split(docs: list[Document], splitter, LIDocument) -> Iterator[Chunk]:
+def _split(docs: list[Document], splitter) -> Iterator[Chunk]:
+    # split_text is what get_nodes_from_documents runs for each document; the offsets are
+    # found as it finds them (each chunk searched for from one past the previous start),
+    # without building a llama-index Document and node objects per chunk
     for doc in docs:
-        nodes = splitter.get_nodes_from_documents([LIDocument(text=doc.text, id_=doc.id)])
-        for i, node in enumerate(nodes):
-            start = node.start_char_idx if node.start_char_idx is not None else 0
-            end = node.end_char_idx if node.end_char_idx is not None else start + len(node.text)
+        search = 0
+        for i, text in enumerate(t for t in splitter.split_text(doc.text) if t):
+            found = doc.text.find(text, search)
+            start = max(found, 0)
+            if found >= 0:
+                search = found + 1
             yield Chunk(
                 id=f"{doc.id}#{i}",
                 doc_id=doc.id,
-                text=node.text,
+                text=text,
                 title=doc.title,
                 start=start,
-                end=end,
+                end=start + len(text),
                 ordinal=i,
             )
 

@@ -77,6 +77,22 @@ def test_hpo_build_writes_a_self_describing_folder(hpo_index) -> None:
     assert not any(p.name.startswith(".") for p in path.parent.iterdir()), "no partial folder left"
 
 
+def test_each_vector_is_its_own_chunks_embedding(hpo_index) -> None:
+    # a shard is embedded longest text first: every vector must still land on its chunk's row
+    import pyarrow.parquet as pq
+
+    from biorag.build import passage_text
+    from biorag.embedding import load_embedder
+    from biorag.types import Chunk
+
+    cfg = load_build_config([*HPO_300, f"root={hpo_index.path.parent}"])
+    rows = pq.read_table(hpo_index.path / "chunks.parquet").to_pylist()
+    texts = [passage_text(Chunk(**r), cfg.chunking.include_title) for r in rows]
+    assert len({len(t) for t in texts}) > 50, "lengths vary, so the sorted order is not the stored one"
+    expected = load_embedder(cfg.embedder).embed_passages(texts)
+    np.testing.assert_allclose(_vectors(hpo_index.path), expected, atol=1e-5)
+
+
 def test_dense_bm25_and_hybrid_find_the_right_term(hpo_index) -> None:
     # the first 300 HPO terms are mostly genitourinary: ask for one of them
     index = open_index(hpo_index.path)

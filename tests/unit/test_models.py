@@ -132,6 +132,19 @@ def test_option_texts_share_one_context_pass_and_match_direct_scores(tiny: HFGen
     for (context, option), r in zip(requests, results, strict=True):
         assert r.logprob == pytest.approx(_direct_logprob(tiny, context, option), abs=1e-4)
         assert r.n_tokens == len(gen.encode_pair(context, option)[1])
+    # batch_size bounds every pass's rows: at 3, the 8 option rows run in passes of 3, 3, 2,
+    # each on its own copy of the two contexts' cache
+    calls.clear()
+    hook = tiny.model.register_forward_hook(
+        lambda m, args, kw, out: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        three = HFGenerator(tiny.model, tiny.tokenizer, batch_size=3).loglikelihood(requests)
+    finally:
+        hook.remove()
+    assert [rows for rows, _ in calls] == [2, 3, 3, 2]
+    for a, b in zip(results, three, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
     # the same numbers in batches of one context at a time, and on the row-per-request path
     one = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1).loglikelihood(requests)
     rows = [tiny.loglikelihood([q])[0] for q in requests]

@@ -12,6 +12,7 @@ so an item costs one prefill plus its options' tokens rather than one prefill pe
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections import defaultdict
@@ -197,19 +198,11 @@ class HFGenerator:
     def _prefix_batches(
         self, shared: dict[tuple[int, ...], list[_Request]]
     ) -> Iterator[list[tuple[int, ...]]]:
-        """Contexts, longest first, packed so a batch's continuation rows stay within
-        batch_size (the memory of the row-per-request path) unless one context needs more."""
-        batch: list[tuple[int, ...]] = []
-        rows = 0
-        for ctx in sorted(shared, key=len, reverse=True):
-            n = len(_tails(shared[ctx]))
-            if batch and rows + n > self.batch_size:
-                yield batch
-                batch, rows = [], 0
-            batch.append(ctx)
-            rows += n
-        if batch:
-            yield batch
+        """Contexts, longest first, batch_size at a time (their continuations' rows run in
+        passes of at most batch_size rows of their own, see `_score_shared`)."""
+        contexts = sorted(shared, key=len, reverse=True)
+        for start in range(0, len(contexts), self.batch_size):
+            yield contexts[start : start + self.batch_size]
 
     def _score_shared(
         self,
@@ -241,23 +234,29 @@ class HFGenerator:
         tails: list[tuple[int, tuple[int, ...]]] = []  # (context row, continuation[:-1])
         for row, ctx in enumerate(batch):
             tails += [(row, t) for t in _tails(shared[ctx])]
+        tails.sort(key=lambda rt: len(rt[1]), reverse=True)  # rows of like lengths pad least
         tail_lp: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-        if tails:
-            t_ids, t_mask = self._padded([t for _, t in tails], left=False)
+        cache = getattr(out, self._cache_arg)
+        groups = [tails[g : g + self.batch_size] for g in range(0, len(tails), self.batch_size)]
+        for g, group in enumerate(groups):
+            t_ids, t_mask = self._padded([t for _, t in group], left=False)
             t_width = t_ids.shape[1]
-            owner = torch.tensor([row for row, _ in tails])
-            cache = getattr(out, self._cache_arg)
-            cache.reorder_cache(owner.to(device))  # each row gets a copy of its context's cache
-            lengths = torch.tensor([len(batch[row]) for row, _ in tails])
+            owner = torch.tensor([row for row, _ in group])
+            # each row runs on a copy of its context's cache; the last group may take the
+            # contexts' own cache, which nothing needs afterwards
+            rows_cache = cache if g == len(groups) - 1 else copy.deepcopy(cache)
+            rows_cache.reorder_cache(owner.to(device))
+            lengths = torch.tensor([len(batch[row]) for row, _ in group])
             logits = self.model(
                 input_ids=t_ids.to(device),
                 attention_mask=torch.cat([mask[owner], t_mask], dim=1).to(device),
                 position_ids=(lengths[:, None] + torch.arange(t_width)[None, :]).to(device),
                 use_cache=True,
-                **{self._cache_arg: cache},
+                **{self._cache_arg: rows_cache},
             ).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-            tail_lp = {key: logprobs[j] for j, key in enumerate(tails)}
+            tail_lp.update({key: logprobs[j] for j, key in enumerate(group)})
+            del rows_cache, logits
 
         scored = []
         for row, ctx in enumerate(batch):
