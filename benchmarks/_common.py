@@ -47,8 +47,35 @@ def set_threads(n: int) -> dict[str, int]:
     return out
 
 
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> float:
+    """Start measuring a new peak from now (Linux: /proc/self/clear_refs, so a part of the
+    run gets its own peak rather than the process's, model loading included); returns the
+    resident set size now, in MiB. Elsewhere the peak stays the process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    now = _proc_status_mb("VmRSS")
+    return now if now is not None else peak_rss_mb()
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB."""
+    """The peak resident set size since the last `reset_peak_rss` (or process start), MiB."""
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

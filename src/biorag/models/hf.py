@@ -8,6 +8,8 @@ model input is identical (typically one context scored against single-token opti
 " A" … " D") share one forward pass. A context scored against several multi-token
 continuations (option texts) runs once: its KV cache is copied to one row per continuation,
 so an item costs one prefill plus its options' tokens rather than one prefill per option.
+On both paths the tokens every prompt of a batch starts with (chat template, instruction,
+few-shot examples) run once, as one row, and the rows continue from copies of its KV cache.
 """
 
 from __future__ import annotations
