@@ -82,14 +82,20 @@ def peak_rss_mb() -> float:
 
 
 @contextmanager
-def timer() -> Iterator[dict[str, float]]:
-    """`with timer() as t: ...` then `t["s"]` holds the elapsed wall-clock seconds."""
+def timer(memory: bool = False) -> Iterator[dict[str, float]]:
+    """`with timer() as t: ...` then `t["s"]` holds the elapsed wall-clock seconds. With
+    memory=True also `t["peak_rss_mb"]`, the peak RSS inside the block (see
+    `reset_peak_rss`), and `t["build_rss_mb"]`, that peak less the RSS when it began."""
     t: dict[str, float] = {}
+    rss = reset_peak_rss() if memory else 0.0
     start = time.perf_counter()
     try:
         yield t
     finally:
         t["s"] = time.perf_counter() - start
+        if memory:
+            peak = peak_rss_mb()
+            t["peak_rss_mb"], t["build_rss_mb"] = round(peak, 1), round(peak - rss, 1)
 
 
 def emit(result: dict[str, Any]) -> None:

@@ -39,8 +39,6 @@ from _common import (
     cpu_count,
     emit,
     machine_line,
-    peak_rss_mb,
-    reset_peak_rss,
     run_child,
     set_threads,
     table,
@@ -233,8 +231,7 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         import pstats
 
         prof = cProfile.Profile()
-        start = reset_peak_rss()
-        with timer() as t:
+        with timer(memory=True) as t:
             prof.enable()
             result = build_index(cfg, force=True)
             prof.disable()
@@ -242,10 +239,8 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
         profile_text = buf.getvalue()
     else:
-        start = reset_peak_rss()
-        with timer() as t:
+        with timer(memory=True) as t:
             result = build_index(cfg, force=True)
-    peak = peak_rss_mb()
     m = result.manifest
     with tempfile.TemporaryDirectory() as tmp, timer() as tb:
         build_bm25(result.path / CHUNKS_FILE, Path(tmp) / "bm25", cfg.chunking.include_title)
@@ -263,8 +258,8 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         "dimension": m["embedder"]["dimension"],
         "index_path": str(result.path),
         "profile": profile_text,
-        "peak_rss_mb": round(peak, 1),
-        "build_rss_mb": round(peak - start, 1),
+        "peak_rss_mb": t["peak_rss_mb"],
+        "build_rss_mb": t["build_rss_mb"],
     }
     if args.one == "biorag":  # how far the default precision moves the vectors
         fp32 = Path(args.root) / f"bench-{args.corpus}-{args.n}-biorag-fp32"
@@ -310,8 +305,7 @@ def _one_raw(args: argparse.Namespace) -> dict[str, Any]:
     _, texts = _passages(args.index)
     model = SentenceTransformer(resolve_model_path(MODEL), device=args.device)
     model.encode(["warm up"] * args.batch_size, batch_size=args.batch_size)
-    start = reset_peak_rss()
-    with timer() as t:
+    with timer(memory=True) as t:
         vectors = model.encode(
             texts,
             batch_size=args.batch_size,
@@ -321,11 +315,10 @@ def _one_raw(args: argparse.Namespace) -> dict[str, Any]:
         )
         index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    peak = peak_rss_mb()
     return {
         "method": "raw",
-        "peak_rss_mb": round(peak, 1),
-        "build_rss_mb": round(peak - start, 1),
+        "peak_rss_mb": t["peak_rss_mb"],
+        "build_rss_mb": t["build_rss_mb"],
         "chunks": len(texts),
         "seconds": t["s"],
         "chunks_per_s": len(texts) / t["s"],
@@ -354,21 +347,19 @@ def _one_llama(args: argparse.Namespace) -> dict[str, Any]:
     embed.get_text_embedding_batch(["warm up"] * embed.embed_batch_size)
     nodes = [TextNode(text=x, id_=i) for i, x in zip(ids, texts, strict=True)]
     dim = len(embed.get_text_embedding("dimension probe"))
-    start = reset_peak_rss()
-    with timer() as t:
+    with timer(memory=True) as t:
         store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dim))
         VectorStoreIndex(
             nodes,
             storage_context=StorageContext.from_defaults(vector_store=store),
             embed_model=embed,
         )
-    peak = peak_rss_mb()
     built = store._faiss_index  # the vectors llama-index added, to check they match biorag's
     vectors = built.reconstruct_n(0, built.ntotal)
     return {
         "method": "llama-index",
-        "peak_rss_mb": round(peak, 1),
-        "build_rss_mb": round(peak - start, 1),
+        "peak_rss_mb": t["peak_rss_mb"],
+        "build_rss_mb": t["build_rss_mb"],
         "chunks": len(texts),
         "seconds": t["s"],
         "chunks_per_s": len(texts) / t["s"],

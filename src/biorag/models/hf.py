@@ -166,10 +166,9 @@ class HFGenerator:
         # the tokens every row starts with (a chat template, an instruction, few-shot
         # examples) run once; the rows run on a copy of their KV cache
         head, kwargs = self._prefill(batch, limit=first)
-        ids, mask = self._padded([inp[head:] for inp in batch], left=False)
+        ids, mask = self._padded([inp[head:] for inp in batch], left=False, cached=head)
         if head:
             kwargs["position_ids"] = (head + torch.arange(ids.shape[1])).expand_as(ids)
-            mask = torch.cat([torch.ones(len(batch), head, dtype=mask.dtype), mask], dim=1)
         offset = head
         if self._keeps_logits:
             kwargs["logits_to_keep"] = torch.arange(first - head, last - head)
@@ -225,9 +224,8 @@ class HFGenerator:
         # the tokens every context starts with run once (the limit keeps each context's
         # last token in this pass: its logits predict the continuations' first tokens)
         head, kwargs = self._prefill(batch, limit=min(map(len, batch)) - 1)
-        ids, mask = self._padded([ctx[head:] for ctx in batch], left=True)
-        positions = head + (mask.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([torch.ones(len(batch), head, dtype=mask.dtype), mask], dim=1)
+        ids, mask = self._padded([ctx[head:] for ctx in batch], left=True, cached=head)
+        positions = head + (mask[:, head:].cumsum(-1) - 1).clamp(min=0)
         kwargs["use_cache"] = True
         kwargs.update(self._last_logits(ids.shape[1]))
         out = self.model(
@@ -306,17 +304,19 @@ class HFGenerator:
         return {"logits_to_keep": torch.tensor([width - 1], device=self.model.device)}
 
     def _padded(
-        self, seqs: Sequence[Sequence[int]], *, left: bool
+        self, seqs: Sequence[Sequence[int]], *, left: bool, cached: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, attention mask) of token sequences padded to the longest, on the left
-        (the last tokens line up) or on the right (the first tokens line up)."""
+        (the last tokens line up) or on the right (the first tokens line up). The mask also
+        covers `cached` tokens every row has in its KV cache ahead of the ids."""
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), cached + width), dtype=torch.long)
+        mask[:, :cached] = 1
         for row, seq in enumerate(seqs):
-            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-            ids[row, cols] = torch.tensor(seq)
-            mask[row, cols] = 1
+            start = width - len(seq) if left else 0
+            ids[row, start : start + len(seq)] = torch.tensor(seq)
+            mask[row, cached + start : cached + start + len(seq)] = 1
         return ids, mask
 
     # -- generation ------------------------------------------------------------------------
