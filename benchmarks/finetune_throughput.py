@@ -34,7 +34,7 @@ def child_biorag(args: argparse.Namespace, workdir: str) -> None:
     import torch
 
     from biorag import progress
-    from biorag.finetune import load_finetune_config, run_finetune
+    from biorag.finetune.run import load_finetune_config, run_finetune
 
     progress.set_enabled(False)
     set_threads(args.threads)
@@ -74,7 +74,7 @@ def child_plain(args: argparse.Namespace, workdir: str) -> None:
         set_seed,
     )
 
-    from biorag.finetune_data import corpus_documents  # the same documents, read the same way
+    from biorag.corpora.training import corpus_documents  # the same documents, read the same way
     from biorag.models.loading import load_model_config, weights_location
 
     set_threads(args.threads)
@@ -130,12 +130,10 @@ def child_plain(args: argparse.Namespace, workdir: str) -> None:
 
 
 def _data_config(name: str):
-    from omegaconf import OmegaConf
+    from biorag.config import load_option
+    from biorag.corpora.training import DataConfig
 
-    from biorag.config import config_dir, to_typed
-    from biorag.finetune_data import DataConfig
-
-    return to_typed(OmegaConf.load(config_dir() / "data" / f"{name}.yaml"), DataConfig)
+    return load_option("data", name, DataConfig)
 
 
 def main() -> None:

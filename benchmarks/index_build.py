@@ -203,10 +203,10 @@ def _run_one(args: argparse.Namespace) -> None:
 
 
 def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
-    from biorag.build import build_index, load_build_config
-    from biorag.embedding import load_embedder
-    from biorag.index import CHUNKS_FILE
-    from biorag.retrieval import build_bm25
+    from biorag.indexing.bm25 import build_bm25
+    from biorag.indexing.build import build_index, load_build_config
+    from biorag.indexing.embedding import load_embedder
+    from biorag.indexing.manifest import CHUNKS_FILE
 
     cfg = load_build_config(
         [
@@ -244,18 +244,18 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
     m = result.manifest
     with tempfile.TemporaryDirectory() as tmp, timer() as tb:
         build_bm25(result.path / CHUNKS_FILE, Path(tmp) / "bm25", cfg.chunking.include_title)
-    n = m["counts"]["chunks"]
+    n = m.counts.chunks
     out = {
         "method": args.one,
         "dtype": embedder.dtype,
         "chunks": n,
-        "documents": m["counts"]["documents"],
+        "documents": m.counts.documents,
         "seconds": t["s"],
         "chunks_per_s": n / t["s"],
-        "embed_seconds": m["embed_seconds"],
+        "embed_seconds": m.embed_seconds,
         "bm25_seconds": tb["s"],
         "batch_size": cfg.embedder.batch_size,
-        "dimension": m["embedder"]["dimension"],
+        "dimension": m.embedder["dimension"],
         "index_path": str(result.path),
         "profile": profile_text,
         "peak_rss_mb": t["peak_rss_mb"],
@@ -276,12 +276,11 @@ def _passages(index_path: str) -> tuple[list[str], list[str]]:
     """Chunk ids and the exact strings biorag embedded, read back from its chunk store."""
     import pyarrow.parquet as pq
 
-    from biorag.build import passage_text
-    from biorag.index import CHUNKS_FILE, MANIFEST_FILE
+    from biorag.indexing.build import passage_text
+    from biorag.indexing.manifest import CHUNKS_FILE, IndexManifest
     from biorag.types import Chunk
 
-    manifest = json.loads((Path(index_path) / MANIFEST_FILE).read_text())
-    include_title = manifest["chunking"]["include_title"]
+    include_title = IndexManifest.read(index_path).chunking["include_title"]
     rows = pq.read_table(Path(index_path) / CHUNKS_FILE).to_pylist()
     return [r["id"] for r in rows], [passage_text(Chunk(**r), include_title) for r in rows]
 
@@ -300,7 +299,7 @@ def _one_raw(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from biorag.embedding import resolve_model_path
+    from biorag.indexing.embedding import resolve_model_path
 
     _, texts = _passages(args.index)
     model = SentenceTransformer(resolve_model_path(MODEL), device=args.device)
@@ -335,7 +334,7 @@ def _one_llama(args: argparse.Namespace) -> dict[str, Any]:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.vector_stores.faiss import FaissVectorStore
 
-    from biorag.embedding import resolve_model_path
+    from biorag.indexing.embedding import resolve_model_path
 
     ids, texts = _passages(args.index)
     # embed_model is passed explicitly: llama-index's global Settings (llm, embed_model) stay untouched
@@ -409,7 +408,7 @@ def _sizes(args: argparse.Namespace) -> list[int]:
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
-    from biorag.embedding import pick_device
+    from biorag.indexing.embedding import pick_device
 
     return pick_device("auto")
 

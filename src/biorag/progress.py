@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -62,3 +63,16 @@ def bar(description: str, total: int | None = None, completed: int = 0) -> Itera
     with progress:
         task_id = progress.add_task(description, total=total, completed=completed)
         yield _Bar(progress, task_id)
+
+
+class _NoBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, *, total: int | None = None, completed: int | None = None) -> None:
+        pass
+
+
+def bar_if(description: str, total: int, show: bool) -> Any:
+    """A progress bar when `show` (work that takes more than one batch); silence otherwise."""
+    return bar(description, total=total) if show else nullcontext(_NoBar())

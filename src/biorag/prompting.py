@@ -24,9 +24,8 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from biorag.errors import ConfigError
-from biorag.scoring import LETTERS
 from biorag.tasks.config import TaskConfig
-from biorag.types import Example, Hit
+from biorag.types import LETTERS, Example, Hit, adds_title
 
 CountTokens = Callable[[str], int]
 LONG_INPUT_TYPES = ("summarisation", "coding")  # their input is cut to `document_tokens`
@@ -117,11 +116,7 @@ def pack(
 
 
 def _passage(i: int, hit: Hit) -> str:
-    title = (
-        f" {hit.chunk.title}"
-        if hit.chunk.title and not hit.chunk.text.startswith(hit.chunk.title)
-        else ""
-    )
+    title = f" {hit.chunk.title}" if adds_title(hit.chunk.title, hit.chunk.text) else ""
     return f"[{i + 1}]{title}\n{hit.chunk.text.strip()}"
 
 

@@ -22,9 +22,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "icd10cm": "biorag.corpora.ontology:ICD10CMReader",
     },
     "retriever": {
-        "dense": "biorag.retrieval:DenseRetriever",
-        "bm25": "biorag.retrieval:BM25Retriever",
-        "hybrid": "biorag.retrieval:HybridRetriever",
+        "dense": "biorag.retrieval.retrievers:DenseRetriever",
+        "bm25": "biorag.retrieval.retrievers:BM25Retriever",
+        "hybrid": "biorag.retrieval.retrievers:HybridRetriever",
     },
     "task_loader": {
         "mcq": "biorag.tasks.loaders:load_mcq",
@@ -41,13 +41,13 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "icd10-coding": "biorag.tasks.embedded:generate_icd10_coding",
     },
     "scorer": {
-        "accuracy": "biorag.scoring:accuracy",
-        "macro_f1": "biorag.scoring:macro_f1",
-        "exact_match": "biorag.scoring:exact_match",
-        "rouge": "biorag.scoring:rouge",
-        "bertscore": "biorag.scoring:bertscore",
-        "code_f1": "biorag.scoring:code_f1",
-        "code_f1_category": "biorag.scoring:code_f1_category",
+        "accuracy": "biorag.scoring.metrics:accuracy",
+        "macro_f1": "biorag.scoring.metrics:macro_f1",
+        "exact_match": "biorag.scoring.metrics:exact_match",
+        "rouge": "biorag.scoring.metrics:rouge",
+        "bertscore": "biorag.scoring.metrics:bertscore",
+        "code_f1": "biorag.scoring.metrics:code_f1",
+        "code_f1_category": "biorag.scoring.metrics:code_f1_category",
     },
     "model_backend": {
         "hf": "biorag.models.hf:HFGenerator",

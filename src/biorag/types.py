@@ -5,6 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+LETTERS = "ABCDEFGHIJ"  # option letters of a multiple-choice item, in order
+
+
+def adds_title(title: str, text: str) -> bool:
+    """Whether a text should be shown with its title in front: it has one and does not
+    already start with it (ontology terms often do)."""
+    return bool(title) and not text.startswith(title)
+
+
+def titled(title: str, text: str, sep: str = ". ") -> str:
+    """The text with its title in front, unless it already starts with it."""
+    return f"{title}{sep}{text}" if adds_title(title, text) else text
+
 
 @dataclass(frozen=True)
 class Document:

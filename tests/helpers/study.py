@@ -9,7 +9,6 @@ on some items and not others (paired tests then see discordant pairs both ways).
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +40,9 @@ class TinyStudy:
 
 
 def config_dir_with_fake_bio(dest: Path) -> Path:
-    """A copy of experiments/ with one more model config, `fake-bio` (biomedical)."""
-    from biorag.config import config_dir
-
-    shutil.copytree(config_dir(), dest)
+    """A config folder of one's own holding one more model config, `fake-bio` (biomedical):
+    it layers over the packaged configs, so it needs nothing else."""
+    (dest / "model").mkdir(parents=True, exist_ok=True)
     (dest / "model" / "fake-bio.yaml").write_text(FAKE_BIO)
     return dest
 
@@ -52,7 +50,7 @@ def config_dir_with_fake_bio(dest: Path) -> Path:
 def build_definition_index(root: Path, task: str = "hpo-term-mcq", share: float = 0.5) -> Path:
     """An index whose documents are the definitions of the first `share` of a task's items,
     titled by their terms: for those items retrieval finds the answer."""
-    from biorag.build import build_index, load_build_config
+    from biorag.indexing.build import build_index, load_build_config
     from biorag.tasks import load_examples, load_task_config
 
     root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +71,7 @@ def run_tiny_study(root: Path, experiment: str = "tiny-study") -> TinyStudy:
     The caller sets MLFLOW_TRACKING_URI and BIORAG_CONFIG_DIR (see `study_env`)."""
     import os
 
-    from biorag.runner import run_experiment
+    from biorag.experiment.runner import run_experiment
 
     index = build_definition_index(root / "ix")
     result = run_experiment([

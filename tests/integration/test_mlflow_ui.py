@@ -54,7 +54,7 @@ def shots() -> Path:
 
 
 def test_experiment_page_lists_child_runs_and_compare_shows_them(tiny_study, browser, shots) -> None:
-    from biorag.ui import start_ui
+    from biorag.tracking.ui import start_ui
 
     client = MlflowClient()
     exp_id = client.get_experiment_by_name(tiny_study.experiment).experiment_id

@@ -10,12 +10,13 @@ from tests.helpers.study import ARMS, MODELS, TASKS, N
 from typer.testing import CliRunner
 
 from biorag.errors import BioragError
-from biorag.report import build_report, check, load_study, model_pairs, recompute, resolve_parent
-from biorag.stats import mcnemar
+from biorag.report.compare import build_report, check, model_pairs, recompute
+from biorag.report.study import read_study, resolve_parent
+from biorag.scoring.stats import mcnemar
 
 
 def test_study_reads_back_every_cell(tiny_study) -> None:
-    study = load_study(tiny_study.parent_run_id)
+    study = read_study(tiny_study.parent_run_id)
     assert sorted(c.name for c in study.cells) == tiny_study.cell_names
     assert len(study.cells) == len(ARMS) * len(MODELS) * len(TASKS)
     assert study.baseline == "base" and study.experiment == tiny_study.experiment
@@ -27,7 +28,7 @@ def test_study_reads_back_every_cell(tiny_study) -> None:
 
 
 def test_report_numbers_recomputed_from_predictions_equal_the_logged_metrics(tiny_study) -> None:
-    study = load_study(tiny_study.parent_run_id)
+    study = read_study(tiny_study.parent_run_id)
     for cell in study.cells:
         again = recompute(cell)
         assert set(again) == set(cell.quality_metrics()) == {"accuracy", "accuracy_ll", "accuracy_ll_norm"}
@@ -46,13 +47,13 @@ def test_report_numbers_recomputed_from_predictions_equal_the_logged_metrics(tin
 
 
 def test_a_tampered_metric_is_reported(tiny_study) -> None:
-    cell = load_study(tiny_study.parent_run_id).cells[0]
+    cell = read_study(tiny_study.parent_run_id).cells[0]
     cell.metrics[f"{cell.task}/accuracy"] += 0.1
     assert any("accuracy:" in p for p in check(cell))
 
 
 def test_deltas_against_baseline_and_between_families_are_paired(tiny_study) -> None:
-    report = build_report(load_study(tiny_study.parent_run_id))
+    report = build_report(read_study(tiny_study.parent_run_id))
     heads = [d for d in report.deltas if d.headline]
     arm = [d for d in heads if d.kind == "arm"]
     family = [d for d in heads if d.kind == "family"]
@@ -112,10 +113,10 @@ def test_default_output_folder_and_no_log(tiny_study, tmp_path, monkeypatch) -> 
 
 def test_targets_resolve_to_the_parent_run(tiny_study) -> None:
     pid = tiny_study.parent_run_id
-    assert resolve_parent(None).info.run_id == pid
-    assert resolve_parent(tiny_study.experiment).info.run_id == pid
-    child = load_study(pid).cells[0].run_id
-    assert resolve_parent(child).info.run_id == pid
+    assert resolve_parent(None).run_id == pid
+    assert resolve_parent(tiny_study.experiment).run_id == pid
+    child = read_study(pid).cells[0].run_id
+    assert resolve_parent(child).run_id == pid
     with pytest.raises(BioragError, match="Did you mean 'tiny-study'"):
         resolve_parent("tiny-studyy")
     with pytest.raises(BioragError, match="no run"):
@@ -125,4 +126,4 @@ def test_targets_resolve_to_the_parent_run(tiny_study) -> None:
 def test_no_study_runs_says_how_to_make_one(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     with pytest.raises(BioragError, match="biorag experiment run study="):
-        load_study(None)
+        read_study(None)

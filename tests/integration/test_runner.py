@@ -11,9 +11,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from biorag.build import build_index, load_build_config
 from biorag.errors import BioragError, ConfigError
-from biorag.runner import plan, run_experiment
+from biorag.experiment.plan import plan
+from biorag.experiment.runner import run_experiment
+from biorag.indexing.build import build_index, load_build_config
 from biorag.tasks import load_examples, load_task_config
 
 N = 12
@@ -50,7 +51,7 @@ def _overrides(index: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_plan_sweeps_and_keeps_param_names_equal(task_index) -> None:
-    from biorag.runner import cell_params
+    from biorag.experiment.plan import cell_params
 
     _, cells, _ = plan(["arm=base,rag", "model=fake", *TASK, f"arm.retriever.index={task_index}"])
     assert [c.arm.name for c in cells] == ["base", "rag"]
@@ -85,6 +86,25 @@ def test_fake_model_arms_are_child_runs_with_equal_names(task_index, tmp_path) -
     table = mlflow.load_table("predictions.json", run_ids=[rag.info.run_id])
     assert len(table) == N and set(table["correct"]) == {1.0}
     assert all(table["retrieved"].str.len() > 0)
+    # the backend's library versions (`Generator.info`) reach every child run
+    for run in (base, rag):
+        assert run.data.tags["versions.backend"] == "fake" and run.data.tags["versions.mode"] == "context"
+
+
+def test_search_settings_of_an_arm_reach_its_index_and_its_params(task_index, tmp_path) -> None:
+    from biorag.experiment.plan import cell_params
+    from biorag.experiment.resources import ensure_index
+
+    _, cells, _ = plan(["arm=base,rag", "model=fake", *TASK, f"arm.retriever.index={task_index}",
+                        "arm.retriever.ef_search=7", "arm.retriever.nprobe=3"])
+    base, rag = cells
+    assert rag.arm.retriever.ef_search == 7 and base.arm.retriever is None
+    assert ensure_index(rag).index.config.ef_search == 7 and ensure_index(rag).index.config.nprobe == 3
+    params = cell_params(base), cell_params(rag)
+    assert params[0].keys() == params[1].keys()
+    assert params[1]["arm.retriever.nprobe"] == 3 and params[0]["arm.retriever.nprobe"] is None
+    with pytest.raises(ConfigError, match=r"retriever\.nprobe must be at least 1"):
+        plan(["arm=rag", "model=fake", *TASK, f"arm.retriever.index={task_index}", "arm.retriever.nprobe=0"])
 
 
 def test_same_seed_same_predictions(task_index, tmp_path) -> None:
@@ -176,10 +196,17 @@ def test_tiny_random_hf_model_end_to_end(task_index, tmp_path) -> None:
     ])
     _parents, children = _runs("tiny")
     assert len(children) == 2
+    import torch
+    import transformers
+
     for r in children:
         assert 0.0 <= r.data.metrics["hpo-term-mcq/accuracy_ll"] <= 1.0
         assert "hpo-term-mcq/accuracy" in r.data.metrics  # the generated answers, parsed
         assert r.data.params["model.id"] == str(model_dir)
+        # the backend's library versions reach MLflow (they were silently dropped before)
+        tags = r.data.tags
+        assert tags["versions.backend"] == "hf" and tags["versions.transformers"] == transformers.__version__
+        assert tags["versions.torch"] == torch.__version__ and tags["versions.dtype"] == "float32"
     assert {c.n for c in result.cells} == {N}
 
 
@@ -192,7 +219,7 @@ def _free_port() -> int:
 def test_mlflow_server_serves_the_runs_over_rest(task_index, tmp_path) -> None:
     import os
 
-    from biorag.ui import start_ui
+    from biorag.tracking.ui import start_ui
 
     run_experiment(_overrides(task_index, tmp_path))
     with start_ui(os.environ["MLFLOW_TRACKING_URI"], port=_free_port()) as server:  # what `biorag ui` runs

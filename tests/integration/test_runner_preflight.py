@@ -6,7 +6,8 @@ import mlflow
 import pytest
 
 from biorag.errors import BioragError
-from biorag.runner import plan, run_experiment
+from biorag.experiment.plan import plan
+from biorag.experiment.runner import run_experiment
 
 
 def test_missing_task_file_fails_before_any_run_is_logged(tmp_path) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from tests.helpers.manifest import manifest
 
-from biorag.audit import (
+from biorag.contamination import (
     AuditSettings,
     audit_index,
     audit_texts,
@@ -98,14 +97,14 @@ def test_index_audit_reads_the_chunk_store(tmp_path) -> None:
 
     folder = tmp_path / "ix"
     folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps({"name": "ix", "fingerprint": "f00"}))
+    manifest("ix", "f00").write(folder)
     pq.write_table(pa.table({"id": ["a#0", "b#0"], "title": ["Anaemia", "Femur"],
                              "text": [ITEMS[2], CLEAN[2]]}), folder / "chunks.parquet")
     report = audit_index(folder, {"t": _examples(ITEMS)}, AuditSettings())
     assert report.source == "index ix" and report.source_fingerprint == "f00"
     assert [(i.example_id, i.sources) for i in report.tasks[0].items] == [("t-2", ["a#0"])]
 
-    from biorag.audit import run_audit
+    from biorag.contamination import run_audit
 
     # the command's config: `retrieval_index=` (`index` is the group of index types)
     report = run_audit([f"retrieval_index={folder}", "task=hpo-term-mcq", "task.n=3"])
@@ -115,7 +114,7 @@ def test_index_audit_reads_the_chunk_store(tmp_path) -> None:
 
 def test_embedded_tasks_overlap_the_embedded_corpus() -> None:
     """The HPO task is built from HPO definitions: the audit must find that."""
-    from biorag.audit import run_audit
+    from biorag.contamination import run_audit
 
     report = run_audit(["data=hpo", "task=hpo-term-mcq", "task.n=40"])
     (t,) = report.tasks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -9,19 +10,19 @@ import pytest
 from omegaconf import OmegaConf
 
 from biorag import registry
-from biorag.config import compose, config_dir, flatten, to_typed
+from biorag.config import compose, flatten, packaged_config_dir, to_typed
 from biorag.errors import ConfigError
 
 # config group -> the dataclass its YAMLs validate against
 SCHEMAS = {
     "corpus": "biorag.corpora.base:CorpusConfig",
-    "embedder": "biorag.embedding:EmbedderConfig",
-    "index": "biorag.index:IndexConfig",
+    "embedder": "biorag.indexing.embedding:EmbedderConfig",
+    "index": "biorag.indexing.index:IndexConfig",
     "task": "biorag.tasks.config:TaskConfig",
     "model": "biorag.models.config:ModelConfig",
-    "arm": "biorag.arms:ArmConfig",
-    "study": "biorag.arms:StudyConfig",
-    "data": "biorag.finetune_data:DataConfig",
+    "arm": "biorag.experiment.arms:ArmConfig",
+    "study": "biorag.experiment.arms:StudyConfig",
+    "data": "biorag.finetune.data:DataConfig",
 }
 
 
@@ -31,7 +32,7 @@ def _schema(group: str):
 
 
 def _group_yamls() -> list[Path]:
-    return sorted(p for p in config_dir().glob("*/*.yaml"))
+    return sorted(p for p in packaged_config_dir().glob("*/*.yaml"))
 
 
 @pytest.mark.parametrize("path", _group_yamls(), ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -45,19 +46,26 @@ def test_every_group_yaml_validates(path: Path) -> None:
         assert cfg.name == path.stem, f"{path}: name must equal the file name"
 
 
-@pytest.mark.parametrize("path", sorted(config_dir().glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(packaged_config_dir().glob("*.yaml")), ids=lambda p: p.name)
 def test_every_primary_yaml_composes(path: Path) -> None:
     assert path.read_text().startswith("#")
     cfg = compose(path.stem, [])
-    assert cfg is not None
+    schema = {"build": "BuildConfig", "run": "RunConfig", "finetune": "FinetuneConfig",
+              "audit": "AuditConfig"}[path.stem]
+    from biorag import config as config_module
+
+    module, _, attr = config_module.SCHEMAS[f"_{path.stem}_schema"].partition(":")
+    assert attr == schema
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), attr))}
+    assert fields <= set(cfg.keys()), f"{path.name} lacks {fields - set(cfg.keys())}"
     if path.stem == "build":
-        from biorag.build import load_build_config
+        from biorag.indexing.build import load_build_config
 
         assert load_build_config([]).corpus.name
 
 
 def test_group_option_and_key_overrides() -> None:
-    from biorag.build import load_build_config
+    from biorag.indexing.build import load_build_config
 
     cfg = load_build_config(["index=hnsw", "embedder=minilm", "chunking.chunk_size=64", "name=x"])
     assert cfg.index.type == "hnsw"
@@ -68,7 +76,7 @@ def test_group_option_and_key_overrides() -> None:
 
 
 def test_unknown_option_lists_close_matches() -> None:
-    from biorag.build import load_build_config
+    from biorag.indexing.build import load_build_config
 
     with pytest.raises(ConfigError) as e:
         load_build_config(["index=hnws"])
@@ -77,7 +85,7 @@ def test_unknown_option_lists_close_matches() -> None:
 
 
 def test_unknown_key_is_an_error_with_close_matches() -> None:
-    from biorag.build import load_build_config
+    from biorag.indexing.build import load_build_config
 
     with pytest.raises(ConfigError) as e:
         load_build_config(["chunking.chunk_sise=10"])
@@ -88,7 +96,7 @@ def test_unknown_key_is_an_error_with_close_matches() -> None:
 
 
 def test_typo_inside_a_yaml_is_an_error(tmp_path: Path) -> None:
-    from biorag.embedding import EmbedderConfig
+    from biorag.indexing.embedding import EmbedderConfig
 
     bad = OmegaConf.create({"name": "x", "model": "m", "batch_sise": 4})
     with pytest.raises(ConfigError) as e:
@@ -97,14 +105,14 @@ def test_typo_inside_a_yaml_is_an_error(tmp_path: Path) -> None:
 
 
 def test_wrong_type_is_an_error() -> None:
-    from biorag.build import load_build_config
+    from biorag.indexing.build import load_build_config
 
     with pytest.raises(ConfigError):
         load_build_config(["shard_size=lots"])
 
 
 def test_flatten_gives_dotted_keys() -> None:
-    from biorag.build import load_build_config
+    from biorag.indexing.build import load_build_config
 
     flat = flatten(load_build_config([]))
     assert flat["chunking.chunk_size"] == 200

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from tests.helpers.tiny_model import build_tiny_model
 
+from biorag.corpora.training import DataConfig
 from biorag.errors import ConfigError, InputError
-from biorag.finetune_data import IGNORE, DataConfig, in_eval, pack, render_sft, sft_data
+from biorag.finetune.data import IGNORE, in_eval, pack, render_sft, sft_data
 from biorag.models.text import TokenEncoder
 
 
@@ -91,7 +92,7 @@ def test_eval_split_is_seeded_and_order_free() -> None:
 
 
 def test_data_configs_validate_and_compose() -> None:
-    from biorag.finetune import load_finetune_config
+    from biorag.finetune.config import load_finetune_config
 
     with pytest.raises(ConfigError, match="objective"):
         DataConfig(name="x", objective="dpo")

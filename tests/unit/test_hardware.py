@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from biorag import hardware
-from biorag.embedding import Embedder, EmbedderConfig
+from biorag.indexing.embedding import Embedder, EmbedderConfig
 from biorag.models.config import ModelConfig
 from biorag.models.loading import resolve_dtype
 
@@ -38,9 +38,30 @@ def test_auto_dtype_on_cpu(native, has_bf16, env, inference, training) -> None:
     assert resolve_dtype(ModelConfig(name="m", id="x", dtype="float32"), "cpu") == torch.float32
 
 
-def test_the_probe_answers_a_bool() -> None:
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, False, True), (False, True, True), (False, False, False), ("raise", True, True),
+     ("raise", "raise", False)],
+)
+def test_the_probe_reads_torchs_amx_and_avx512_bf16_checks(monkeypatch, amx, avx512_bf16, expected) -> None:
+    """Either unit counts; a probe whose backend torch was built without (RuntimeError) is
+    skipped rather than taken for an answer."""
+    import torch
+
+    def probe(answer):
+        def check():
+            if answer == "raise":
+                raise RuntimeError("built without this backend")
+            return answer
+        return check
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(amx), raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe(avx512_bf16), raising=False)
     hardware.cpu_has_native_bf16.cache_clear()
-    assert isinstance(hardware.cpu_has_native_bf16(), bool)
+    try:
+        assert hardware.cpu_has_native_bf16() is expected
+    finally:
+        hardware.cpu_has_native_bf16.cache_clear()
 
 
 def test_embedder_auto_dtype_is_recorded(native) -> None:
@@ -57,7 +78,7 @@ def test_embedder_auto_dtype_is_recorded(native) -> None:
 
 
 def test_cpu_training_is_fp32_weights_under_bf16_autocast_only_where_native(native) -> None:
-    from biorag.finetune_train import _cpu_mixed_bf16
+    from biorag.finetune.train import _cpu_mixed_bf16
 
     native(True)
     assert _cpu_mixed_bf16("cpu", torch.float32)

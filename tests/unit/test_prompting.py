@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from biorag.config import config_dir
+from biorag.config import packaged_config_dir
 from biorag.errors import ConfigError
 from biorag.prompting import (
     approx_tokens,
@@ -61,7 +61,7 @@ def example_for(cfg: TaskConfig) -> Example:
     )
 
 
-TASKS = sorted(p.stem for p in (config_dir() / "task").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (packaged_config_dir() / "task").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", TASKS)

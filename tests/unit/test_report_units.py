@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from biorag.report import Cell, Study, build_report, finetune_seconds, headline_metric, model_pairs
-from biorag.report_render import all_tables, fmt_ci, fmt_p, write_report
-from biorag.scoring import aggregate
+from biorag.report.compare import build_report, headline_metric, model_pairs
+from biorag.report.render import all_tables, fmt_ci, fmt_p, write_report
+from biorag.report.study import Cell, Study, finetune_seconds
+from biorag.scoring.metrics import aggregate
 
 IDS = [f"e{i}" for i in range(10)]
 

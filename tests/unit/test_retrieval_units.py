@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from biorag.build import BuildConfig, build_fingerprint, passage_text
-from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig
-from biorag.embedding import EmbedderConfig
-from biorag.index import IndexConfig, default_nlist
-from biorag.retrieval import reciprocal_rank_fusion
+from biorag.errors import BioragError
+from biorag.indexing.build import BuildConfig, build_fingerprint, passage_text
+from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
+from biorag.indexing.embedding import EmbedderConfig
+from biorag.indexing.index import IndexConfig, default_nlist, new_index
+from biorag.retrieval.retrievers import reciprocal_rank_fusion
 from biorag.types import Chunk, Document
 
 
@@ -108,5 +109,47 @@ def test_default_nlist_respects_training_points() -> None:
     assert default_nlist(10) == 1
 
 
-def test_index_config_defaults() -> None:
-    assert IndexConfig().type == "flat"
+def test_new_index_makes_each_type_with_its_settings() -> None:
+    import faiss
+
+    hnsw = new_index(IndexConfig(type="hnsw", hnsw_m=8, ef_construction=40, ef_search=20), 16, 100)
+    assert isinstance(hnsw, faiss.IndexHNSWFlat) and hnsw.hnsw.efConstruction == 40
+    assert hnsw.hnsw.efSearch == 20 and hnsw.metric_type == faiss.METRIC_INNER_PRODUCT
+    ivf = new_index(IndexConfig(type="ivf", nlist=7), 16, 1000)
+    assert isinstance(ivf, faiss.IndexIVFFlat) and ivf.nlist == 7
+    pq = new_index(IndexConfig(type="ivfpq", pq_m=4, refine="sq8", k_factor=3), 16, 1000)
+    assert isinstance(pq, faiss.IndexRefine) and pq.k_factor == 3
+    assert isinstance(new_index(IndexConfig(type="ivfpq", pq_m=4, refine="none"), 16, 1000), faiss.IndexIVFPQ)
+    with pytest.raises(BioragError, match="pq_m=5 must divide the embedding dimension 16"):
+        new_index(IndexConfig(type="ivfpq", pq_m=5), 16, 1000)
+
+
+def test_manifest_round_trips_and_refuses_what_is_not_one(tmp_path) -> None:
+    from tests.helpers.manifest import manifest
+
+    from biorag.indexing.manifest import IndexManifest, is_index
+
+    m = manifest("ix", "abc", chunks=3, nprobe=16)
+    m.write(tmp_path)
+    assert is_index(tmp_path)
+    back = IndexManifest.read(tmp_path)
+    assert back == m and back.counts.chunks == 3 and back.index.params["nprobe"] == 16
+    # a newer manifest's extra keys are ignored; a missing section is a message, not a KeyError
+    data = {**m.to_dict(), "added_later": 1}
+    assert IndexManifest.from_dict(data) == m
+    del data["counts"]
+    with pytest.raises(BioragError, match=r"not a biorag index manifest.*counts.*--force"):
+        IndexManifest.from_dict(data)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(BioragError, match="not valid JSON"):
+        IndexManifest.read(tmp_path)
+    with pytest.raises(BioragError, match="is not an index folder"):
+        IndexManifest.read(tmp_path / "nothing")
+
+
+def test_search_settings_must_be_positive() -> None:
+    from biorag.indexing.index import SearchSettings
+
+    assert SearchSettings(nprobe=4).given() == {"nprobe": 4}
+    with pytest.raises(BioragError, match="nprobe must be at least 1, not 0"):
+        SearchSettings(nprobe=0)

@@ -7,8 +7,8 @@ import builtins
 import numpy as np
 import pytest
 
-from biorag import scoring
-from biorag.scoring import (
+from biorag.scoring import metrics as scoring
+from biorag.scoring.metrics import (
     MetricUnavailable,
     accuracy,
     aggregate,
@@ -229,3 +229,36 @@ def test_mcq_argmax_plain_and_length_normalised() -> None:
     assert mcq_argmax(logprobs, n_chars) == (0, 1)
     assert mcq_argmax([-1.0, -1.0], [3, 3]) == (0, 0)  # ties go to the first option
     assert mcq_argmax([-5.0, -1.0], [0, 1]) == (1, 1)  # empty continuations do not divide by 0
+
+
+# -- metric properties live on the registered scorer ---------------------------------------
+
+
+@scoring.scorer("my_micro", corpus_level=True, headline=-1)
+def _my_metric(parsed, gold, *, seed=0, n_resamples=10):
+    return {}
+
+
+def test_metric_properties_come_from_the_registered_scorers() -> None:
+    from biorag.scoring.metrics import headline_rank, metric_info
+
+    assert metric_info("macro_f1").corpus_level and metric_info("macro_f1_ll_norm").corpus_level
+    assert metric_info("code_recall_category").corpus_level
+    assert not metric_info("accuracy_ll").corpus_level and not metric_info("rougeL").corpus_level
+    assert metric_info("unknown_key") == scoring.MetricInfo(("unknown_key",))
+    ranked = sorted(["rougeL", "rouge1", "macro_f1", "accuracy", "accuracy_ll", "accuracy_ll_norm", "code_f1"],
+                    key=headline_rank)
+    assert ranked == ["accuracy_ll_norm", "accuracy_ll", "accuracy", "macro_f1", "code_f1", "rouge1", "rougeL"]
+    assert headline_rank("exact_match") is None and headline_rank("n") is None
+
+
+def test_a_plugin_scorer_decides_the_headline_and_how_a_report_treats_it(monkeypatch) -> None:
+    from biorag import registry
+    from biorag.report.compare import _is_corpus_level, headline_metric
+
+    monkeypatch.setitem(registry._ENTRIES["scorer"], "my", "tests.unit.test_scoring:_my_metric")
+    logged = {"t/accuracy": 0.5, "t/accuracy_ci_low": 0.4, "t/my_micro": 0.7, "t/n": 10}
+    assert headline_metric(logged, "t") == "my_micro"
+    assert _is_corpus_level("my_micro")
+    monkeypatch.delitem(registry._ENTRIES["scorer"], "my")
+    assert headline_metric(logged, "t") == "accuracy"

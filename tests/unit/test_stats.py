@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from biorag.scoring import aggregate
-from biorag.stats import holm, is_binary, mcnemar, paired_bootstrap, paired_test
+from biorag.scoring.metrics import aggregate
+from biorag.scoring.stats import holm, is_binary, mcnemar, paired_bootstrap, paired_test
 
 
 def _pairs(b: int, c: int, both_right: int = 0, both_wrong: int = 0) -> tuple[list[float], list[float]]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from biorag.config import config_dir
+from biorag.config import packaged_config_dir
 from biorag.errors import ConfigError, InputError
 from biorag.models.base import LoglikelihoodResult
-from biorag.scoring import normalise_text
+from biorag.scoring.evaluate import score_task
+from biorag.scoring.metrics import normalise_text
 from biorag.tasks import load_examples, load_task_config, task_names
-from biorag.tasks.evaluate import score_task
 from biorag.tasks.validate import validate_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tasks"
@@ -70,7 +69,7 @@ def fixture_task(name: str, *overrides: str):
 
 
 @pytest.mark.parametrize(
-    "path", sorted((config_dir() / "task").glob("*.yaml")), ids=lambda p: p.stem
+    "path", sorted((packaged_config_dir() / "task").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_every_task_yaml_validates(path: Path) -> None:
     first_line = path.read_text().splitlines()[0]
@@ -117,7 +116,7 @@ def test_overrides_unknown_keys_and_unknown_tasks() -> None:
 
 
 def test_a_task_yaml_of_ones_own(tmp_path: Path) -> None:
-    cfg = OmegaConf.load(config_dir() / "task" / "medqa.yaml")
+    cfg = OmegaConf.load(packaged_config_dir() / "task" / "medqa.yaml")
     cfg.name, cfg.path = "my-medqa", str(FIXTURES / "medqa.jsonl")
     (tmp_path / "my-medqa.yaml").write_text(OmegaConf.to_yaml(cfg))
     assert len(load_examples(load_task_config(str(tmp_path / "my-medqa.yaml")))) == 3
@@ -413,10 +412,10 @@ def test_cli_show_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
                 for i in range(k)
             ]
 
-    import biorag.retrieval
+    import biorag.retrieval.retrievers
 
     monkeypatch.setattr(
-        biorag.retrieval, "open_retriever", lambda index, mode="dense", **kw: FakeRetriever()
+        biorag.retrieval.retrievers, "open_retriever", lambda index, mode="dense", **kw: FakeRetriever()
     )
     r = runner.invoke(
         app, ["task", "show", "hpo-term-mcq", "-n", "1", "-k", "2", "--with-context", "some-index"]
@@ -432,12 +431,17 @@ def test_cli_show_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.exit_code == 0 and "ok" in r.output
 
 
-def test_loaders_match_the_registry() -> None:
+def test_every_task_names_a_registered_loader_and_scorers() -> None:
     from biorag import registry
 
-    for name in registry.names("task_loader"):
-        assert callable(registry.resolve("task_loader", name))
-    for name in registry.names("scorer"):
-        assert callable(registry.resolve("scorer", name))
-    cfg = load_task_config("medqa")
-    assert replace(cfg, n=3).n == 3
+    for name in task_names():
+        cfg = load_task_config(name)
+        attr = registry.target("task_loader", cfg.loader).partition(":")[2]
+        assert registry.resolve("task_loader", cfg.loader).__name__ == attr, name
+        for metric in cfg.metrics:
+            info = registry.resolve("scorer", metric).info  # every scorer declares its keys
+            assert info.keys, metric
+    # an override reaches the config, and a bad one is refused by the task's own checks
+    assert load_task_config("medqa", ["n=3"]).n == 3
+    with pytest.raises(ConfigError, match="Did you mean 'medqa'"):
+        load_task_config("medqa", ["loader=medqaa"])

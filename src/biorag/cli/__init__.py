@@ -6,8 +6,8 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
 
+from biorag.cli.console import console, err_console
 from biorag.errors import BioragError
 
 app = typer.Typer(
@@ -15,15 +15,15 @@ app = typer.Typer(
     help=(
         "Does adapting an LLM to medicine help, and which way? Build retrieval indexes over "
         "medical corpora, run experiment arms (base, rag, lora, lora_rag) tracked in MLflow, "
-        "and compare them.\n\nConfigs live in experiments/; override them as group=option "
-        "or key=value, e.g. `biorag index build corpus=hpo embedder=minilm index=hnsw`."
+        "and compare them.\n\nConfigs are biorag's own, then ./experiments/, then the folders in "
+        "$BIORAG_CONFIG_PATH (a file of your own adds or replaces one of the same name); "
+        "choose them as group=option and override fields as key=value, e.g. "
+        "`biorag index build corpus=hpo embedder=minilm index=hnsw`."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
 @app.callback()

@@ -7,7 +7,7 @@ import math
 import typer
 from rich.table import Table
 
-from biorag.report import headline_metric  # one definition, shared with `biorag report`
+from biorag.report.compare import headline_metric  # one definition, shared with `biorag report`
 
 app = typer.Typer(help="Run experiment arms (base, rag, lora, lora_rag) tracked in MLflow.",
                   no_args_is_help=True)
@@ -33,8 +33,8 @@ def run(
     A rag arm builds its index when missing. A killed run started again with the same
     command continues where it stopped (predictions are cached in .biorag-cache/).
     """
-    from biorag.cli import console
-    from biorag.runner import run_experiment
+    from biorag.cli.console import console
+    from biorag.experiment.runner import run_experiment
 
     def done(cell) -> None:
         resumed = f" ({cell.resumed} from cache)" if cell.resumed else ""
@@ -54,8 +54,8 @@ def validate(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
 ) -> None:
     """Resolve and check the configs of a run without loading any model; list the cells."""
-    from biorag.cli import console
-    from biorag.runner import plan
+    from biorag.cli.console import console
+    from biorag.experiment.plan import plan
 
     experiment, cells, baseline = plan(overrides or [])
     t = Table(title=f"experiment '{experiment}': {len(cells)} cell(s), baseline arm '{baseline}'")

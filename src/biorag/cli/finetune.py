@@ -43,9 +43,10 @@ def finetune(
 
       biorag finetune model=smollm2 data=hpo-mini name=smollm2-hpo
     """
-    from biorag.cli import console
+    from biorag.cli.console import console
     from biorag.config import to_yaml
-    from biorag.finetune import load_finetune_config, run_finetune
+    from biorag.finetune.config import load_finetune_config
+    from biorag.finetune.run import run_finetune
 
     cfg = load_finetune_config(overrides or [])
     if show_config:
@@ -88,8 +89,8 @@ def audit(
 
       biorag audit retrieval_index=hpo-minilm task=hpo-term-mcq
     """
-    from biorag.audit import run_audit
-    from biorag.cli import console
+    from biorag.cli.console import console
+    from biorag.contamination import run_audit
 
     report = run_audit(overrides or [])
     if as_json:

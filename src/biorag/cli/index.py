@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 
@@ -32,9 +30,9 @@ def build(
 
     Example: biorag index build corpus=hpo name=hpo-minilm
     """
-    from biorag.build import build_index, load_build_config
-    from biorag.cli import console
+    from biorag.cli.console import console
     from biorag.config import to_yaml
+    from biorag.indexing.build import build_index, load_build_config
 
     cfg = load_build_config(overrides or [])
     if show_config:
@@ -44,20 +42,31 @@ def build(
     m = result.manifest
     if result.up_to_date:
         console.print(
-            f"[green]index '{m['name']}' is up to date[/] ({m['counts']['chunks']} chunks, "
-            f"fingerprint {m['fingerprint']}) at {result.path}; --force rebuilds it."
+            f"[green]index '{m.name}' is up to date[/] ({m.counts.chunks} chunks, "
+            f"fingerprint {m.fingerprint}) at {result.path}; --force rebuilds it."
         )
+        if result.search_settings_ignored:
+            given = ", ".join(f"index.{k}={new} (built with {old})"
+                              for k, (old, new) in result.search_settings_ignored.items())
+            flags = " ".join(f"--{k.replace('_', '-')} {new}"
+                             for k, (_, new) in result.search_settings_ignored.items())
+            console.print(
+                f"[yellow]not applied:[/] {given}: search-time settings are chosen per search, not "
+                f"stored in the index. Use them with: biorag index search {m.name} QUERY {flags}, or "
+                + " ".join(f"arm.retriever.{k}={new}" for k, (_, new) in result.search_settings_ignored.items())
+                + " in an experiment."
+            )
         return
     resumed = f", resumed after {result.resumed_shards} shard(s)" if result.resumed_shards else ""
     console.print(
-        f"[green]built index '{m['name']}'[/] at {result.path}: {m['counts']['documents']} documents, "
-        f"{m['counts']['chunks']} chunks, {m['embedder']['dimension']}-d {m['index']['type']}, "
-        f"{m['build_seconds']:.1f}s ({m['chunks_per_second']:.0f} chunks/s embedding{resumed})."
+        f"[green]built index '{m.name}'[/] at {result.path}: {m.counts.documents} documents, "
+        f"{m.counts.chunks} chunks, {m.embedder['dimension']}-d {m.index.type}, "
+        f"{m.build_seconds:.1f}s ({m.chunks_per_second:.0f} chunks/s embedding{resumed})."
     )
     skipped = {
-        k: m["counts"][k]
+        k: getattr(m.counts, k)
         for k in ("skipped_empty", "skipped_malformed", "duplicate_ids")
-        if m["counts"][k]
+        if getattr(m.counts, k)
     }
     if skipped:
         console.print(f"[yellow]passed over:[/] {skipped}")
@@ -69,45 +78,41 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the whole manifest as JSON."),
 ) -> None:
     """Show what an index holds and how it was built (its manifest)."""
-    from biorag.cli import console
-    from biorag.index import resolve_index_path
+    from biorag.cli.console import console
+    from biorag.indexing.manifest import IndexManifest, resolve_index_path
 
     path = resolve_index_path(name)
-    m = json.loads((path / "manifest.json").read_text())
+    m = IndexManifest.read(path)
     if as_json:
-        console.print_json(data=m)
+        console.print_json(data=m.to_dict())
         return
-    t = Table(title=f"index {m['name']}", show_header=False)
+    t = Table(title=f"index {m.name}", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
-    e, ix, c = m["embedder"], m["index"], m["counts"]
+    e, ix, c = m.embedder, m.index, m.counts
+    search = ", ".join(f"{k}={ix.params[k]}" for k in ("nprobe", "ef_search", "k_factor") if k in ix.params)
     rows = [
         ("path", str(path)),
-        ("fingerprint", m["fingerprint"]),
-        (
-            "corpus",
-            f"{m['corpus']['name']} ({m['corpus']['loader']}), source {m['corpus']['source_fingerprint'][:24]}",
-        ),
-        ("documents / chunks", f"{c['documents']} / {c['chunks']}"),
+        ("fingerprint", m.fingerprint),
+        ("corpus", f"{m.corpus.name} ({m.corpus.loader}), source {m.corpus.source_fingerprint[:24]}"),
+        ("documents / chunks", f"{c.documents} / {c.chunks}"),
         (
             "passed over",
-            f"empty {c['skipped_empty']}, malformed {c['skipped_malformed']}, duplicate ids {c['duplicate_ids']}",
+            f"empty {c.skipped_empty}, malformed {c.skipped_malformed}, duplicate ids {c.duplicate_ids}",
         ),
-        ("chunking", ", ".join(f"{k}={v}" for k, v in m["chunking"].items())),
+        ("chunking", ", ".join(f"{k}={v}" for k, v in m.chunking.items())),
         (
             "embedder",
             f"{e['name']}: {e['model']} @ {e['revision']}, {e['dimension']}-d, normalised={e['normalize']}",
         ),
         (
             "index",
-            f"{ix['type']} ({ix['ntotal']} vectors, {ix['metric']}), built on {'GPU' if ix['built_on_gpu'] else 'CPU'}, bm25={ix['bm25']}",
+            f"{ix.type} ({ix.ntotal} vectors, {ix.metric}), built on {'GPU' if ix.built_on_gpu else 'CPU'}, bm25={ix.bm25}",
         ),
-        (
-            "build",
-            f"{m['build_seconds']}s total, {m['embed_seconds']}s embedding, {m['chunks_per_second']} chunks/s",
-        ),
-        ("created", m["created_at"]),
-        ("versions", ", ".join(f"{k} {v}" for k, v in m["versions"].items())),
+        ("search defaults", f"{search} (override per search: --nprobe, --ef-search, --k-factor)"),
+        ("build", f"{m.build_seconds}s total, {m.embed_seconds}s embedding, {m.chunks_per_second} chunks/s"),
+        ("created", m.created_at),
+        ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
     ]
     for k, v in rows:
         t.add_row(k, v)
@@ -126,21 +131,35 @@ def search(
         help="Embedder config to query with (default: the one the index was built with).",
     ),
     rrf_k: int = typer.Option(60, "--rrf-k", help="Reciprocal rank fusion constant (hybrid)."),
+    nprobe: int = typer.Option(
+        None, "--nprobe", min=1, help="IVF / IVF-PQ: lists visited per query (default: as built)."
+    ),
+    ef_search: int = typer.Option(
+        None, "--ef-search", min=1, help="HNSW: search breadth (default: as built)."
+    ),
+    k_factor: int = typer.Option(
+        None, "--k-factor", min=1,
+        help="IVF-PQ with refine: candidates re-ranked per result (default: as built).",
+    ),
     snippet: int = typer.Option(120, "--snippet", help="Characters of each chunk to show."),
 ) -> None:
     """Search an index and show a table: rank, score, doc id, title, snippet."""
-    from biorag.cli import console
+    from biorag.cli.console import console
+    from biorag.indexing.index import SearchSettings
     from biorag.retrieval import open_retriever
 
     emb_cfg = None
     if embedder:
         from biorag.config import compose, to_typed
-        from biorag.embedding import EmbedderConfig
+        from biorag.indexing.embedding import EmbedderConfig
 
         emb_cfg = to_typed(
             compose("build", [f"embedder={embedder}"]).embedder, EmbedderConfig, "embedder"
         )
-    retriever = open_retriever(name, mode, embedder=emb_cfg, rrf_k=rrf_k)
+    retriever = open_retriever(
+        name, mode, embedder=emb_cfg, rrf_k=rrf_k,
+        search=SearchSettings(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor),
+    )
     hits = retriever.retrieve(query, k)
     t = Table(title=f"{mode} search of {name}: {query!r}")
     for col, kw in (

@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import platform
 import sys
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -46,8 +47,8 @@ def ls(
     or registered code (loaders, retrievers, scorers, backends)."""
     from omegaconf import OmegaConf
 
-    from biorag.cli import console
-    from biorag.config import config_dir, options
+    from biorag.cli.console import console
+    from biorag.config import config_layers, option_sources
     from biorag.errors import ConfigError, did_you_mean
 
     known = [*_GROUPS, "indexes", *_REGISTRY]
@@ -67,36 +68,35 @@ def ls(
     if what not in _GROUPS:
         raise ConfigError(did_you_mean(what, known, what="listing"))
     group = _GROUPS[what]
-    t = Table(title=f"{what} (experiments/{group}/; use as {group}=NAME)")
+    t = Table(title=f"{what} ({group}/ in the config folders; use as {group}=NAME)")
     t.add_column("name")
     t.add_column("description", overflow="fold")
-    for name in options(group):
-        cfg = OmegaConf.load(config_dir() / group / f"{name}.yaml")
+    t.add_column("from", overflow="fold")
+    packaged = config_layers()[0]
+    for name, path in option_sources(group).items():
+        cfg = OmegaConf.load(path)
         desc = cfg.get("description") if hasattr(cfg, "get") else ""
-        t.add_row(name, str(desc or ""))
+        where = "biorag" if path.is_relative_to(packaged) else _shown(path)
+        t.add_row(name, str(desc or ""), where)
     console.print(t)
 
 
-def _ls_indexes() -> None:
-    import json
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    return str(path.relative_to(Path.cwd().resolve())) if path.is_relative_to(Path.cwd().resolve()) else str(path)
 
-    from biorag.cli import console
-    from biorag.index import index_root, list_indexes
+
+def _ls_indexes() -> None:
+    from biorag.cli.console import console
+    from biorag.indexing.manifest import IndexManifest, index_root, list_indexes
 
     root = index_root()
     t = Table(title=f"indexes in {root}/")
     for col in ("name", "corpus", "embedder", "type", "chunks", "built"):
         t.add_column(col)
     for name in list_indexes():
-        m = json.loads((root / name / "manifest.json").read_text())
-        t.add_row(
-            name,
-            m["corpus"]["name"],
-            m["embedder"]["name"],
-            m["index"]["type"],
-            str(m["counts"]["chunks"]),
-            m["created_at"],
-        )
+        m = IndexManifest.read(root / name)
+        t.add_row(name, m.corpus.name, m.embedder["name"], m.index.type, str(m.counts.chunks), m.created_at)
     console.print(t)
     if not list_indexes():
         console.print("none yet: biorag index build corpus=hpo name=hpo-minilm")
@@ -105,7 +105,7 @@ def _ls_indexes() -> None:
 def doctor() -> None:
     """Check the environment: Python, torch, CUDA/GPU, faiss GPU support, and the embedded
     default's packages (installed or not, and where)."""
-    from biorag.cli import console
+    from biorag.cli.console import console
 
     t = Table(title="biorag doctor", show_header=False)
     t.add_column("check", style="bold")
@@ -159,10 +159,10 @@ def doctor() -> None:
             f"embedded: {dist}",
             f"{_version(dist)} at {where}" if where else "[red]not installed[/]",
         )
-    from biorag.config import config_dir
-    from biorag.index import index_root
+    from biorag.config import config_layers
+    from biorag.indexing.manifest import index_root
 
-    t.add_row("configs", str(config_dir()))
+    t.add_row("configs", " < ".join(str(p) for p in config_layers()) + "  (later wins)")
     t.add_row("index root", str(index_root().resolve()))
     console.print(t)
 

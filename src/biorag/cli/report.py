@@ -38,11 +38,12 @@ def report(
 
       biorag report 1c3ed290d4424e17b2c12edc67997247 --baseline base
     """
-    from biorag.cli import console
-    from biorag.report import build_report, load_study, log_to_parent, report_dir
-    from biorag.report_render import all_tables, write_report
+    from biorag.cli.console import console
+    from biorag.report.compare import build_report, log_to_parent, report_dir
+    from biorag.report.render import all_tables, write_report
+    from biorag.report.study import read_study
 
-    study = load_study(target, baseline)
+    study = read_study(target, baseline)
     rep = build_report(study)
     for t in all_tables(rep, headline_only=not all_metrics):
         console.print(_rich(t))
@@ -72,9 +73,9 @@ def ui(
 ) -> None:
     """Start the MLflow UI on the project's store (MLFLOW_TRACKING_URI, else ./mlflow.db) and
     print its URL. Stop it with Ctrl+C."""
-    from biorag.cli import console
-    from biorag.tracking import tracking_uri
-    from biorag.ui import start_ui
+    from biorag.cli.console import console
+    from biorag.tracking.runs import tracking_uri
+    from biorag.tracking.ui import start_ui
 
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):

@@ -36,7 +36,7 @@ def show(
 
     Example: biorag task show hpo-term-mcq -n 3 --with-context hpo-minilm
     """
-    from biorag.cli import console
+    from biorag.cli.console import console
     from biorag.config import to_yaml
     from biorag.prompting import build_prompt, mcq_continuations
     from biorag.tasks import load_examples, load_task_config
@@ -48,7 +48,7 @@ def show(
     examples = load_examples(cfg)
     retriever = None
     if with_context:
-        from biorag.retrieval import open_retriever
+        from biorag.retrieval.retrievers import open_retriever
 
         retriever = open_retriever(with_context, mode)
     console.print(
@@ -106,7 +106,7 @@ def validate(
 
     Example: biorag task validate my_cases.jsonl --type mcq
     """
-    from biorag.cli import console
+    from biorag.cli.console import console
     from biorag.tasks.validate import validate_file
 
     report = validate_file(file, fmt=fmt, task=task, overrides=overrides or [])

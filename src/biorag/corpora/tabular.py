@@ -52,9 +52,9 @@ def resolve_files(path: str | None, suffixes: tuple[str, ...], what: str) -> lis
     p = Path(expanded)
     if not p.is_absolute() and not p.exists():
         # a path in a shipped config (corpora/sample/...) is relative to the project folder
-        from biorag.config import config_dir
+        from biorag.config import packaged_config_dir
 
-        shipped = config_dir().parent / p
+        shipped = packaged_config_dir().parent / p
         p = shipped if shipped.exists() else p
     if p.is_file():
         return [p]

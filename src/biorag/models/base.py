@@ -25,6 +25,9 @@ class Generator(Protocol):
     """A model that can score continuations and generate text."""
 
     name: str
+    # the backend and its library versions ({"backend": "hf", "transformers": "5.2", ...}):
+    # every cell run logs them as `versions.*` tags
+    info: dict[str, str]
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
         """Score (context, continuation) pairs; the context is already a full prompt."""

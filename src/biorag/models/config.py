@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from biorag.errors import ConfigError
+from biorag.errors import ConfigError, did_you_mean
 
 FAMILIES = ("general", "biomedical")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -68,6 +68,11 @@ class ModelConfig:
         _check(self, "family", FAMILIES)
         _check(self, "dtype", DTYPES)
         _check(self, "chat", CHAT_MODES)
+        from biorag import registry
+
+        if self.backend not in registry.names("model_backend"):
+            raise ConfigError(f"model '{self.name}': " + did_you_mean(
+                self.backend, registry.names("model_backend"), what="model.backend"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(
                 f"model '{self.name}': device must be auto, cpu, cuda or cuda:N, got {self.device!r}"

@@ -18,7 +18,6 @@ import inspect
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -27,8 +26,10 @@ from biorag import progress
 from biorag.errors import BioragError
 from biorag.models.base import LoglikelihoodResult
 from biorag.models.config import ModelConfig
+from biorag.models.hf_info import backend_info, folder_name, greedy_config, model_max_length
 from biorag.models.text import (
     TokenEncoder,
+    common_prefix,
     cut_at_stop,
     render_messages,
     wants_template,
@@ -60,7 +61,7 @@ class HFGenerator:
     ) -> None:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.batch_size = batch_size
-        self.max_length = max_length or _model_max_length(model, tokenizer)
+        self.max_length = max_length or model_max_length(model, tokenizer)
         self.use_chat_template = wants_template(tokenizer, chat, name)
         self._encoder = TokenEncoder(tokenizer)
         pad = tokenizer.pad_token_id
@@ -71,14 +72,14 @@ class HFGenerator:
         self._keeps_logits = "logits_to_keep" in params
         # transformers 5.x renames past_key_values to cache
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.info = _versions(model, tokenizer)
+        self.info = backend_info(model)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> HFGenerator:
         from biorag.models.loading import load_hf
 
         model, tokenizer = load_hf(cfg, adapter)
-        name = cfg.name if adapter is None else f"{cfg.name}+{_folder_name(adapter)}"
+        name = cfg.name if adapter is None else f"{cfg.name}+{folder_name(adapter)}"
         gen = cls(
             model,
             tokenizer,
@@ -140,7 +141,7 @@ class HFGenerator:
                 for r in reqs:
                     by_input[ctx + tuple(r[1][:-1])].append(r)
 
-        with _bar(f"{self.name} log-likelihood", len(requests),
+        with progress.bar_if(f"{self.name} log-likelihood", len(requests),
                   len(by_input) + len(shared) > self.batch_size) as b:
             inputs = sorted(by_input, key=len, reverse=True)  # similar lengths pad least
             for start in range(0, len(inputs), self.batch_size):
@@ -281,7 +282,7 @@ class HFGenerator:
         copied to one row per sequence, to the pass over the rest; (0, {}) when the
         sequences share too little for a separate pass to pay.
         """
-        head = min(_common_prefix(seqs), limit)
+        head = min(common_prefix(seqs), limit)
         if len(seqs) < 2 or head < _MIN_PREFILL:
             return 0, {}
         device = self.model.device
@@ -339,9 +340,9 @@ class HFGenerator:
                 ids = ids[-budget:]
             encoded.append(ids)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-        config = self._greedy_config(max_new_tokens, stop)
+        config = greedy_config(self.model, self.tokenizer, self._pad, max_new_tokens, stop)
         outputs: list[str] = [""] * len(prompts)
-        with _bar(f"{self.name} generate", len(prompts), len(prompts) > self.batch_size) as b:
+        with progress.bar_if(f"{self.name} generate", len(prompts), len(prompts) > self.batch_size) as b:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 texts = self._generate_batch([encoded[i] for i in batch], config, stop)
@@ -366,99 +367,11 @@ class HFGenerator:
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [cut_at_stop(t, stop) for t in texts]
 
-    def _greedy_config(self, max_new_tokens: int, stop: list[str] | None) -> Any:
-        """Greedy decoding whatever the model's generation_config.json says.
-
-        transformers fills every unset (None) field from the model's own config, so the
-        sampling and penalty fields get their neutral values here: a checkpoint's
-        temperature=0.6 / top_p=0.9 (Llama-3-Instruct) then neither warns nor matters, and a
-        repetition_penalty cannot quietly change what "greedy" means.
-        """
-        from transformers import GenerationConfig
-
-        own = getattr(self.model, "generation_config", None) or GenerationConfig()
-        eos = _as_list(own.eos_token_id) + _as_list(self.tokenizer.eos_token_id)
-        return GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            temperature=1.0,
-            top_p=1.0,
-            top_k=50,
-            typical_p=1.0,
-            epsilon_cutoff=0.0,
-            eta_cutoff=0.0,
-            repetition_penalty=1.0,
-            length_penalty=1.0,
-            no_repeat_ngram_size=0,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=list(dict.fromkeys(eos)) or None,
-            bos_token_id=own.bos_token_id,
-            pad_token_id=self._pad,
-            stop_strings=list(stop) if stop else None,
-        )
-
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-class _NoBar:
-    def advance(self, n: int = 1) -> None:
-        pass
-
-
-def _bar(description: str, total: int, show: bool) -> Any:
-    """A progress bar for work that takes more than one batch; silence otherwise."""
-    return progress.bar(description, total=total) if show else nullcontext(_NoBar())
 
 
 def _tails(requests: list[_Request]) -> list[tuple[int, ...]]:
     """The distinct continuations[:-1] of multi-token requests, sorted: what the shared-context
     path runs on the cached context, one row each (the first token needs no row)."""
     return sorted({tuple(c[:-1]) for _, c, _ in requests if len(c) > 1})
-
-
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens all the sequences share."""
-    shortest, longest = min(seqs), max(seqs)  # lexicographic: they differ first where any do
-    n = min(len(shortest), len(longest))
-    return next((i for i in range(n) if shortest[i] != longest[i]), n)
-
-
-def _model_max_length(model: Any, tokenizer: Any) -> int:
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    value = getattr(tokenizer, "model_max_length", None)
-    return value if isinstance(value, int) and 0 < value < 1_000_000 else 2048
-
-
-def _as_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _folder_name(path: str) -> str:
-    from pathlib import Path
-
-    return Path(path).expanduser().resolve().name
-
-
-def _versions(model: Any, tokenizer: Any) -> dict[str, str]:
-    import transformers
-
-    info = {"backend": "hf", "transformers": transformers.__version__, "torch": torch.__version__}
-    try:
-        param = next(model.parameters())
-        info.update({"dtype": str(param.dtype).removeprefix("torch."), "device": str(param.device)})
-    except (StopIteration, AttributeError):
-        pass
-    try:
-        import peft
-
-        info["peft"] = peft.__version__
-    except ImportError:
-        pass
-    return info

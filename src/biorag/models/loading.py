@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import OmegaConf
-
 from biorag import registry
 from biorag.errors import BioragError, ConfigError
 from biorag.models.base import Generator
@@ -35,16 +33,9 @@ def load_generator(cfg: ModelConfig, adapter: str | None = None) -> Generator:
 
 def load_model_config(name_or_path: str | Path) -> ModelConfig:
     """A model config by name (`experiments/model/<name>.yaml`) or by YAML path."""
-    from biorag.config import config_dir, options, to_typed
+    from biorag.config import load_option
 
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = config_dir() / "model" / f"{name_or_path}.yaml"
-        if not path.is_file():
-            from biorag.errors import did_you_mean
-
-            raise ConfigError(did_you_mean(str(name_or_path), options("model"), what="model"))
-    return to_typed(OmegaConf.load(path), ModelConfig, where=str(path))
+    return load_option("model", name_or_path, ModelConfig)
 
 
 def weights_location(cfg: ModelConfig) -> tuple[str, str | None]:
@@ -53,7 +44,7 @@ def weights_location(cfg: ModelConfig) -> tuple[str, str | None]:
     A GGUF file in a local folder (or a package) is dequantised once and cached, so the
     returned folder is a plain transformers checkpoint and the second item is None.
     """
-    from biorag.models.smollm2 import dequantised_copy, package_folder
+    from biorag.models.gguf import dequantised_copy, package_folder
 
     if cfg.source.startswith("package:"):
         folder: Path | None = package_folder(cfg.source.removeprefix("package:"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from biorag.errors import BioragError
@@ -105,3 +106,10 @@ def move_spaces(context: str, continuation: str) -> tuple[str, str]:
     "Answer:" + " B"), as tokenizers attach a space to the word after it."""
     n = len(context) - len(context.rstrip())
     return (context[:-n], context[-n:] + continuation) if n else (context, continuation)
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all the sequences share."""
+    shortest, longest = min(seqs), max(seqs)  # lexicographic: they differ first where any do
+    n = min(len(shortest), len(longest))
+    return next((i for i in range(n) if shortest[i] != longest[i]), n)

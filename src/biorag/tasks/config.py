@@ -134,15 +134,9 @@ def task_names() -> list[str]:
 
 def task_config_path(name: str) -> Path:
     """The YAML of a task, by name or as a path to a YAML file of one's own."""
-    from biorag.config import config_dir
+    from biorag.config import option_path
 
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    known = task_names()
-    if name not in known:
-        raise ConfigError(did_you_mean(name, known, what="task"))
-    return config_dir() / "task" / f"{name}.yaml"
+    return option_path("task", name)
 
 
 def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TaskConfig:

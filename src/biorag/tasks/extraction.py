@@ -1,6 +1,6 @@
 """Reading answers out of model outputs: letters, labels and ICD-10 codes, robust to the
 ways models write them ("The answer is (C)", "**C**", "c) ...", an option's text, full-width
-letters). Pure functions; `biorag.scoring` re-exports them."""
+letters). Pure functions; `biorag.scoring.metrics` re-exports them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import string
 import unicodedata
 from collections.abc import Sequence
 
-LETTERS = "ABCDEFGHIJ"
+from biorag.types import LETTERS
+
 Parsed = str | tuple[str, ...] | None
 
 

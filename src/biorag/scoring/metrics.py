@@ -30,6 +30,7 @@ from biorag.tasks.extraction import (  # re-exported: scoring is where callers l
 __all__ = [
     "LETTERS",
     "N_RESAMPLES",
+    "MetricInfo",
     "MetricResult",
     "MetricUnavailable",
     "Parsed",
@@ -46,6 +47,7 @@ __all__ = [
     "extract_letter",
     "macro_f1",
     "mcq_argmax",
+    "metric_info",
     "normalise_code",
     "normalise_text",
     "parse_output",
@@ -71,6 +73,61 @@ class MetricResult:
     hi: float
     n: int
     per_example: tuple[float, ...]  # for corpus-level metrics: each example's own score
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a report needs to know of a metric, kept on its registered scorer (as
+    lm-evaluation-harness keeps `aggregation` and `higher_is_better` on its metrics)."""
+
+    keys: tuple[str, ...]  # the keys the scorer returns
+    corpus_level: bool = False  # computed over the corpus (micro/macro), not a mean of examples
+    headline: int | None = None  # rank for heading a task's table (lower first); None: never
+
+
+# log-likelihood variants of an option metric (`biorag.scoring.evaluate`), in headline order:
+# lm-evaluation-harness' acc_norm first, then acc, then the generated answer
+LL_SUFFIXES = ("_ll_norm", "_ll", "")
+
+
+def scorer(*keys: str, corpus_level: bool = False, headline: int | None = None) -> Callable:
+    """Mark a metric function with its `MetricInfo`."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.info = MetricInfo(tuple(keys), corpus_level, headline)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def metric_info(key: str) -> MetricInfo:
+    """The `MetricInfo` of a logged metric key (`accuracy_ll_norm` is `accuracy`'s), from the
+    registered scorers; a key no scorer returns gets the defaults (a mean, never headline)."""
+    from biorag import registry
+
+    base = _base_key(key)
+    for name in registry.names("scorer"):
+        info = getattr(registry.resolve("scorer", name), "info", None)
+        if info is not None and base in info.keys:
+            return info
+    return MetricInfo((key,))
+
+
+def _base_key(key: str) -> str:
+    for suffix in LL_SUFFIXES[:2]:
+        if key.endswith(suffix):
+            return key.removesuffix(suffix)
+    return key
+
+
+def headline_rank(key: str) -> tuple[int, int, int] | None:
+    """Sort key of a metric for heading a table, or None when it never heads one."""
+    info = metric_info(key)
+    if info.headline is None:
+        return None
+    base = _base_key(key)
+    suffix = LL_SUFFIXES.index(key[len(base):])
+    return info.headline, suffix, info.keys.index(base)
 
 
 def mcq_argmax(logprobs: Sequence[float], n_chars: Sequence[int]) -> tuple[int, int]:
@@ -146,6 +203,7 @@ def _same(p: Parsed, g: str | tuple[str, ...]) -> bool:
     return normalise_text(p) == normalise_text(g)
 
 
+@scorer("accuracy", headline=0)
 def accuracy(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -161,6 +219,7 @@ def accuracy(
     }
 
 
+@scorer("exact_match")
 def exact_match(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -187,6 +246,7 @@ def _macro_f1_of(yt: np.ndarray, yp: np.ndarray, n_labels: int) -> float:
     return float(np.mean(f1s)) if f1s else 0.0
 
 
+@scorer("macro_f1", corpus_level=True, headline=1)
 def macro_f1(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -205,6 +265,7 @@ def macro_f1(
     return {"macro_f1": MetricResult("macro_f1", value, lo, hi, len(yt), per)}
 
 
+@scorer("rouge1", "rouge2", "rougeL", headline=3)
 def rouge(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -222,6 +283,7 @@ def rouge(
     return {k: _mean_result(k, v, seed, n_resamples) for k, v in values.items()}
 
 
+@scorer("bertscore")
 def bertscore(
     parsed: Sequence[Parsed],
     gold: Sequence,
@@ -286,6 +348,7 @@ def _code_scores(
     return out
 
 
+@scorer("code_precision", "code_recall", "code_f1", corpus_level=True, headline=2)
 def code_f1(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -294,6 +357,7 @@ def code_f1(
     return _code_scores(parsed, gold, False, seed, n_resamples)
 
 
+@scorer("code_precision_category", "code_recall_category", "code_f1_category", corpus_level=True)
 def code_f1_category(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:

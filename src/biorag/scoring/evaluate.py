@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from biorag.models.base import LoglikelihoodResult
-from biorag.scoring import (
+from biorag.scoring.metrics import (
     LETTERS,
     N_RESAMPLES,
     MetricResult,

@@ -1,5 +1,8 @@
-"""Dense (FAISS), BM25 (bm25s) and hybrid (reciprocal rank fusion) retrieval over an index,
-plus a llama-index retriever adapter so llama-index query engines can use a biorag index."""
+"""Dense (FAISS), BM25 (bm25s) and hybrid (reciprocal rank fusion) retrieval over an index.
+
+Every retriever has the `Retriever` shape: `retrieve(query, k)`, `retrieve_batch(queries, k)`,
+its `mode` and the `index` it searches (`biorag.retrieval.llamaindex` adapts any of them to
+llama-index)."""
 
 from __future__ import annotations
 
@@ -8,70 +11,33 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from biorag.embedding import Embedder, EmbedderConfig, load_embedder
 from biorag.errors import BioragError, did_you_mean
-from biorag.index import BM25_DIR, BioragIndex, open_index
+from biorag.indexing.bm25 import BM25_SETTINGS, bm25_tokenizer
+from biorag.indexing.embedding import Embedder, EmbedderConfig, load_embedder
+from biorag.indexing.index import BioragIndex, SearchSettings, open_index
+from biorag.indexing.manifest import BM25_DIR
 from biorag.types import Hit
 
 log = logging.getLogger(__name__)
 
 MODES = ("dense", "bm25", "hybrid")
-BM25_SETTINGS = "biorag-bm25.json"
 DEFAULT_RRF_K = 60  # the constant of Cormack et al. (2009)
 
 
-def _bm25_tokenizer(settings: dict[str, Any]) -> Any:
-    import Stemmer
-    from bm25s.tokenization import Tokenizer
+@runtime_checkable
+class Retriever(Protocol):
+    """What the runner, the CLI and the llama-index adapter need of a retriever."""
 
-    stemmer = Stemmer.Stemmer(settings["stemmer"]).stemWord if settings.get("stemmer") else None
-    return Tokenizer(stopwords=settings["stopwords"], stemmer=stemmer)
+    mode: str
+    index: BioragIndex
 
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]: ...
 
-def build_bm25(
-    chunks_file: Path,
-    out_dir: Path,
-    include_title: bool = True,
-    stopwords: str = "en",
-    stemmer: str | None = "english",
-) -> None:
-    """Index a chunk store with bm25s; the tokenizer's vocabulary and settings are saved beside it."""
-    import bm25s
-    import pyarrow.parquet as pq
-
-    from biorag import progress
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table = pq.read_table(chunks_file, columns=["title", "text"])
-    titles, texts = table.column("title").to_pylist(), table.column("text").to_pylist()
-    settings = {"stopwords": stopwords, "stemmer": stemmer, "include_title": include_title}
-    tokenizer = _bm25_tokenizer(settings)
-    with progress.bar("bm25 tokenising", total=len(texts)) as bar:
-        ids = []
-        for start in range(0, len(texts), 10_000):
-            batch = [
-                _bm25_text(t, x, include_title)
-                for t, x in zip(
-                    titles[start : start + 10_000], texts[start : start + 10_000], strict=True
-                )
-            ]
-            ids.extend(tokenizer.tokenize(batch, return_as="ids", show_progress=False))
-            bar.advance(len(batch))
-    retriever = bm25s.BM25()
-    retriever.index(ids, show_progress=False)
-    retriever.save(str(out_dir), show_progress=False)
-    tokenizer.save_vocab(str(out_dir))
-    tokenizer.save_stopwords(str(out_dir))
-    (out_dir / BM25_SETTINGS).write_text(json.dumps(settings, indent=2))
-
-
-def _bm25_text(title: str, text: str, include_title: bool) -> str:
-    return f"{title}. {text}" if include_title and title and not text.startswith(title) else text
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]: ...
 
 
 class DenseRetriever:
@@ -107,7 +73,7 @@ class BM25Retriever:
             )
         self.index = index
         settings = json.loads((folder / BM25_SETTINGS).read_text())
-        self._tokenizer = _bm25_tokenizer(settings)
+        self._tokenizer = bm25_tokenizer(settings)
         self._tokenizer.load_vocab(str(folder))
         self._tokenizer.load_stopwords(str(folder))
         self._bm25 = bm25s.BM25.load(str(folder), show_progress=False)
@@ -210,11 +176,13 @@ def open_retriever(
     embedder: EmbedderConfig | Embedder | None = None,
     rrf_k: int = DEFAULT_RRF_K,
     root: str | None = None,
-) -> DenseRetriever | BM25Retriever | HybridRetriever:
-    """A retriever over a built index, by name or path."""
+    search: SearchSettings | None = None,
+) -> Retriever:
+    """A retriever over a built index, by name or path; `search` sets nprobe / ef_search /
+    k_factor for this retriever (None: as the index was built)."""
     if mode not in MODES:
         raise BioragError(did_you_mean(mode, MODES, what="retrieval mode"))
-    idx = index if isinstance(index, BioragIndex) else open_index(index, root)
+    idx = index if isinstance(index, BioragIndex) else open_index(index, root, search=search)
     if mode == "bm25":
         return BM25Retriever(idx)
     emb = embedder if isinstance(embedder, Embedder) else embedder_for(idx, embedder)
@@ -224,7 +192,7 @@ def open_retriever(
     return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k)
 
 
-def timed_retrieve(retriever: Any, queries: Sequence[str], k: int) -> tuple[list[list[Hit]], float]:
+def timed_retrieve(retriever: Retriever, queries: Sequence[str], k: int) -> tuple[list[list[Hit]], float]:
     """Retrieve for a batch and return the mean seconds per query (logged as retrieval latency)."""
     t = time.perf_counter()
     hits = retriever.retrieve_batch(queries, k)

@@ -23,31 +23,33 @@ import numpy as np
 
 from biorag import progress
 from biorag.atomic import resume_state, swap_into_place, write_json
-from biorag.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.corpora import CorpusConfig, open_corpus
-from biorag.embedding import EmbedderConfig, load_embedder, model_revision
+from biorag.errors import BioragError
 from biorag.hardware import release_freed_memory
-from biorag.index import (
+from biorag.indexing.bm25 import build_bm25
+from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
+from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
+from biorag.indexing.index import IndexConfig, library_versions, new_index, to_cpu, to_gpu, want_gpu
+from biorag.indexing.manifest import (
     BM25_DIR,
     CHUNKS_FILE,
     INDEX_FILE,
-    MANIFEST_FILE,
-    IndexConfig,
+    CorpusRecord,
+    FaissRecord,
+    IndexCounts,
+    IndexManifest,
     index_root,
-    library_versions,
-    new_index,
-    to_cpu,
-    to_gpu,
-    want_gpu,
+    is_index,
 )
-from biorag.types import Chunk, Document
+from biorag.types import Chunk, Document, titled
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "build-state.json"
 SHARDS_DIR = "shards"
 # search-time settings: changing them does not change what is built
-_SEARCH_ONLY = ("ef_search", "nprobe", "k_factor", "use_gpu", "description")
+SEARCH_SETTINGS = ("ef_search", "nprobe", "k_factor")
+_SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description")
 
 
 @dataclass
@@ -72,16 +74,24 @@ class BuildConfig:
 @dataclass
 class BuildResult:
     path: Path
-    manifest: dict[str, Any]
+    manifest: IndexManifest
     up_to_date: bool  # nothing was built: an identical index was already there
     resumed_shards: int = 0
+    # search-time settings (nprobe, ef_search, k_factor) given to a build of an index that
+    # already exists: not stored, because they are chosen per search: {key: (built, given)}
+    search_settings_ignored: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+def search_settings_changed(manifest: IndexManifest, cfg: IndexConfig) -> dict[str, tuple[Any, Any]]:
+    """Search-time settings of `cfg` that differ from the ones the index was built with."""
+    built = manifest.index.params
+    return {k: (built.get(k), getattr(cfg, k)) for k in SEARCH_SETTINGS
+            if k in built and built.get(k) != getattr(cfg, k)}
 
 
 def passage_text(chunk: Chunk, include_title: bool) -> str:
     """The text embedded and BM25-indexed for a chunk: its title first, unless already there."""
-    if include_title and chunk.title and not chunk.text.startswith(chunk.title):
-        return f"{chunk.title}. {chunk.text}"
-    return chunk.text
+    return titled(chunk.title, chunk.text) if include_title else chunk.text
 
 
 def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
@@ -121,13 +131,16 @@ def build_index(
     source_fingerprint = reader.source_fingerprint()
     fingerprint = build_fingerprint(cfg, source_fingerprint)
 
-    if not force and (final / MANIFEST_FILE).is_file():
-        manifest = json.loads((final / MANIFEST_FILE).read_text())
-        if manifest.get("fingerprint") == fingerprint:
+    if not force and is_index(final):
+        manifest = IndexManifest.read(final)
+        if manifest.fingerprint == fingerprint:
             log.info(
                 "index %s is up to date (fingerprint %s); use --force to rebuild", name, fingerprint
             )
-            return BuildResult(final, manifest, up_to_date=True)
+            return BuildResult(
+                final, manifest, up_to_date=True,
+                search_settings_ignored=search_settings_changed(manifest, cfg.index),
+            )
         log.info("index %s exists with other settings; rebuilding", name)
 
     partial = root / f".{name}.partial"
@@ -174,8 +187,6 @@ def build_index(
     embed_seconds = time.perf_counter() - embed_started
     n_shards = state["shards_done"]
     if n_chunks == 0:
-        from biorag.errors import BioragError
-
         raise BioragError(
             f"corpus '{cfg.corpus.name}' gave no chunks (stats: {asdict(reader.stats)})"
         )
@@ -188,57 +199,51 @@ def build_index(
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
     _merge_chunk_shards(partial, n_shards)
     if cfg.index.bm25:
-        from biorag.retrieval import build_bm25
-
         build_bm25(partial / CHUNKS_FILE, partial / BM25_DIR, cfg.chunking.include_title)
 
-    manifest = {
-        "name": name,
-        "fingerprint": fingerprint,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "corpus": {
-            "name": cfg.corpus.name,
-            "loader": cfg.corpus.loader,
-            "config": asdict(cfg.corpus),
-            "source_fingerprint": source_fingerprint,
-            "content_hash": content_hash.hexdigest()[:16],
-            "stats": asdict(reader.stats),
-        },
-        "chunking": asdict(cfg.chunking),
-        "embedder": embedder.identity(),
-        "index": {
-            "type": cfg.index.type,
-            "params": asdict(cfg.index),
-            "metric": "inner_product",
-            "ntotal": int(index.ntotal),
-            "built_on_gpu": bool(gpu),
-            "bm25": cfg.index.bm25,
-        },
-        "counts": {
-            "documents": reader.stats.documents,
-            "chunks": n_chunks,
-            "skipped_empty": reader.stats.skipped_empty,
-            "skipped_malformed": reader.stats.skipped_malformed,
-            "duplicate_ids": reader.stats.duplicate_ids,
-            "shards": n_shards,
-            "resumed_shards": resumed,
-        },
-        "build_seconds": round(time.perf_counter() - started, 3),
-        "embed_seconds": round(embed_seconds, 3),
-        "chunks_per_second": round(n_chunks / max(embed_seconds, 1e-9), 1),
-        "shard_size": cfg.shard_size,
-        "versions": library_versions(),
-        "files": {
-            "index": INDEX_FILE,
-            "chunks": CHUNKS_FILE,
-            "bm25": BM25_DIR if cfg.index.bm25 else None,
-        },
-    }
-    write_json(partial / MANIFEST_FILE, manifest)
+    manifest = IndexManifest(
+        name=name,
+        fingerprint=fingerprint,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        corpus=CorpusRecord(
+            name=cfg.corpus.name,
+            loader=cfg.corpus.loader,
+            config=asdict(cfg.corpus),
+            source_fingerprint=source_fingerprint,
+            content_hash=content_hash.hexdigest()[:16],
+            stats=asdict(reader.stats),
+        ),
+        chunking=asdict(cfg.chunking),
+        embedder=embedder.identity(),
+        index=FaissRecord(
+            type=cfg.index.type,
+            params=asdict(cfg.index),
+            metric="inner_product",
+            ntotal=int(index.ntotal),
+            built_on_gpu=bool(gpu),
+            bm25=cfg.index.bm25,
+        ),
+        counts=IndexCounts(
+            documents=reader.stats.documents,
+            chunks=n_chunks,
+            skipped_empty=reader.stats.skipped_empty,
+            skipped_malformed=reader.stats.skipped_malformed,
+            duplicate_ids=reader.stats.duplicate_ids,
+            shards=n_shards,
+            resumed_shards=resumed,
+        ),
+        build_seconds=round(time.perf_counter() - started, 3),
+        embed_seconds=round(embed_seconds, 3),
+        chunks_per_second=round(n_chunks / max(embed_seconds, 1e-9), 1),
+        shard_size=cfg.shard_size,
+        versions=library_versions(),
+        files={"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None},
+    )
+    manifest.write(partial)
     shutil.rmtree(partial / SHARDS_DIR)
     (partial / STATE_FILE).unlink()
     swap_into_place(partial, final)
-    log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest["build_seconds"])
+    log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest.build_seconds)
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
 
 

@@ -7,27 +7,27 @@ be checked against the files alone. Row i of `chunks.parquet` is vector i of `in
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from biorag.errors import BioragError, IndexMismatchError, did_you_mean
+from biorag.indexing.manifest import (
+    CHUNKS_FILE,
+    INDEX_FILE,
+    IndexManifest,
+    resolve_index_path,
+)
 from biorag.types import Chunk
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.faiss"
-CHUNKS_FILE = "chunks.parquet"
-MANIFEST_FILE = "manifest.json"
-BM25_DIR = "bm25"
-INDEX_DIR_ENV = "BIORAG_INDEX_DIR"
 INDEX_TYPES = ("flat", "hnsw", "ivf", "ivfpq")
 REFINES = ("sq8", "flat", "none")
 
@@ -55,33 +55,23 @@ class IndexConfig:
     description: str = ""
 
 
-def index_root(root: str | os.PathLike | None = None) -> Path:
-    """Where named indexes live: the argument, $BIORAG_INDEX_DIR, or ./indexes."""
-    return Path(root or os.environ.get(INDEX_DIR_ENV) or "indexes")
+@dataclass(frozen=True)
+class SearchSettings:
+    """Search-time settings, chosen per search (None: as the index was built). They change
+    speed and recall, never what is built, so they are not part of an index's fingerprint."""
 
+    nprobe: int | None = None  # ivf / ivfpq: lists visited per query
+    ef_search: int | None = None  # hnsw: search breadth
+    k_factor: int | None = None  # ivfpq with refine: shortlist k_factor * k candidates
 
-def list_indexes(root: str | os.PathLike | None = None) -> list[str]:
-    base = index_root(root)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file())
+    def __post_init__(self) -> None:
+        for key in ("nprobe", "ef_search", "k_factor"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise BioragError(f"{key} must be at least 1, not {value}")
 
-
-def resolve_index_path(
-    name_or_path: str | os.PathLike, root: str | os.PathLike | None = None
-) -> Path:
-    """An index folder from a name (under the index root) or a path; a clear error if missing."""
-    p = Path(name_or_path)
-    if (p / MANIFEST_FILE).is_file():
-        return p
-    named = index_root(root) / str(name_or_path)
-    if (named / MANIFEST_FILE).is_file():
-        return named
-    known = list_indexes(root)
-    raise BioragError(
-        did_you_mean(str(name_or_path), known, what="index")
-        + f" (looked in {index_root(root)}/). Build it with: biorag index build corpus=<corpus> name={name_or_path}"
-    )
+    def given(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def gpu_count() -> int:
@@ -213,30 +203,28 @@ class BioragIndex:
         path: Path,
         *,
         use_gpu: str = "auto",
-        ef_search: int | None = None,
-        nprobe: int | None = None,
+        search: SearchSettings | None = None,
     ) -> None:
         import faiss
         import pyarrow.parquet as pq
 
         self.path = Path(path)
-        self.manifest: dict[str, Any] = json.loads((self.path / MANIFEST_FILE).read_text())
+        self.manifest = IndexManifest.read(self.path)
         self.config = IndexConfig(
             **{
                 k: v
-                for k, v in self.manifest["index"]["params"].items()
+                for k, v in self.manifest.index.params.items()
                 if k in IndexConfig.__dataclass_fields__
             }
         )
-        if ef_search is not None:
-            self.config.ef_search = ef_search
-        if nprobe is not None:
-            self.config.nprobe = nprobe
+        # search-time settings given here win over the ones the index was built with
+        for key, value in (search or SearchSettings()).given().items():
+            setattr(self.config, key, value)
         self.config.use_gpu = use_gpu
         index = faiss.read_index(str(self.path / INDEX_FILE))
         set_search_params(index, self.config)
         self.faiss = to_gpu(index) if want_gpu(self.config) else index
-        if self.manifest["index"]["type"] != "hnsw":
+        if self.manifest.index.type != "hnsw":
             set_search_params(self.faiss, self.config)
         self._chunks = pq.read_table(self.path / CHUNKS_FILE, memory_map=True)
         if self._chunks.num_rows != self.faiss.ntotal:
@@ -247,15 +235,15 @@ class BioragIndex:
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
+        return self.manifest.fingerprint
 
     @property
     def embedder(self) -> dict[str, Any]:
-        return self.manifest["embedder"]
+        return self.manifest.embedder
 
     def __len__(self) -> int:
         return self._chunks.num_rows

@@ -1,4 +1,4 @@
-"""Render a `biorag.report.Report`: tables (for the terminal, Markdown and HTML), a grouped bar
+"""Render a `biorag.report.study.Report`: tables (for the terminal, Markdown and HTML), a grouped bar
 chart with interval whiskers per task, a delta (forest) plot, CSVs, and the report folder."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biorag.report import Delta, Report
+from biorag.report.compare import Delta, Report
 
 BAR_PNG, DELTA_PNG = "bars.png", "deltas.png"
 

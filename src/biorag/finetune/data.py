@@ -8,53 +8,25 @@ not depend on reading order and a document never straddles it.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from biorag.errors import ConfigError, InputError
+from biorag.corpora.training import (
+    DataConfig,
+    corpus_documents,
+    corpus_fingerprints,
+    file_hash,
+    sft_examples,
+)
+from biorag.errors import InputError
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("pretrain", "sft")
-SFT_FORMATS = ("auto", "prompt_response", "messages")
 IGNORE = -100  # label of a token that takes no loss (transformers' CrossEntropy ignore_index)
-
-
-@dataclass
-class DataConfig:
-    """A fine-tuning set, as `experiments/data/<name>.yaml` describes it."""
-
-    name: str = "???"
-    description: str = ""
-    # pretrain: continued pre-training on corpora (packed to train.seq_len);
-    # sft: instruction tuning on JSONL prompt/response pairs or chat messages
-    objective: str = "pretrain"
-    # pretrain: corpus configs (experiments/corpus/<name>.yaml or YAML paths), read in order
-    corpora: list[str] = field(default_factory=list)
-    limit: int | None = None  # documents per corpus (pretrain) or examples (sft); null: all
-    # sft: a JSONL file (.gz too) of {"prompt", "response"} or {"messages": [{role, content}]}
-    path: str | None = None
-    format: str = "auto"  # auto | prompt_response | messages
-    id_field: str | None = "id"  # sft: example ids (line numbers when missing)
-    prompt_field: str = "prompt"
-    response_field: str = "response"
-    messages_field: str = "messages"
-    system: str | None = None  # sft: a system message put first in every example
-
-    def __post_init__(self) -> None:
-        where = f"data {self.name}"
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"{where}: objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
-        if self.format not in SFT_FORMATS:
-            raise ConfigError(f"{where}: format must be one of {', '.join(SFT_FORMATS)}, not {self.format!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"{where}: limit must be at least 1, not {self.limit}")
 
 
 @dataclass
@@ -66,120 +38,6 @@ class TrainingData:
     texts: list[tuple[str, str]]  # (id, text) of every document / example, for the audit
     fingerprint: str
     stats: dict[str, Any]
-
-
-# -- reading --------------------------------------------------------------------------------
-
-
-def corpus_documents(data: DataConfig) -> Iterator[tuple[str, str, str]]:
-    """(corpus name, document id, text as the model reads it) for a pretrain data config."""
-    from biorag.corpora import open_corpus
-
-    if not data.corpora:
-        raise ConfigError(f"data {data.name}: objective pretrain needs `corpora` (corpus config names)")
-    for name in data.corpora:
-        cfg = load_corpus_config(name)
-        if data.limit is not None:
-            cfg.limit = data.limit if cfg.limit is None else min(cfg.limit, data.limit)
-        for doc in open_corpus(cfg):
-            text = doc.text
-            if doc.title and not text.startswith(doc.title):
-                text = f"{doc.title}\n{text}"
-            yield cfg.name, doc.id, text
-
-
-def load_corpus_config(name: str) -> Any:
-    from omegaconf import OmegaConf
-
-    from biorag.config import config_dir, options, to_typed
-    from biorag.corpora import CorpusConfig
-    from biorag.errors import did_you_mean
-
-    path = Path(name)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        if name not in options("corpus"):
-            raise ConfigError(did_you_mean(name, options("corpus"), what="corpus"))
-        path = config_dir() / "corpus" / f"{name}.yaml"
-    return to_typed(OmegaConf.load(path), CorpusConfig, where=str(path))
-
-
-def corpus_fingerprints(data: DataConfig) -> dict[str, str]:
-    from biorag.corpora import open_corpus
-
-    return {n: open_corpus(load_corpus_config(n)).source_fingerprint() for n in data.corpora}
-
-
-def sft_examples(data: DataConfig) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """(example id, chat messages) from a JSONL file; bad rows name file, line and field."""
-    if not data.path:
-        raise ConfigError(f"data {data.name}: objective sft needs `path` (a JSONL file)")
-    path = Path(data.path).expanduser()
-    if not path.is_file():
-        raise InputError("no such file", file=str(path), field="path")
-    opener = gzip.open if path.suffix == ".gz" else open
-    taken = 0
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if data.limit is not None and taken >= data.limit:
-                return
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not JSON ({e.msg})", file=str(path), line=line_no) from None
-            if not isinstance(row, dict):
-                raise InputError("expected a JSON object", file=str(path), line=line_no)
-            messages = _messages(row, data, str(path), line_no)
-            ex_id = str(row.get(data.id_field) or line_no) if data.id_field else str(line_no)
-            taken += 1
-            yield ex_id, messages
-
-
-def _messages(row: dict[str, Any], data: DataConfig, file: str, line: int) -> list[dict[str, str]]:
-    fmt = data.format
-    if fmt == "auto":
-        fmt = "messages" if data.messages_field in row else "prompt_response"
-    system = [{"role": "system", "content": data.system}] if data.system else []
-    if fmt == "messages":
-        msgs = row.get(data.messages_field)
-        if not isinstance(msgs, list) or not msgs:
-            raise InputError("expected a non-empty list of {role, content}", file=file, line=line,
-                             field=data.messages_field)
-        for m in msgs:
-            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-                raise InputError("each message needs string 'role' and 'content'", file=file,
-                                 line=line, field=data.messages_field)
-        if not any(m["role"] == "assistant" for m in msgs):
-            raise InputError("no assistant message to learn from", file=file, line=line,
-                             field=data.messages_field)
-        has_system = msgs[0]["role"] == "system"
-        return [*([] if has_system else system), *({"role": m["role"], "content": m["content"]} for m in msgs)]
-    for key in (data.prompt_field, data.response_field):
-        if not isinstance(row.get(key), str) or not row[key].strip():
-            raise InputError("missing or empty text", file=file, line=line, field=key)
-    return [*system, {"role": "user", "content": row[data.prompt_field]},
-            {"role": "assistant", "content": row[data.response_field]}]
-
-
-def data_texts(data: DataConfig) -> Iterator[tuple[str, str]]:
-    """(id, text) of every document or example, as the contamination audit reads them."""
-    if data.objective == "pretrain":
-        for corpus, doc_id, text in corpus_documents(data):
-            yield f"{corpus}:{doc_id}", text
-    else:
-        for ex_id, messages in sft_examples(data):
-            yield ex_id, "\n".join(m["content"] for m in messages)
-
-
-def data_source_fingerprint(data: DataConfig) -> str:
-    """What the source data is (package versions, file hashes), without reading it whole."""
-    if data.objective == "pretrain":
-        sources = corpus_fingerprints(data)
-    else:
-        sources = {"file": f"sha256:{_file_hash(Path(data.path or ''))}"}
-    payload = {"sources": sources, "limit": data.limit}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # -- tokenising -----------------------------------------------------------------------------
@@ -271,7 +129,7 @@ def sft_data(
     if truncated or dropped:
         log.warning("data %s: %d example(s) cut to %d tokens, %d dropped (prompt too long)",
                     data.name, truncated, seq_len, dropped)
-    source = {"file": f"sha256:{_file_hash(Path(data.path or ''))}"}
+    source = {"file": f"sha256:{file_hash(Path(data.path or ''))}"}
     fingerprint = _fingerprint(data, content.hexdigest(), source, tokenizer, seq_len, seed, eval_fraction)
     stats = {
         "examples": len(texts), "train_examples": len(train), "eval_examples": len(evals),
@@ -350,12 +208,6 @@ def _batch_encode(encoder: Any, texts: list[str], batch: int = 2048) -> list[lis
             ids = [[encoder.bos, *x] if not (x and x[0] == encoder.bos) else x for x in ids]
         out.extend(ids)
     return out
-
-
-def _file_hash(path: Path) -> str:
-    from biorag.corpora.base import hash_file
-
-    return hash_file(str(path))[:16] if path.is_file() else "missing"
 
 
 def _fingerprint(data: DataConfig, content: str, sources: dict[str, str], tokenizer: Any,

@@ -17,10 +17,11 @@ from transformers import TrainerCallback
 from biorag import progress
 from biorag.errors import BioragError
 from biorag.models.config import ModelConfig
+from biorag.tracking import keys
 
 if TYPE_CHECKING:
-    from biorag.finetune import FinetuneConfig, LoraSettings, TrainSettings
-    from biorag.finetune_data import TrainingData
+    from biorag.finetune.config import FinetuneConfig, LoraSettings, TrainSettings
+    from biorag.finetune.data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -213,19 +214,19 @@ class _Tracker(TrainerCallback):
         self.tokens = state.num_input_tokens_seen - self._tokens_at_start
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        import mlflow
+        from biorag.tracking.runs import active_run_id, log_metrics
 
         logs = logs or {}
         metrics = {}
-        for key, name in (("loss", "train/loss"), ("learning_rate", "train/learning_rate"),
-                          ("grad_norm", "train/grad_norm"), ("eval_loss", "eval/loss")):
+        for key, name in (("loss", keys.TRAIN_LOSS), ("learning_rate", keys.TRAIN_LEARNING_RATE),
+                          ("grad_norm", keys.TRAIN_GRAD_NORM), ("eval_loss", keys.EVAL_LOSS)):
             if isinstance(logs.get(key), int | float):
                 metrics[name] = float(logs[key])
         if "loss" in logs:
             self.last_loss = float(logs["loss"])
             log.debug("step %d/%d loss %.4f", state.global_step, state.max_steps, self.last_loss)
-        if metrics and mlflow.active_run() is not None:
-            mlflow.log_metrics(metrics, step=state.global_step)
+        if metrics and active_run_id() is not None:
+            log_metrics(metrics, step=state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.tokens = state.num_input_tokens_seen - self._tokens_at_start

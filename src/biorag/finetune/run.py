@@ -20,81 +20,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
-
-from biorag.adapters import MANIFEST_FILE, base_identity, read_manifest
 from biorag.atomic import resume_state, swap_into_place, write_json
-from biorag.audit import AuditReport, AuditSettings
+from biorag.contamination import AuditReport
 from biorag.errors import ConfigError
-from biorag.finetune_data import DataConfig, TrainingData
-from biorag.models.config import ModelConfig
+from biorag.finetune.adapters import MANIFEST_FILE, base_identity, read_manifest
+from biorag.finetune.config import FinetuneConfig, load_finetune_config
+from biorag.finetune.data import TrainingData
+from biorag.tracking import keys
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "load_finetune_config", "run_finetune"]
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "finetune-state.json"
 CHECKPOINTS = "checkpoints"
-TAG_FINGERPRINT = "biorag.adapter_fingerprint"
 # settings that change what is logged or checked, not the trained weights
 _NOT_IN_FINGERPRINT = ("logging_steps", "save_steps", "eval_steps", "eval_limit")
-
-
-@dataclass
-class LoraSettings:
-    """The adapter: peft's LoraConfig fields that a study varies."""
-
-    r: int = 8  # rank
-    alpha: int = 16  # scaling is alpha / r
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # null: peft's default for the model type
-    layers_to_transform: list[int] | None = None  # null: every layer
-    bias: str = "none"  # none | all | lora_only
-
-
-@dataclass
-class TrainSettings:
-    """The optimisation: Trainer arguments under shorter names."""
-
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None  # null: as many as `epochs` take
-    seq_len: int = 256  # tokens per packed block (pretrain) or longest example (sft)
-    batch_size: int = 4  # sequences per device step
-    grad_accum: int = 1  # steps accumulated per optimiser update
-    warmup: float = 0.05  # below 1: share of the updates; from 1: a number of updates
-    scheduler: str = "cosine"  # a transformers lr_scheduler_type
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    eval_fraction: float = 0.05  # documents / examples held out (seeded, by id)
-    eval_limit: int | None = None  # at most this many eval sequences (CPU time); null: all
-    eval_steps: int | None = None  # evaluate every N updates; null: at the end only
-    save_steps: int = 50  # checkpoint every N updates: the unit a killed run resumes from
-    logging_steps: int = 1  # loss logged to MLflow every N updates
-    seed: int = 0  # LoRA init, data order and split
-    gradient_checkpointing: bool = False  # less memory, ~30% more time
-
-    def __post_init__(self) -> None:
-        for name in ("seq_len", "batch_size", "grad_accum", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"train.eval_fraction must be in [0, 1), not {self.eval_fraction}")
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything `biorag finetune` needs; composed from experiments/finetune.yaml."""
-
-    model: ModelConfig = MISSING
-    data: DataConfig = MISSING
-    name: str | None = None  # adapter folder name; null: <model>-<data>
-    output_dir: str = "adapters"  # where adapter folders go (arms look them up here too)
-    experiment: str = "biorag-finetune"  # MLflow experiment
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    audit: AuditSettings = field(default_factory=AuditSettings)
-
-    def adapter_name(self) -> str:
-        return self.name or f"{self.model.name}-{self.data.name}"
 
 
 @dataclass
@@ -106,13 +47,6 @@ class FinetuneResult:
     audit: AuditReport | None = None
     warnings: list[str] = field(default_factory=list)
     model: Any = None  # the trained peft model (for checks in the same process)
-
-
-def load_finetune_config(overrides: list[str] | None = None) -> FinetuneConfig:
-    """Compose experiments/finetune.yaml with overrides and validate it."""
-    from biorag.config import compose, to_typed
-
-    return to_typed(compose("finetune", overrides), FinetuneConfig, where="finetune config")
 
 
 def finetune_fingerprint(cfg: FinetuneConfig, data_fingerprint: str) -> str:
@@ -130,7 +64,7 @@ def finetune_fingerprint(cfg: FinetuneConfig, data_fingerprint: str) -> str:
 
 
 def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> TrainingData:
-    from biorag.finetune_data import pretrain_data, sft_data
+    from biorag.finetune.data import pretrain_data, sft_data
 
     t = cfg.train
     if cfg.data.objective == "pretrain":
@@ -146,16 +80,24 @@ def run_finetune(
     cfg: FinetuneConfig, *, force: bool = False, callbacks: list[Any] | None = None
 ) -> FinetuneResult:
     """Train (or resume, or skip) the adapter `cfg` describes; returns where it is."""
-    import mlflow
-
     from biorag.config import flatten, to_yaml
-    from biorag.finetune_train import (
+    from biorag.finetune.train import (
         build_trainer,
         last_checkpoint,
         load_for_training,
         load_tokenizer,
     )
-    from biorag.tracking import _params, check_store, git_sha, log_json_artifact, log_text_artifact
+    from biorag.tracking.runs import (
+        check_store,
+        git_sha,
+        log_folder,
+        log_json_artifact,
+        log_metrics,
+        log_params,
+        log_text_artifact,
+        open_run,
+        set_tags,
+    )
 
     started = time.perf_counter()
     if cfg.model.backend not in ("hf", "vllm"):
@@ -175,22 +117,20 @@ def run_finetune(
     state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
     report, warnings = _audit(cfg, data)
     uri = check_store()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_id=state.get("run_id"), run_name=None if state.get("run_id") else name) as run:
+    with open_run(cfg.experiment, state.get("run_id"), name, uri) as run_id:
         if not state.get("run_id"):
-            mlflow.log_params(_params(flatten(cfg)))
-            state["run_id"] = run.info.run_id
+            log_params(flatten(cfg))
+            state["run_id"] = run_id
             write_json(partial / STATE_FILE, state)
-        mlflow.set_tags({
-            "biorag.kind": "finetune", "adapter": name, TAG_FINGERPRINT: fingerprint,
-            "model": cfg.model.name, "model_family": cfg.model.family, "data": cfg.data.name,
-            "objective": cfg.data.objective, "git_sha": git_sha(Path(__file__).parent),
+        set_tags({
+            keys.KIND: keys.KIND_FINETUNE, keys.ADAPTER: name, keys.ADAPTER_FINGERPRINT_FINETUNE: fingerprint,
+            keys.MODEL: cfg.model.name, keys.MODEL_FAMILY: cfg.model.family, keys.DATA: cfg.data.name,
+            keys.OBJECTIVE: cfg.data.objective, keys.GIT_SHA: git_sha(Path(__file__).parent),
         })
-        log_text_artifact(to_yaml(cfg), "config.yaml")
+        log_text_artifact(to_yaml(cfg), keys.CONFIG_FILE)
         if report is not None:
-            mlflow.log_metrics(report.metrics())
-            log_json_artifact(report.to_dict(), "contamination.json")
+            log_metrics(report.metrics())
+            log_json_artifact(report.to_dict(), keys.CONTAMINATION_FILE)
 
         model, device, dtype = load_for_training(cfg.model, cfg.lora, cfg.train)
         trainer, tracker = build_trainer(cfg, model, tokenizer, data, partial / CHECKPOINTS, device, dtype,
@@ -223,13 +163,13 @@ def run_finetune(
             "peak_memory_mb": round(tracker.peak_memory_mb(), 1),
             "loss_history": tracker.history(trainer.state.log_history),
         }
-        manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run.info.run_id, uri)
+        manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run_id, uri)
         write_json(stage / MANIFEST_FILE, manifest)
         swap_into_place(stage, final)
         shutil.rmtree(partial, ignore_errors=True)
-        mlflow.log_metrics({k: float(v) for k, v in results.items()
-                            if isinstance(v, int | float) and v is not None}, step=results["steps"])
-        mlflow.log_artifacts(str(final), artifact_path="adapter")
+        log_metrics({k: float(v) for k, v in results.items()
+                     if isinstance(v, int | float) and v is not None}, step=results["steps"])
+        log_folder(final, keys.ADAPTER_DIR)
     log.info("adapter %s: %d steps, train loss %.4f, %.0f tokens/s, at %s", name, results["steps"],
              results["train_loss"], results["tokens_per_second"], final)
     return FinetuneResult(final, manifest, resumed_from_step=resumed_from, audit=report,
@@ -237,7 +177,7 @@ def run_finetune(
 
 
 def _audit(cfg: FinetuneConfig, data: TrainingData) -> tuple[AuditReport | None, list[str]]:
-    from biorag.audit import audit_texts, load_task_examples, warn_if_contaminated
+    from biorag.contamination import audit_texts, load_task_examples, warn_if_contaminated
 
     if not cfg.audit.tasks:
         return None, []
@@ -249,7 +189,7 @@ def _audit(cfg: FinetuneConfig, data: TrainingData) -> tuple[AuditReport | None,
 
 def _manifest(cfg: FinetuneConfig, model: Any, data: TrainingData, fingerprint: str, results: dict[str, Any],
               report: AuditReport | None, device: str, dtype: Any, run_id: str, uri: str) -> dict[str, Any]:
-    from biorag.finetune_train import library_versions
+    from biorag.finetune.train import library_versions
 
     peft_cfg = model.peft_config["default"]
     targets = sorted(peft_cfg.target_modules) if peft_cfg.target_modules else []

@@ -12,7 +12,6 @@ millions of words is read once whatever the number of tasks.
 
 from __future__ import annotations
 
-import json
 import logging
 import string
 import time
@@ -23,10 +22,11 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from biorag.corpora.training import DataConfig
 from biorag.errors import ConfigError
-from biorag.finetune_data import DataConfig
 from biorag.tasks.config import TaskConfig
-from biorag.types import Example
+from biorag.tracking import keys
+from biorag.types import Example, titled
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class AuditReport:
     def over_threshold(self) -> list[TaskAudit]:
         return [t for t in self.tasks if t.share > self.threshold]
 
-    def metrics(self, prefix: str = "contamination") -> dict[str, float]:
+    def metrics(self, prefix: str = keys.CONTAMINATION_METRICS) -> dict[str, float]:
         """Flat figures for MLflow: `<prefix>/<task>/share` and friends."""
         out: dict[str, float] = {}
         for t in self.tasks:
@@ -122,6 +122,16 @@ class AuditReport:
             out[f"{prefix}/{t.task}/items_overlapping"] = t.n_overlapping
             out[f"{prefix}/{t.task}/items_too_short"] = t.n_too_short
         return out
+
+    def tags(self) -> dict[str, str]:
+        """A one-task audit (a rag cell's index) as run tags: `contamination.share`, `.items`,
+        `.audited`, `.ngram`. Tags, not metrics: every arm logs the same metric names, and a
+        closed-book arm has no index to audit."""
+        t = self.tasks[0]
+        return {f"{keys.CONTAMINATION}share": f"{t.share:.4f}",
+                f"{keys.CONTAMINATION}items": str(t.n_overlapping),
+                f"{keys.CONTAMINATION}audited": str(t.n_audited),
+                f"{keys.CONTAMINATION}ngram": str(self.ngram)}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -263,44 +273,31 @@ def index_texts(path: str | Path) -> Iterable[tuple[str, str]]:
     """(chunk id, passage text) of a built index, as the prompt shows them (title first)."""
     import pyarrow.parquet as pq
 
-    from biorag.index import CHUNKS_FILE
+    from biorag.indexing.manifest import CHUNKS_FILE
 
     table = pq.read_table(Path(path) / CHUNKS_FILE, columns=["id", "title", "text"])
     for cid, title, text in zip(*(table.column(c).to_pylist() for c in ("id", "title", "text")), strict=True):
-        yield cid, (f"{title}. {text}" if title and not text.startswith(title) else text)
+        yield cid, titled(title, text)
 
 
 def audit_index(
     path: str | Path, tasks: Mapping[str, Sequence[Example]], settings: AuditSettings
 ) -> AuditReport:
-    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    from biorag.indexing.manifest import IndexManifest
+
+    manifest = IndexManifest.read(path)
     return audit_texts(
         index_texts(path), tasks, settings,
-        source=f"index {manifest.get('name', Path(path).name)}",
-        source_fingerprint=manifest.get("fingerprint", ""),
+        source=f"index {manifest.name}",
+        source_fingerprint=manifest.fingerprint,
     )
 
 
-def log_index_audit(retriever: Any, task: str, examples: Sequence[Example]) -> AuditReport | None:
-    """For an arm's MLflow run: the audit of its index against its task, as tags
-    (`contamination.share`, `.items`, `.audited`) and the full report as contamination.json.
-
-    Tags, not metrics: every arm logs the same metric names, and a closed-book arm has no
-    index to audit.
-    """
-    index = getattr(retriever, "index", None)
-    if index is None or not hasattr(index, "path"):
-        return None
-    import mlflow
-
-    from biorag.tracking import log_json_artifact
-
-    report = audit_index(index.path, {task: examples}, AuditSettings())
+def audit_cell_index(path: str | Path, task: str, examples: Sequence[Example]) -> AuditReport:
+    """For a rag cell's run: the audit of its index against its task (logged as tags, see
+    `AuditReport.tags`, and in full as contamination.json), warning when items overlap."""
+    report = audit_index(path, {task: examples}, AuditSettings())
     warn_if_contaminated(report)
-    t = report.tasks[0]
-    mlflow.set_tags({"contamination.share": f"{t.share:.4f}", "contamination.items": str(t.n_overlapping),
-                     "contamination.audited": str(t.n_audited), "contamination.ngram": str(report.ngram)})
-    log_json_artifact(report.to_dict(), "contamination.json")
     return report
 
 
@@ -309,8 +306,7 @@ def log_index_audit(retriever: Any, task: str, examples: Sequence[Example]) -> A
 
 def plan_audit(overrides: Sequence[str]) -> list[AuditConfig]:
     """One config per task: `task=a,b` sweeps as in `biorag experiment run`."""
-    from biorag.config import compose, to_typed
-    from biorag.runner import expand_sweeps
+    from biorag.config import compose, expand_sweeps, to_typed
 
     return [to_typed(compose("audit", combo), AuditConfig, where="audit config")
             for combo in expand_sweeps(list(overrides))]
@@ -318,8 +314,8 @@ def plan_audit(overrides: Sequence[str]) -> list[AuditConfig]:
 
 def run_audit(overrides: Sequence[str]) -> AuditReport:
     """The overlap of one data set or index with every task the overrides name."""
-    from biorag.finetune_data import data_source_fingerprint, data_texts
-    from biorag.index import resolve_index_path
+    from biorag.corpora.training import data_source_fingerprint, data_texts
+    from biorag.indexing.manifest import resolve_index_path
     from biorag.tasks import load_examples
 
     cfgs = plan_audit(overrides)

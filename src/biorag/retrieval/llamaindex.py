@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+from biorag.retrieval.retrievers import Retriever
 
 
 class BioragRetriever(BaseRetriever):
     """Wraps any biorag retriever (dense, bm25, hybrid): hits become `NodeWithScore`s."""
 
-    def __init__(self, retriever: Any, k: int = 5, **kwargs: Any) -> None:
+    def __init__(self, retriever: Retriever, k: int = 5, **kwargs: object) -> None:
         self._retriever = retriever
         self._k = k
         super().__init__(**kwargs)

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import MISSING
+
 from biorag.errors import ConfigError
+from biorag.models.config import ModelConfig
+from biorag.tasks.config import TaskConfig
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 
@@ -27,12 +31,21 @@ class RetrieverConfig:
     k: int = 5  # passages retrieved per example
     rrf_k: int = 60  # reciprocal rank fusion constant (hybrid)
     query: str = "query"  # which Example field is the search query: query (default: input) | input
+    # search-time settings (null: as the index was built): IVF lists visited, HNSW breadth,
+    # IVF-PQ refine shortlist factor
+    nprobe: int | None = None
+    ef_search: int | None = None
+    k_factor: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in RETRIEVAL_MODES:
             raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
         if self.k < 1:
             raise ConfigError(f"retriever.k must be at least 1, not {self.k}")
+        for key in ("nprobe", "ef_search", "k_factor"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"retriever.{key} must be at least 1 (or null: as built), not {value}")
 
 
 @dataclass
@@ -57,6 +70,22 @@ class StudyConfig:
     tasks: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # applied to every cell, e.g. task.n=100
     baseline_arm: str = "base"  # the arm others are compared with in reports
+
+
+@dataclass
+class RunConfig:
+    """The resolved config of one cell; composed from experiments/run.yaml."""
+
+    arm: ArmConfig = MISSING
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    experiment: str = "biorag"  # MLflow experiment (a study sets its own)
+    seed: int = 0  # bootstrap and any sampling
+    batch_size: int = 8  # examples per step (the model backend batches within a step)
+    cache_dir: str | None = None  # prediction cache; null: $BIORAG_CACHE_DIR or ./.biorag-cache
+    adapters_dir: str = "adapters"  # where arm.adapter names are looked up
+    index_root: str | None = None  # null: $BIORAG_INDEX_DIR or ./indexes
+
 
 
 def cell_name(arm: str, model: str, task: str) -> str:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from biorag.errors import BioragError
+from biorag.tracking import keys
 
 log = logging.getLogger(__name__)
 
-TAG_INVOCATION = "biorag.invocation"
-TAG_CELL = "biorag.cell"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value is 6000 characters
 
 
@@ -82,7 +81,7 @@ def git_sha(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def _params(flat: dict[str, Any]) -> dict[str, str]:
+def as_params(flat: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in flat.items():
         s = json.dumps(v) if isinstance(v, list | dict) else str(v)
@@ -94,6 +93,7 @@ class Tracker:
     """Opens (or re-opens) the parent run of one invocation and its child runs."""
 
     def __init__(self, experiment: str, invocation: str, uri: str | None = None) -> None:
+        """`experiment`: the MLflow experiment; `invocation`: a fingerprint of the cells."""
         import mlflow
 
         self.uri = check_store(uri)
@@ -115,33 +115,82 @@ class Tracker:
     def parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str]:
         import mlflow
 
-        run_id = self._find(f"tags.`{TAG_INVOCATION}` = '{self.invocation}'")
+        run_id = self._find(f"tags.`{keys.INVOCATION}` = '{self.invocation}'")
         if run_id:
             log.info("continuing MLflow run %s of this invocation", run_id)
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else name) as run:
             self.parent_id = run.info.run_id
-            mlflow.set_tags({**tags, TAG_INVOCATION: self.invocation})
+            mlflow.set_tags({**tags, keys.INVOCATION: self.invocation})
             if not run_id:
-                mlflow.log_params(_params(params))
+                mlflow.log_params(as_params(params))
             yield run.info.run_id
 
     @contextmanager
-    def child(self, name: str, cell: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Any]:
-        """A child run for one cell; re-opened when this cell was started before."""
+    def child(self, name: str, cell: str, params: dict[str, Any], tags: dict[str, str]) -> Iterator[str]:
+        """A child run for one cell (its run id); re-opened when this cell was started before."""
         import mlflow
 
-        run_id = self._find(f"tags.`{TAG_CELL}` = '{cell}' and tags.`mlflow.parentRunId` = '{self.parent_id}'")
+        run_id = self._find(f"tags.`{keys.CELL}` = '{cell}' and tags.`{keys.PARENT_RUN_ID}` = '{self.parent_id}'")
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=True) as run:
-            mlflow.set_tags({**tags, TAG_CELL: cell})
+            mlflow.set_tags({**tags, keys.CELL: cell})
             if not run_id:
-                mlflow.log_params(_params(params))
-            yield run
+                mlflow.log_params(as_params(params))
+            yield run.info.run_id
 
 
-def log_metrics(metrics: dict[str, float]) -> None:
+@contextmanager
+def open_run(experiment: str, run_id: str | None = None, name: str | None = None,
+             uri: str | None = None) -> Iterator[str]:
+    """A run of its own (a fine-tune): re-opened by `run_id` when given; yields the run id."""
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.set_tracking_uri(check_store(uri))
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name) as run:
+        yield run.info.run_id
+
+
+def active_run_id() -> str | None:
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
+
+
+def log_params(flat: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(as_params(flat))
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Metrics of the active run; None values are left out."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+
+
+def log_table(frame: Any, name: str) -> None:
+    """A pandas table as an MLflow table artifact (shown as a table in the UI)."""
+    import mlflow
+
+    mlflow.log_table(frame, artifact_file=name)
+
+
+def log_folder(folder: str | Path, artifact_path: str | None = None, run_id: str | None = None) -> None:
+    """Every file of a folder as artifacts: of the active run, or of `run_id`."""
+    import mlflow
+
+    if run_id is None:
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+    else:
+        mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
 
 
 def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> None:

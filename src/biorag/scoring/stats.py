@@ -4,7 +4,7 @@ Accuracy-like scores (every per-example value 0 or 1) get McNemar's test: exact 
 binomial test on the discordant pairs) when there are fewer than `EXACT_BELOW` of them, else
 the chi-square form with continuity correction. Continuous scores get a paired bootstrap.
 Either way the difference of means gets a paired-bootstrap 95% interval, resampled the way
-`biorag.scoring.aggregate` resamples, so the interval of a difference is that of the
+`biorag.scoring.metrics.aggregate` resamples, so the interval of a difference is that of the
 per-example differences.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from biorag.scoring import N_RESAMPLES, aggregate
+from biorag.scoring.metrics import N_RESAMPLES, aggregate
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is exact (binomial)
 

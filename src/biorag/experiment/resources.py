@@ -1,0 +1,132 @@
+"""What a cell needs before any model loads: its examples, its index (built when missing),
+its adapter, and the fingerprint of all that; and the model, loaded once for the cells that
+share it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from biorag.errors import BioragError
+from biorag.experiment.arms import RunConfig
+from biorag.experiment.plan import cell_fingerprint
+from biorag.indexing.manifest import IndexManifest
+from biorag.models.base import Generator
+from biorag.models.config import ModelConfig
+from biorag.retrieval.retrievers import Retriever
+from biorag.types import Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedCell:
+    """Everything a cell needs that can fail on bad input, checked before any model loads."""
+
+    examples: list[Example]
+    retriever: Retriever | None  # None: closed-book
+    index_manifest: IndexManifest | None
+    adapter: str | None  # the adapter folder; None: no fine-tune
+    adapter_manifest: dict[str, Any] | None
+    index_fingerprint: str  # "none" without an index
+    adapter_fingerprint: str  # "none" without an adapter
+    fingerprint: str  # the cell's: names its prediction cache and finds its child run again
+
+
+def ensure_index(cfg: RunConfig) -> Retriever | None:
+    """The retriever of a rag arm (building its index when missing), or (None, None)."""
+    r = cfg.arm.retriever
+    if r is None:
+        return None
+    from biorag.indexing.index import SearchSettings
+    from biorag.indexing.manifest import index_root, is_index
+    from biorag.retrieval import open_retriever
+
+    corpus = r.corpus or cfg.task.corpus
+    if not r.index and not corpus:
+        raise BioragError(
+            f"arm '{cfg.arm.name}' retrieves, but task '{cfg.task.name}' names no corpus: set "
+            "arm.retriever.index=<index> or arm.retriever.corpus=<corpus>"
+        )
+    name = r.index or (f"{corpus}-{r.embedder}" + ("" if r.index_type == "flat" else f"-{r.index_type}"))
+    root = index_root(cfg.index_root)
+    path = Path(name) if is_index(name) else root / name
+    if not is_index(path):
+        if not (r.build_if_missing and corpus):
+            raise BioragError(
+                f"index '{name}' of arm '{cfg.arm.name}' does not exist in {root}/. Build it with: "
+                f"biorag index build corpus={corpus or '<corpus>'} embedder={r.embedder} "
+                f"index={r.index_type} name={name}"
+            )
+        from biorag.indexing.build import build_index, load_build_config
+
+        log.info("index %s is missing: building it from corpus %s", name, corpus)
+        overrides = [f"corpus={corpus}", f"embedder={r.embedder}", f"index={r.index_type}", f"name={name}"]
+        if cfg.index_root:
+            overrides.append(f"root={cfg.index_root}")
+        build_index(load_build_config(overrides))
+    search = SearchSettings(nprobe=r.nprobe, ef_search=r.ef_search, k_factor=r.k_factor)
+    return open_retriever(path, r.mode, rrf_k=r.rrf_k, search=search)
+
+
+def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:
+    """The adapter folder of a lora arm and its manifest (None, None without an adapter)."""
+    if not cfg.arm.adapter:
+        return None, None
+    path = Path(cfg.arm.adapter)
+    if not path.is_dir():
+        path = Path(cfg.adapters_dir) / cfg.arm.adapter
+    if not path.is_dir():
+        raise BioragError(
+            f"adapter '{cfg.arm.adapter}' of arm '{cfg.arm.name}' not found (looked in "
+            f"{cfg.adapters_dir}/). Train it with: biorag finetune model={cfg.model.name} name={cfg.arm.adapter}"
+        )
+    from biorag.finetune.adapters import check_base, read_manifest
+
+    manifest = read_manifest(path)
+    check_base(path, manifest, cfg.model, cfg.arm.name)  # another base model: error naming both
+    return str(path), manifest
+
+
+class GeneratorCache:
+    """Keeps the last loaded model, so cells of one model (base, rag) load it once."""
+
+    def __init__(self, loader: Callable[[ModelConfig, str | None], Generator]) -> None:
+        self._loader = loader
+        self._key: str | None = None
+        self._gen: Generator | None = None
+
+    def get(self, cfg: ModelConfig, adapter: str | None) -> Generator:
+        key = json.dumps([asdict(cfg), adapter], sort_keys=True, default=str)
+        if key != self._key:
+            self._gen = None  # free the previous model before loading the next
+            self._gen = self._loader(cfg, adapter)
+            self._key = key
+        assert self._gen is not None
+        return self._gen
+
+
+def prepare(cfg: RunConfig) -> PreparedCell:
+    """Everything a cell needs that can fail on bad input (task files, indexes, adapters),
+    checked for every cell before the parent run opens or any model is loaded."""
+    from biorag.tasks import load_examples
+
+    examples = load_examples(cfg.task)
+    if not examples:
+        raise BioragError(f"task '{cfg.task.name}' has no examples")
+    retriever = ensure_index(cfg)
+    index_manifest = retriever.index.manifest if retriever is not None else None
+    adapter, adapter_manifest = resolve_adapter(cfg)
+    index_fp = index_manifest.fingerprint if index_manifest else "none"
+    adapter_fp = (adapter_manifest or {}).get("fingerprint", "none") if adapter else "none"
+    if adapter and adapter_fp == "none":
+        adapter_fp = hashlib.sha256(str(sorted(p.stat().st_size for p in Path(adapter).iterdir())).encode()).hexdigest()[:16]
+    return PreparedCell(examples, retriever, index_manifest, adapter, adapter_manifest, index_fp,
+                        adapter_fp, cell_fingerprint(cfg, index_fp, adapter_fp))
+
+

@@ -1,0 +1,283 @@
+"""One runner for every arm: a cell is (arm, model, task); a run is a list of cells.
+
+Per cell: load the task's examples, retrieve passages when the arm has a retriever, render
+prompts, score options by log-likelihood and/or generate, score, and log one MLflow child run.
+Predictions are appended to a cache file as they are made, so a killed run started again with
+the same command continues where it stopped and ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from biorag import progress
+from biorag.experiment.arms import RunConfig, cell_name
+from biorag.experiment.cache import PredictionCache, cache_root
+from biorag.experiment.plan import cell_params, plan
+from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
+from biorag.models.base import Generator, LoglikelihoodResult
+from biorag.models.config import ModelConfig
+from biorag.retrieval.retrievers import Retriever
+from biorag.scoring.evaluate import TaskScores
+from biorag.tracking import keys
+from biorag.tracking.runs import (
+    Tracker,
+    check_store,
+    git_sha,
+    log_json_artifact,
+    log_metrics,
+    log_table,
+    log_text_artifact,
+    set_tags,
+    tracking_uri,
+)
+from biorag.types import Example, Hit, Prediction
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CellResult:
+    """What one cell produced: its metrics (with intervals) and where it was logged."""
+
+    name: str
+    arm: str
+    model: str
+    task: str
+    metrics: dict[str, float]
+    n: int
+    run_id: str | None = None
+    resumed: int = 0  # predictions taken from the cache of an earlier, interrupted run
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def _batches(items: Sequence[Example], size: int) -> Iterator[Sequence[Example]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def predict(
+    cfg: RunConfig,
+    examples: Sequence[Example],
+    generator: Generator,
+    retriever: Retriever | None,
+    cache: PredictionCache,
+) -> tuple[list[dict[str, Any]], int]:
+    """Raw outputs for every example (from the cache where present), in example order."""
+    from biorag.prompting import build_prompt, mcq_continuations
+
+    done = cache.load()
+    resumed = sum(1 for e in examples if e.id in done)
+    todo = [e for e in examples if e.id not in done]
+    task = cfg.task
+    use_ll = task.scoring in ("loglikelihood", "both") and task.type in ("mcq", "longdoc")
+    use_gen = task.scoring in ("generate", "both") or not use_ll
+    k = cfg.arm.retriever.k if cfg.arm.retriever else 0
+    with progress.bar(f"{cell_name(cfg.arm.name, cfg.model.name, task.name)}", total=len(examples),
+                      completed=resumed) as bar:
+        for batch in _batches(todo, cfg.batch_size):
+            t0 = time.perf_counter()
+            hits: list[list[Hit]] = [[] for _ in batch]
+            if retriever is not None:
+                field_name = cfg.arm.retriever.query if cfg.arm.retriever else "query"
+                queries = [(getattr(e, field_name, "") or e.input) for e in batch]
+                hits = retriever.retrieve_batch(queries, k)
+            t_retrieval = time.perf_counter() - t0
+            prompts = [build_prompt(task, e, h, generator.count_tokens) for e, h in zip(batch, hits, strict=True)]
+            texts = [generator.render_chat(p.messages) for p in prompts]
+            t1 = time.perf_counter()
+            lls: list[list[LoglikelihoodResult]] = [[] for _ in batch]
+            if use_ll:
+                requests, owners = [], []
+                for i, (e, text) in enumerate(zip(batch, texts, strict=True)):
+                    for cont in mcq_continuations(task, e):
+                        requests.append((text, cont))
+                        owners.append(i)
+                for i, res in zip(owners, generator.loglikelihood(requests), strict=True):
+                    lls[i].append(res)
+            outputs = [""] * len(batch)
+            if use_gen:
+                outputs = generator.generate(texts, max_new_tokens=task.max_new_tokens, stop=task.stop or None)
+            t_model = time.perf_counter() - t1
+            records = []
+            for e, p, text, out, ll in zip(batch, prompts, texts, outputs, lls, strict=True):
+                records.append({
+                    "id": e.id,
+                    "prompt_hash": p.hash,
+                    "retrieved": list(p.hit_ids),
+                    "output": out,
+                    "ll": [[r.logprob, r.n_tokens, r.n_chars, r.is_greedy] for r in ll],
+                    "tokens": generator.count_tokens(text) + (generator.count_tokens(out) if out else 0),
+                    "retrieval_s": t_retrieval / len(batch),
+                    "model_s": t_model / len(batch),
+                    "truncated": p.truncated,
+                })
+            cache.append(records)
+            for r in records:
+                done[r["id"]] = r
+            bar.advance(len(batch))
+    return [done[e.id] for e in examples], resumed
+
+
+def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> TaskScores:
+    """Task scores from raw records; predictions carry retrieved ids and prompt hashes."""
+    from biorag.scoring.evaluate import score_task
+
+    task = cfg.task
+    has_ll = bool(records) and all(r["ll"] for r in records)
+    has_gen = task.scoring in ("generate", "both") or not has_ll
+    scores = score_task(
+        task,
+        examples,
+        outputs=[r["output"] for r in records] if has_gen else None,
+        loglikelihoods=[[LoglikelihoodResult(*x) for x in r["ll"]] for r in records] if has_ll else None,
+        seed=cfg.seed,
+    )
+    scores.predictions = [
+        replace(p, retrieved=tuple(r["retrieved"]), prompt_hash=r["prompt_hash"])
+        for p, r in zip(scores.predictions, records, strict=True)
+    ]
+    return scores
+
+
+@dataclass
+class RunResult:
+    experiment: str
+    parent_run_id: str
+    cells: list[CellResult] = field(default_factory=list)
+    baseline: str = "base"
+    tracking_uri: str = ""
+
+
+def run_experiment(
+    overrides: Sequence[str],
+    *,
+    loader: Callable[[ModelConfig, str | None], Generator] | None = None,
+    on_cell_done: Callable[[CellResult], None] | None = None,
+) -> RunResult:
+    """Plan the cells, check the MLflow store, and run every cell in one parent run."""
+    experiment, cells, baseline = plan(overrides)
+    uri = check_store(tracking_uri())  # before any model is loaded
+    if loader is None:
+        from biorag.models.loading import load_generator as loader
+    models = GeneratorCache(loader)
+    prepared = [prepare(c) for c in cells]  # indexes and adapters, before the parent run opens
+    invocation = hashlib.sha256(
+        json.dumps([experiment, [p.fingerprint for p in prepared]]).encode()
+    ).hexdigest()[:16]
+    tracker = Tracker(experiment, invocation, uri)
+    names = sorted({cell_name(c.arm.name, c.model.name, c.task.name) for c in cells})
+    parent_params = {"cells": len(cells), "arms": ",".join(sorted({c.arm.name for c in cells})),
+                     "models": ",".join(sorted({c.model.name for c in cells})),
+                     "tasks": ",".join(sorted({c.task.name for c in cells})),
+                     "overrides": " ".join(overrides) or "(none)"}
+    sha = git_sha(Path(__file__).parent)
+    result = RunResult(experiment, "", baseline=baseline, tracking_uri=uri)
+    parent_tags = {keys.KIND: keys.KIND_STUDY, keys.GIT_SHA: sha, keys.BASELINE_ARM: baseline}
+    with tracker.parent(f"{experiment}:{len(cells)} cells", parent_params, parent_tags) as parent_id:
+        result.parent_run_id = parent_id
+        log_json_artifact({"overrides": list(overrides), "cells": names}, keys.INVOCATION_FILE)
+        for cfg, prep in zip(cells, prepared, strict=True):
+            cell = run_cell(cfg, prep, models, tracker, sha)
+            result.cells.append(cell)
+            if on_cell_done:
+                on_cell_done(cell)
+    return result
+
+
+def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
+    return {
+        keys.ARM: cfg.arm.name, keys.MODEL: cfg.model.name, keys.MODEL_FAMILY: cfg.model.family,
+        keys.TASK: cfg.task.name, keys.GIT_SHA: sha, keys.INDEX_FINGERPRINT: prep.index_fingerprint,
+        keys.ADAPTER_FINGERPRINT: prep.adapter_fingerprint, keys.KIND: keys.KIND_CELL,
+    }
+
+
+def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker: Tracker, sha: str) -> CellResult:
+    from biorag.config import to_yaml
+
+    name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name)
+    examples = prep.examples
+    with tracker.child(name, prep.fingerprint, cell_params(cfg), cell_tags(cfg, prep, sha)) as run_id:
+        generator = models.get(cfg.model, prep.adapter)
+        cache = PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
+        started = time.perf_counter()
+        records, resumed = predict(cfg, examples, generator, prep.retriever, cache)
+        wall = time.perf_counter() - started
+        scores = score_records(cfg, examples, records)
+        metrics = cell_metrics(cfg.task.name, scores, records)
+        log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
+        set_tags({keys.RESUMED_PREDICTIONS: resumed,
+                  keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
+                  **keys.versions(generator.info)})
+        log_text_artifact(to_yaml(cfg), keys.CONFIG_FILE)
+        _log_predictions(scores.predictions, records)
+        if prep.index_manifest is not None and prep.retriever is not None:
+            from biorag.contamination import audit_cell_index
+
+            log_json_artifact(prep.index_manifest.to_dict(), keys.INDEX_MANIFEST_FILE)
+            audit = audit_cell_index(prep.retriever.index.path, cfg.task.name, examples)
+            set_tags(audit.tags())  # contamination of the index with this task
+            log_json_artifact(audit.to_dict(), keys.CONTAMINATION_FILE)
+        if prep.adapter_manifest:
+            log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
+        return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
+                          run_id, resumed)
+
+
+def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Every metric with its interval, and the cost of the cell, as `<task>/<key>`."""
+    out: dict[str, float] = {}
+    for key, m in scores.metrics.items():
+        out[keys.metric(task, key)] = m.value
+        out[keys.metric(task, key + keys.CI_LOW)] = m.lo
+        out[keys.metric(task, key + keys.CI_HIGH)] = m.hi
+    model_s = sum(r["model_s"] for r in records)
+    retrieval_s = sum(r["retrieval_s"] for r in records)
+    tokens = sum(r["tokens"] for r in records)
+    n = len(records)
+    cost = {
+        keys.N: n,
+        keys.EVAL_SECONDS: model_s + retrieval_s,
+        keys.EXAMPLES_PER_S: n / max(model_s + retrieval_s, 1e-9),
+        keys.TOKENS: tokens,
+        keys.TOKENS_PER_S: tokens / max(model_s, 1e-9),
+        keys.RETRIEVAL_LATENCY_MS: 1000 * retrieval_s / max(n, 1),
+        keys.TRUNCATED_PROMPTS: sum(1 for r in records if r.get("truncated")),
+    }
+    out.update({keys.metric(task, k): v for k, v in cost.items()})
+    return out
+
+
+def _log_predictions(predictions: Sequence[Prediction], records: Sequence[dict[str, Any]]) -> None:
+    """One predictions table per child run (shown as a table in the UI) and the full JSONL
+    beside it, with every per-example score (the report's paired tests read it)."""
+    import pandas as pd
+
+    def _s(x: Any) -> str:
+        return " ".join(x) if isinstance(x, tuple | list) else ("" if x is None else str(x))
+
+    rows = []
+    for p in predictions:
+        correct = next((v for k, v in p.scores.items() if k in ("accuracy", "accuracy_ll")), None)
+        rows.append({
+            "example_id": p.example_id, "prompt_hash": p.prompt_hash, "retrieved": _s(p.retrieved),
+            "output": p.output, "parsed": _s(p.parsed), "gold": _s(p.gold),
+            "correct": correct if correct is not None else float("nan"),
+        })
+    log_table(pd.DataFrame(rows), keys.PREDICTIONS_TABLE)
+    lines = []
+    for p, r in zip(predictions, records, strict=True):
+        d = asdict(p)
+        d["tokens"] = r["tokens"]
+        lines.append(json.dumps(d, default=str))
+    log_text_artifact("\n".join(lines) + "\n", keys.PREDICTIONS_FILE)

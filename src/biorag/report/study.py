@@ -1,0 +1,183 @@
+"""Read a study back from MLflow: its parent run and one `Cell` per child run.
+
+A study is one parent run; its child runs are the cells (arm, model, task). From each child
+the report takes the logged metrics (with their 95% intervals), the per-example scores in
+`predictions.jsonl`, and the index and adapter manifests (build and training seconds).
+Comparisons are in `biorag.report.compare`, rendering in `biorag.report.render`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from biorag.errors import BioragError, did_you_mean
+from biorag.tracking import keys
+from biorag.tracking.read import RunRecord, StoreReader
+
+log = logging.getLogger(__name__)
+
+CI_LOW, CI_HIGH = keys.CI_LOW, keys.CI_HIGH
+COST_KEYS = keys.COST
+# an adapter manifest's training time: the first of these keys, in `results` or at the top
+FINETUNE_SECONDS_KEYS = ("wall_seconds", "train_seconds", "training_seconds", "finetune_seconds")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# -- what a study logged --------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One child run: its identity, logged metrics, per-example predictions and manifests."""
+
+    run_id: str
+    arm: str
+    model: str
+    task: str
+    family: str
+    counterpart: str | None
+    seed: int
+    metrics: dict[str, float]  # as logged: `<task>/<key>`
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # predictions.jsonl rows
+    index_manifest: dict[str, Any] | None = None
+    adapter_manifest: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}/{self.model}/{self.task}"
+
+    def quality_metrics(self) -> list[str]:
+        """Metric keys (without the task prefix) that were logged with a 95% interval."""
+        prefix = f"{self.task}/"
+        return [k[len(prefix):] for k in self.metrics
+                if k.startswith(prefix) and not k.endswith((CI_LOW, CI_HIGH))
+                and f"{k}{CI_LOW}" in self.metrics]
+
+    def value(self, metric: str) -> tuple[float, float, float]:
+        key = keys.metric(self.task, metric)
+        return (self.metrics.get(key, math.nan), self.metrics.get(key + CI_LOW, math.nan),
+                self.metrics.get(key + CI_HIGH, math.nan))
+
+    def scores(self, metric: str) -> dict[str, float]:
+        """Per-example scores of a metric, by example id (empty when not logged)."""
+        return {p["example_id"]: float(p["scores"][metric]) for p in self.predictions
+                if metric in p.get("scores", {})}
+
+    def cost(self) -> dict[str, float]:
+        out = {k: self.metrics.get(keys.metric(self.task, k), math.nan) for k in COST_KEYS}
+        out["index_build_seconds"] = float((self.index_manifest or {}).get("build_seconds", math.nan))
+        out["finetune_seconds"] = finetune_seconds(self.adapter_manifest or {})
+        return out
+
+
+@dataclass
+class Study:
+    """A parent run and its cells."""
+
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    parent_name: str
+    baseline: str
+    tracking_uri: str
+    git_sha: str
+    cells: list[Cell]
+
+
+def finetune_seconds(manifest: dict[str, Any]) -> float:
+    """Fine-tuning time from an adapter manifest (`biorag finetune` writes results.wall_seconds)."""
+    for scope in (manifest.get("results") or {}, manifest):
+        for k in FINETUNE_SECONDS_KEYS:
+            if isinstance(scope.get(k), int | float):
+                return float(scope[k])
+    return math.nan
+
+
+def resolve_parent(target: str | None = None, reader: StoreReader | None = None) -> RunRecord:
+    """The parent run to report on: a run id (a child's id gives its parent), a study name
+    (its latest run), an MLflow experiment name (its latest study run), or — with no target —
+    the latest study run in the store."""
+    reader = reader or StoreReader()
+    if target and _RUN_ID.match(target):
+        run = reader.run(target)
+        return reader.run(run.parent_id) if run.parent_id else run
+    if target is None:
+        run = reader.latest(None, keys.KIND_STUDY)
+        if run is None:
+            raise BioragError(f"no study runs in the MLflow store {reader.uri}; run one first: "
+                              "biorag experiment run study=embedded")
+        return run
+    experiment = _experiment_of(target)
+    exp_id = reader.experiment_id(experiment)
+    if exp_id is None:
+        raise BioragError(did_you_mean(experiment, reader.experiment_names(), what="MLflow experiment")
+                          + f" (store {reader.uri})")
+    run = reader.latest([exp_id], keys.KIND_STUDY)
+    if run is None:
+        raise BioragError(f"MLflow experiment '{experiment}' has no study run yet")
+    return run
+
+
+def _experiment_of(target: str) -> str:
+    """A study's MLflow experiment; anything that is not a study is taken as an experiment."""
+    from biorag.config import options
+
+    if target in options("study") or target.endswith((".yaml", ".yml")):
+        from biorag.experiment.plan import load_study_config
+
+        study = load_study_config(target)
+        return study.experiment or f"biorag-{study.name}"
+    return target
+
+
+def read_study(target: str | None = None, baseline: str | None = None) -> Study:
+    """Read a study's parent run, its child runs and their predictions from MLflow."""
+    reader = StoreReader()
+    parent = resolve_parent(target, reader)
+    experiment = reader.experiment_name(parent.experiment_id)
+    children = reader.children(parent, keys.KIND_CELL)
+    if not children:
+        raise BioragError(f"run {parent.run_id} of experiment '{experiment}' has no cell runs "
+                          "(is it a study's parent run?)")
+    cells = []
+    for run in children:
+        tags, params = run.tags, run.params
+        preds = reader.artifact_text(run, keys.PREDICTIONS_FILE)
+        if preds is None:
+            log.warning("run %s (%s) has no %s: no paired tests for it",
+                        run.run_id, run.name, keys.PREDICTIONS_FILE)
+        index_m = reader.artifact_text(run, keys.INDEX_MANIFEST_FILE)
+        adapter_m = reader.artifact_text(run, keys.ADAPTER_MANIFEST_FILE)
+        counterpart = params.get(keys.MODEL_COUNTERPART)
+        cells.append(Cell(
+            run_id=run.run_id, arm=tags.get(keys.ARM, "?"), model=tags.get(keys.MODEL, "?"),
+            task=tags.get(keys.TASK, "?"),
+            family=tags.get(keys.MODEL_FAMILY) or params.get(keys.MODEL_FAMILY_PARAM, "general"),
+            counterpart=None if counterpart in (None, "", "None", "null") else counterpart,
+            seed=int(params.get(keys.SEED, 0) or 0), metrics=dict(run.metrics),
+            predictions=[json.loads(x) for x in (preds or "").splitlines() if x.strip()],
+            index_manifest=json.loads(index_m) if index_m else None,
+            adapter_manifest=json.loads(adapter_m) if adapter_m else None,
+        ))
+    _warn_duplicates(cells)
+    return Study(
+        experiment=experiment, experiment_id=parent.experiment_id, parent_run_id=parent.run_id,
+        parent_name=parent.name,
+        baseline=baseline or parent.tags.get(keys.BASELINE_ARM) or "base",
+        tracking_uri=reader.uri, git_sha=parent.tags.get(keys.GIT_SHA, "unknown"), cells=cells,
+    )
+
+
+def _warn_duplicates(cells: list[Cell]) -> None:
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        if c.name in seen:
+            log.warning("two cell runs named %s (%s, %s): the report keeps the later one",
+                        c.name, seen[c.name].run_id, c.run_id)
+        seen[c.name] = c
+    cells[:] = list(seen.values())
+
+

@@ -1,0 +1,2 @@
+"""Outputs → Prediction, metrics and tests: metrics with bootstrap intervals, task scoring,
+and paired tests between arms."""
