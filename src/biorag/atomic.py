@@ -1,26 +1,113 @@
-"""Write-then-rename helpers: a reader never sees a half-written file or folder."""
+"""Nothing lost, nothing overwritten: artifact names that stay inside their root, one writer
+per artifact (a lock file), and write-then-rename, so a reader never sees a half-written file
+or folder and a swap never replaces a folder that is not the artifact it claims to be."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from biorag.errors import BioragError, ConfigError
+
 log = logging.getLogger(__name__)
 
+LOCK_TIMEOUT_ENV = "BIORAG_LOCK_TIMEOUT"  # seconds a second writer waits (default: as long as it takes)
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+=@-]*$")
 
-def swap_into_place(stage: Path, final: Path) -> None:
-    """Rename a finished folder into place; an older one is removed only afterwards."""
+
+def check_name(name: str, what: str, root_option: str = "") -> str:
+    """An index, adapter, report or study name: one folder name inside its root. No `/`, no
+    `..`, no leading `.`, not absolute; a path goes in the option made for paths
+    (`root_option`, named in the message)."""
+    text = str(name)
+    if not _NAME.match(text) or ".." in text:
+        why = ("is empty" if not text else "is a path" if "/" in text or "\\" in text or text.startswith("~")
+               else "starts with '.'" if text.startswith(".") else "contains '..'" if ".." in text
+               else "has characters other than letters, digits and ._+=@-")
+        where = f"; to write somewhere else, set {root_option}=FOLDER" if root_option else ""
+        raise ConfigError(f"{what} {text!r} {why}: give a folder name (letters, digits, ._+=@-, "
+                          f"not starting with '.'){where}")
+    return text
+
+
+def swap_into_place(stage: Path, final: Path, manifest: str = "manifest.json", what: str = "artifact") -> None:
+    """Rename a finished folder into place; an older one is removed only afterwards, and only
+    if it is the same kind of artifact (it has `manifest`): a user's folder is never replaced."""
     old = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
+        guard_target(final, manifest, what)
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(stage, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def guard_target(final: Path, manifest: str, what: str) -> None:
+    """Refuse to write over something at `final` that is not a biorag artifact of this kind."""
+    if final.is_symlink() or not final.is_dir() or not (final / manifest).is_file():
+        kind = "a link" if final.is_symlink() else "a file" if not final.is_dir() else f"a folder without {manifest}"
+        raise BioragError(
+            f"refusing to replace {final}: it is {kind}, not a biorag {what}. Move it away or "
+            "choose another name; biorag never deletes what it did not write."
+        )
+
+
+@contextmanager
+def artifact_lock(target: Path, what: str) -> Iterator[None]:
+    """Hold the one-writer lock of an artifact (`<target>.lock` beside it). A second writer
+    says who holds it and waits (at most $BIORAG_LOCK_TIMEOUT seconds, if set)."""
+    from filelock import FileLock, Timeout
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.with_name(f".{target.name}.lock")
+    holder = path.with_name(path.name + ".holder")
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = _read_holder(holder)
+        log.warning("%s %s is being written by %s; waiting for it to finish", what, target, who)
+        limit = float(os.environ.get(LOCK_TIMEOUT_ENV) or -1)
+        try:
+            lock.acquire(timeout=limit)
+        except Timeout:
+            raise BioragError(
+                f"{what} {target} is still being written by {who} after {limit:.0f}s "
+                f"(${LOCK_TIMEOUT_ENV}); try again when it has finished"
+            ) from None
+    try:
+        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                      "command": _scrubbed(" ".join(sys.argv))[:500]}))
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _scrubbed(text: str) -> str:
+    from biorag.tracking.runs import scrub
+
+    return scrub(text)
+
+
+def _read_holder(holder: Path) -> str:
+    try:
+        h = json.loads(holder.read_text())
+        return f"process {h['pid']} on {h['host']} (since {h['since']}: {h['command']})"
+    except (OSError, ValueError, KeyError):
+        return "another process"
 
 
 def write_json(path: Path, obj: Any) -> None:

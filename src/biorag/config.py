@@ -160,6 +160,10 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
         try:
             return hydra_compose(config_name=config_name, overrides=overrides)
         except HydraException as e:
+            cause = e.__cause__
+            if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+                # a value of the wrong type: say which field, what it got and what it takes
+                raise ConfigError(f"{cause.full_key}: {_first_line(str(cause))}") from None
             raise ConfigError(_explain_hydra_error(str(e), config_name, overrides)) from None
         except OmegaConfBaseException as e:
             raise ConfigError(str(e)) from None
@@ -268,8 +272,16 @@ def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
     import itertools
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    parser = OverridesParser.create()
+    parsed = []
+    for o in overrides:
+        try:
+            parsed += parser.parse_overrides([o])
+        except OverrideParseException as e:
+            raise ConfigError(f"cannot read the override {o!r}: {_first_line(str(e))} (quote a "
+                              "value holding '=', spaces or brackets: key='a=b')") from None
     choices: list[list[str]] = []
     for o in parsed:
         if o.is_sweep_override():

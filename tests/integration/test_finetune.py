@@ -162,17 +162,30 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tiny_dir, corpus_y
 
     cfg = _cfg(tiny_dir, corpus_yaml, tmp_path / "adapters")
     with pytest.raises(_Killed):
-        run_finetune(cfg, callbacks=[_kill_at(3)])  # after the checkpoint at step 2
+        run_finetune(cfg, callbacks=[_kill_at(4)])  # steps 1-3 logged, the checkpoint at step 2
     partial = tmp_path / "adapters" / ".tiny-notes.partial"
     assert (partial / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
     assert not (tmp_path / "adapters" / "tiny-notes").exists()  # no half-made adapter folder
-    first_run = json.loads((partial / "finetune-state.json").read_text())["run_id"]
+    state = json.loads((partial / "finetune-state.json").read_text())
+    first_run, first_wall = state["run_id"], state["wall_seconds"]
+    assert set(state["train_seconds_at"]) == {"2"} and first_wall > 0
 
     result = run_finetune(cfg)
     r = result.manifest["results"]
     assert r["resumed_from_step"] == 2 and r["steps"] == STEPS
-    assert r["tokens"] == (STEPS - 2) * BATCH * SEQ  # this session's tokens only
+    # figures over the whole adapter, not the last session: tokens, loss, time
+    assert r["tokens"] == STEPS * BATCH * SEQ and r["tokens_this_session"] == (STEPS - 2) * BATCH * SEQ
+    _, straight = trained
+    s = straight.manifest["results"]
+    assert r["train_loss"] == pytest.approx(s["train_loss"], abs=2e-4)
+    assert r["tokens"] == s["tokens"]
+    assert r["wall_seconds"] == pytest.approx(first_wall + r["wall_seconds_this_session"], abs=0.02)
+    assert r["train_seconds"] > r["train_seconds_this_session"] > 0
     assert result.manifest["mlflow"]["run_id"] == first_run  # the same MLflow run, continued
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient().get_metric_history(first_run, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, STEPS + 1))  # one point per step
     # the resumed training ends where an uninterrupted one does
     _, straight = trained
     a = load_file(result.path / "adapter_model.safetensors")

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from biorag.corpora import CorpusConfig
-from biorag.errors import BioragError
+from biorag.errors import BioragError, ConfigError
 from biorag.indexing.build import BuildConfig, build_fingerprint, passage_text
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.embedding import EmbedderConfig
@@ -41,8 +41,11 @@ def test_short_document_is_one_chunk_and_order_is_stable() -> None:
 
 
 def test_overlap_must_be_smaller_than_size() -> None:
-    with pytest.raises(ValueError, match="chunk_overlap"):
-        make_splitter(ChunkingConfig(chunk_size=10, chunk_overlap=10), _words)
+    with pytest.raises(ConfigError, match=r"chunk_overlap must be in \[0, chunk_size=10\), not 10"):
+        ChunkingConfig(chunk_size=10, chunk_overlap=10)
+    with pytest.raises(ConfigError, match="chunk_size must be at least 1"):
+        ChunkingConfig(chunk_size=0, chunk_overlap=0)
+    assert make_splitter(ChunkingConfig(chunk_size=10, chunk_overlap=9), _words) is not None
 
 
 def test_passage_text_prefixes_title_once() -> None:

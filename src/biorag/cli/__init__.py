@@ -62,6 +62,10 @@ def _register() -> None:
 _register()
 
 
+INTERRUPTED = ("[yellow]interrupted.[/] Nothing finished is lost: run the same command again to "
+               "resume (finished index shards, fine-tune checkpoints and predictions are kept).")
+
+
 def main() -> None:
     """Entry point: run the app; a BioragError is a message and exit code 2, not a traceback."""
     try:
@@ -69,3 +73,10 @@ def main() -> None:
     except BioragError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
+    except SystemExit as e:
+        if e.code == 130:  # Typer's exit on Ctrl-C
+            err_console.print(INTERRUPTED, highlight=False)
+        raise
+    except KeyboardInterrupt:
+        err_console.print(INTERRUPTED, highlight=False)
+        sys.exit(130)

@@ -42,6 +42,14 @@ class CorpusConfig:
     limit: int | None = None  # take the first N documents (smoke runs)
     on_error: str = "raise"  # raise | skip: what a malformed record does
 
+    def __post_init__(self) -> None:
+        from biorag.errors import ConfigError
+
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"corpus.limit must be at least 1 (or null: every document), not {self.limit}")
+        if self.on_error not in ("raise", "skip"):
+            raise ConfigError(f"corpus.on_error must be raise or skip, not {self.on_error!r}")
+
 
 @dataclass
 class CorpusStats:

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from biorag.atomic import check_name
 from biorag.errors import ConfigError
 from biorag.models.config import ModelConfig
 from biorag.tasks.config import TaskConfig
@@ -70,6 +71,10 @@ class StudyConfig:
     tasks: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # applied to every cell, e.g. task.n=100
     baseline_arm: str = "base"  # the arm others are compared with in reports
+
+    def __post_init__(self) -> None:
+        if self.name != "???":
+            check_name(self.name, "study name")
 
 
 @dataclass

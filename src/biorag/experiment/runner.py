@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag import progress
+from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.plan import cell_params, plan
@@ -174,6 +175,16 @@ def run_experiment(
     invocation = hashlib.sha256(
         json.dumps([experiment, [p.fingerprint for p in prepared]]).encode()
     ).hexdigest()[:16]
+    # an identical invocation running already: wait for it, then continue its runs (all
+    # predictions cached), so the store gets no second parent or duplicate children
+    with artifact_lock(cache_root(cells[0]) / "invocations" / invocation, "experiment run"):
+        return _run_invocation(experiment, cells, prepared, baseline, invocation, uri, overrides,
+                               models, on_cell_done)
+
+
+def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Sequence[PreparedCell],
+                    baseline: str, invocation: str, uri: str, overrides: Sequence[str],
+                    models: GeneratorCache, on_cell_done: Callable[[CellResult], None] | None) -> RunResult:
     tracker = Tracker(experiment, invocation, uri)
     names = sorted({cell_name(c.arm.name, c.model.name, c.task.name) for c in cells})
     parent_params = {"cells": len(cells), "arms": ",".join(sorted({c.arm.name for c in cells})),
@@ -211,7 +222,8 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         generator = models.get(cfg.model, prep.adapter)
         cache = PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
         started = time.perf_counter()
-        records, resumed = predict(cfg, examples, generator, prep.retriever, cache)
+        with cache.lock():  # one writer per cell's predictions
+            records, resumed = predict(cfg, examples, generator, prep.retriever, cache)
         wall = time.perf_counter() - started
         scores = score_records(cfg, examples, records)
         metrics = cell_metrics(cfg.task.name, scores, records)

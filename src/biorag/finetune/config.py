@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from biorag.atomic import check_name
 from biorag.contamination import AuditSettings
 from biorag.corpora.training import DataConfig
 from biorag.errors import ConfigError
@@ -68,8 +69,12 @@ class FinetuneConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
 
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name, "adapter name", "output_dir")
+
     def adapter_name(self) -> str:
-        return self.name or f"{self.model.name}-{self.data.name}"
+        return check_name(self.name or f"{self.model.name}-{self.data.name}", "adapter name", "output_dir")
 
 
 def load_finetune_config(overrides: list[str] | None = None) -> FinetuneConfig:

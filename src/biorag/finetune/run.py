@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from biorag.atomic import resume_state, swap_into_place, write_json
+from biorag.atomic import artifact_lock, guard_target, resume_state, swap_into_place, write_json
 from biorag.contamination import AuditReport
-from biorag.errors import ConfigError
+from biorag.errors import BioragError, ConfigError
 from biorag.finetune.adapters import MANIFEST_FILE, base_identity, read_manifest
 from biorag.finetune.config import FinetuneConfig, load_finetune_config
 from biorag.finetune.data import TrainingData
@@ -79,17 +79,60 @@ def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> TrainingData:
 def run_finetune(
     cfg: FinetuneConfig, *, force: bool = False, callbacks: list[Any] | None = None
 ) -> FinetuneResult:
-    """Train (or resume, or skip) the adapter `cfg` describes; returns where it is."""
+    """Train (or resume, or skip) the adapter `cfg` describes; returns where it is.
+
+    One fine-tune of a name at a time (a second waits for the first, then finds its adapter
+    up to date). The MLflow store and the target folder are checked before any data is read;
+    a run that fails before its first checkpoint leaves nothing behind."""
+    from biorag.tracking.runs import check_store
+
+    if cfg.model.backend not in ("hf", "vllm"):
+        raise ConfigError(f"model '{cfg.model.name}' uses the {cfg.model.backend} backend; biorag finetune "
+                          "trains transformers checkpoints (backend hf or vllm)")
+    name = cfg.adapter_name()
+    final = Path(cfg.output_dir) / name
+    if final.exists() or final.is_symlink():
+        guard_target(final, MANIFEST_FILE, "adapter")
+    uri = check_store()
+    with artifact_lock(final, "adapter"):
+        return _finetune_locked(cfg, final, uri, force, callbacks or [])
+
+
+def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
+                     callbacks: list[Any]) -> FinetuneResult:
+    from biorag.finetune.train import last_checkpoint, load_tokenizer
+
+    started = time.perf_counter()
+    name, partial = final.name, final.with_name(f".{final.name}.partial")
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg, tokenizer)
+    fingerprint = finetune_fingerprint(cfg, data.fingerprint)
+    existing = read_manifest(final)
+    if not force and existing.get("fingerprint") == fingerprint:
+        log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
+        return FinetuneResult(final, existing, up_to_date=True)
+    state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
+    try:
+        return _train(cfg, tokenizer, data, fingerprint, state, final, partial, uri, started, callbacks)
+    except BioragError:
+        if last_checkpoint(partial / CHECKPOINTS) is None:  # nothing worth resuming from
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint: str, state: dict[str, Any],
+           final: Path, partial: Path, uri: str, started: float, callbacks: list[Any]) -> FinetuneResult:
     from biorag.config import flatten, to_yaml
     from biorag.finetune.train import (
+        SessionClock,
         build_trainer,
         last_checkpoint,
         load_for_training,
-        load_tokenizer,
+        mean_loss,
     )
     from biorag.tracking.runs import (
-        check_store,
         git_sha,
+        last_logged_step,
         log_folder,
         log_json_artifact,
         log_metrics,
@@ -99,24 +142,8 @@ def run_finetune(
         set_tags,
     )
 
-    started = time.perf_counter()
-    if cfg.model.backend not in ("hf", "vllm"):
-        raise ConfigError(f"model '{cfg.model.name}' uses the {cfg.model.backend} backend; biorag finetune "
-                          "trains transformers checkpoints (backend hf or vllm)")
-    name = cfg.adapter_name()
-    root = Path(cfg.output_dir)
-    final, partial = root / name, root / f".{name}.partial"
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg, tokenizer)
-    fingerprint = finetune_fingerprint(cfg, data.fingerprint)
-    existing = read_manifest(final)
-    if not force and existing.get("fingerprint") == fingerprint:
-        log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
-        return FinetuneResult(final, existing, up_to_date=True)
-
-    state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
+    name = final.name
     report, warnings = _audit(cfg, data)
-    uri = check_store()
     with open_run(cfg.experiment, state.get("run_id"), name, uri) as run_id:
         if not state.get("run_id"):
             log_params(flatten(cfg))
@@ -133,10 +160,13 @@ def run_finetune(
             log_json_artifact(report.to_dict(), keys.CONTAMINATION_FILE)
 
         model, device, dtype = load_for_training(cfg.model, cfg.lora, cfg.train)
-        trainer, tracker = build_trainer(cfg, model, tokenizer, data, partial / CHECKPOINTS, device, dtype,
-                                         callbacks or [])
         resume = last_checkpoint(partial / CHECKPOINTS)
         resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume else 0
+        clock = SessionClock(state, partial / STATE_FILE, resumed_from)
+        # a killed session logged steps past its last checkpoint: log each step once
+        logged = last_logged_step(keys.TRAIN_LOSS) if resume else 0
+        trainer, tracker = build_trainer(cfg, model, tokenizer, data, partial / CHECKPOINTS, device, dtype,
+                                         [clock, *callbacks], skip_steps_through=logged)
         if resume:
             log.info("resuming %s from %s", name, resume)
         try:
@@ -149,23 +179,31 @@ def run_finetune(
         if stage.exists():
             shutil.rmtree(stage)
         model.save_pretrained(stage)
+        session_train = out.metrics.get("train_runtime", 0.0)
+        train_seconds = clock.train_seconds_before + session_train
+        tokens = int(trainer.state.num_input_tokens_seen)
         results = {
             "steps": trainer.state.global_step,
             "epochs": round(trainer.state.epoch or 0.0, 4),
             "resumed_from_step": resumed_from,
-            "train_loss": out.training_loss,
+            # over every step of the adapter, across sessions (the Trainer's own figure
+            # covers only the steps of the last session)
+            "train_loss": mean_loss(trainer.state.log_history),
             "train_loss_last": tracker.last_loss,
             "eval_loss": eval_loss,
-            "wall_seconds": round(time.perf_counter() - started, 2),
-            "train_seconds": round(out.metrics.get("train_runtime", 0.0), 2),
-            "tokens": tracker.tokens,
-            "tokens_per_second": round(tracker.tokens / max(out.metrics.get("train_runtime", 0.0), 1e-9), 1),
+            "train_seconds": round(train_seconds, 2),  # the steps kept, across sessions
+            "wall_seconds": round(clock.wall_seconds_before + time.perf_counter() - started, 2),
+            "wall_seconds_this_session": round(time.perf_counter() - started, 2),
+            "train_seconds_this_session": round(session_train, 2),
+            "tokens": tokens,
+            "tokens_this_session": tracker.tokens,
+            "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1),
             "peak_memory_mb": round(tracker.peak_memory_mb(), 1),
             "loss_history": tracker.history(trainer.state.log_history),
         }
         manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run_id, uri)
         write_json(stage / MANIFEST_FILE, manifest)
-        swap_into_place(stage, final)
+        swap_into_place(stage, final, MANIFEST_FILE, "adapter")
         shutil.rmtree(partial, ignore_errors=True)
         log_metrics({k: float(v) for k, v in results.items()
                      if isinstance(v, int | float) and v is not None}, step=results["steps"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import resource
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,7 +112,10 @@ def _cpu_mixed_bf16(device: str, dtype: Any) -> bool:
 
 
 def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: TrainingData, output_dir: Path,
-                  device: str, dtype: Any, callbacks: list[Any]) -> tuple[Any, _Tracker]:
+                  device: str, dtype: Any, callbacks: list[Any],
+                  skip_steps_through: int = 0) -> tuple[Any, _Tracker]:
+    """The Trainer and biorag's tracker; the tracker logs to MLflow only the steps after
+    `skip_steps_through` (those a killed session has logged already)."""
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
@@ -151,7 +155,7 @@ def build_trainer(cfg: FinetuneConfig, model: Any, tokenizer: Any, data: Trainin
         **checkpointing,
     )
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    tracker = _Tracker(device)
+    tracker = _Tracker(device, skip_steps_through)
     trainer = Trainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval or None,
         data_collator=collator, callbacks=[tracker, *callbacks],
@@ -192,8 +196,9 @@ def library_versions() -> dict[str, str]:
 class _Tracker(TrainerCallback):
     """Shows progress, logs loss per step to the active MLflow run, counts tokens."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, skip_steps_through: int = 0) -> None:
         self.device = device
+        self.skip_steps_through = skip_steps_through
         self.tokens = 0
         self.last_loss: float | None = None
         self._tokens_at_start = 0
@@ -225,7 +230,7 @@ class _Tracker(TrainerCallback):
         if "loss" in logs:
             self.last_loss = float(logs["loss"])
             log.debug("step %d/%d loss %.4f", state.global_step, state.max_steps, self.last_loss)
-        if metrics and active_run_id() is not None:
+        if metrics and state.global_step > self.skip_steps_through and active_run_id() is not None:
             log_metrics(metrics, step=state.global_step)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -250,3 +255,45 @@ class _Tracker(TrainerCallback):
     def history(log_history: list[dict[str, Any]]) -> list[list[float]]:
         """[[step, loss], ...] of the whole training (restored from a checkpoint on resume)."""
         return [[h["step"], round(h["loss"], 5)] for h in log_history if "loss" in h and "step" in h]
+
+
+def mean_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The training loss over every step, from the Trainer's log history (restored from the
+    checkpoint on resume): each logged loss is the mean since the previous log, so it is
+    weighted by the steps it covers."""
+    total, steps, last = 0.0, 0, 0
+    for h in log_history:
+        if "loss" in h and "step" in h and h["step"] > last:
+            total += h["loss"] * (h["step"] - last)
+            steps += h["step"] - last
+            last = h["step"]
+    return total / steps if steps else None
+
+
+class SessionClock(TrainerCallback):
+    """Time across sessions, kept in the fine-tune's state file: the training seconds behind
+    each checkpoint (so a resumed run counts the steps it kept) and the wall seconds of every
+    session, killed ones included."""
+
+    def __init__(self, state: dict[str, Any], state_path: Path, resumed_from: int) -> None:
+        from biorag.atomic import write_json
+
+        self._write = lambda: write_json(state_path, state)
+        self.state = state
+        at = {int(k): v for k, v in state.get("train_seconds_at", {}).items() if int(k) <= resumed_from}
+        self.train_seconds_before = float(at[max(at)]) if at else 0.0
+        self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
+        self._t0 = time.perf_counter()
+        self._train_t0 = self._t0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._train_t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.state["wall_seconds"] = self.wall_seconds_before + time.perf_counter() - self._t0
+        self._write()
+
+    def on_save(self, args, state, control, **kwargs):
+        elapsed = self.train_seconds_before + time.perf_counter() - self._train_t0
+        self.state.setdefault("train_seconds_at", {})[str(state.global_step)] = round(elapsed, 3)
+        self._write()

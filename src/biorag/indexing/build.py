@@ -22,9 +22,16 @@ from typing import Any
 import numpy as np
 
 from biorag import progress
-from biorag.atomic import resume_state, swap_into_place, write_json
+from biorag.atomic import (
+    artifact_lock,
+    check_name,
+    guard_target,
+    resume_state,
+    swap_into_place,
+    write_json,
+)
 from biorag.corpora import CorpusConfig, open_corpus
-from biorag.errors import BioragError
+from biorag.errors import BioragError, ConfigError
 from biorag.hardware import release_freed_memory
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
@@ -34,6 +41,7 @@ from biorag.indexing.manifest import (
     BM25_DIR,
     CHUNKS_FILE,
     INDEX_FILE,
+    MANIFEST_FILE,
     CorpusRecord,
     FaissRecord,
     IndexCounts,
@@ -64,11 +72,17 @@ class BuildConfig:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
 
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be at least 1 chunk, not {self.shard_size}")
+        if self.name is not None:
+            check_name(self.name, "index name", "root")
+
     def index_name(self) -> str:
         if self.name:
             return self.name
         suffix = "" if self.index.type == "flat" else f"-{self.index.type}"
-        return f"{self.corpus.name}-{self.embedder.name}{suffix}"
+        return check_name(f"{self.corpus.name}-{self.embedder.name}{suffix}", "index name", "root")
 
 
 @dataclass
@@ -122,15 +136,27 @@ def build_index(
     force: bool = False,
     on_shard_done: Callable[[int], None] | None = None,
 ) -> BuildResult:
-    """Build (or resume, or skip) the index `cfg` describes; returns where it is."""
-    started = time.perf_counter()
+    """Build (or resume, or skip) the index `cfg` describes; returns where it is.
+
+    One build of a name at a time: a second waits for the first (and then finds its index up
+    to date). A failed build that finished no shard leaves nothing behind; one that did is
+    resumed by the next run of the same command."""
     root = index_root(cfg.root)
     name = cfg.index_name()
     final = root / name
+    if final.exists() or final.is_symlink():
+        guard_target(final, MANIFEST_FILE, "index")  # before any work: never a user's folder
     reader = open_corpus(cfg.corpus)
     source_fingerprint = reader.source_fingerprint()
     fingerprint = build_fingerprint(cfg, source_fingerprint)
+    with artifact_lock(final, "index"):
+        return _build_locked(cfg, reader, fingerprint, source_fingerprint, final, force, on_shard_done)
 
+
+def _build_locked(cfg: BuildConfig, reader: Any, fingerprint: str, source_fingerprint: str, final: Path,
+                  force: bool, on_shard_done: Callable[[int], None] | None) -> BuildResult:
+    started = time.perf_counter()
+    name, root = final.name, final.parent
     if not force and is_index(final):
         manifest = IndexManifest.read(final)
         if manifest.fingerprint == fingerprint:
@@ -151,6 +177,20 @@ def build_index(
     resumed = state["shards_done"]
     if resumed:
         log.info("resuming %s: %d shard(s) already embedded", name, resumed)
+    try:
+        return _embed_and_assemble(cfg, reader, state, fingerprint, source_fingerprint, final, partial,
+                                   started, on_shard_done)
+    except BioragError:
+        if state["shards_done"] == 0:  # bad input found before any work worth keeping
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fingerprint: str,
+                        source_fingerprint: str, final: Path, partial: Path, started: float,
+                        on_shard_done: Callable[[int], None] | None) -> BuildResult:
+    name = final.name
+    resumed = state["shards_done"]
 
     embedder = load_embedder(cfg.embedder)
     splitter = make_splitter(cfg.chunking, embedder.token_ids)
@@ -242,7 +282,7 @@ def build_index(
     manifest.write(partial)
     shutil.rmtree(partial / SHARDS_DIR)
     (partial / STATE_FILE).unlink()
-    swap_into_place(partial, final)
+    swap_into_place(partial, final, MANIFEST_FILE, "index")
     log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest.build_seconds)
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
 

@@ -17,6 +17,15 @@ class ChunkingConfig:
     chunk_overlap: int = 20  # tokens shared by neighbouring chunks
     include_title: bool = True  # prefix each chunk's text with its document title when embedding
 
+    def __post_init__(self) -> None:
+        from biorag.errors import ConfigError
+
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunking.chunk_size must be at least 1 token, not {self.chunk_size}")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ConfigError(f"chunking.chunk_overlap must be in [0, chunk_size={self.chunk_size}), "
+                              f"not {self.chunk_overlap}")
+
 
 def make_splitter(cfg: ChunkingConfig, count_tokens: Callable[[str], list]) -> object:
     """A llama-index SentenceSplitter measuring length with `count_tokens` (a tokenizer's encode).

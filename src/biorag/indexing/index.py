@@ -54,6 +54,20 @@ class IndexConfig:
     bm25: bool = True  # also build a BM25 index (bm25s) for bm25 and hybrid retrieval
     description: str = ""
 
+    def __post_init__(self) -> None:
+        from biorag.errors import ConfigError
+
+        if self.type not in INDEX_TYPES:
+            raise ConfigError("index.type: " + did_you_mean(self.type, INDEX_TYPES, what="index type"))
+        if self.refine not in REFINES:
+            raise ConfigError("index.refine: " + did_you_mean(self.refine, REFINES, what="refine"))
+        for key in ("hnsw_m", "ef_construction", "ef_search", "nprobe", "pq_m", "pq_nbits",
+                    "train_size", "k_factor"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"index.{key} must be at least 1, not {getattr(self, key)}")
+        if self.nlist is not None and self.nlist < 1:
+            raise ConfigError(f"index.nlist must be at least 1 (or null: 4*sqrt(n)), not {self.nlist}")
+
 
 @dataclass(frozen=True)
 class SearchSettings:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biorag.errors import BioragError
 from biorag.report.compare import Delta, Report
 
 BAR_PNG, DELTA_PNG = "bars.png", "deltas.png"
@@ -269,7 +270,11 @@ def html_page(report: Report, images: dict[str, bytes]) -> str:
 
 
 def write_report(report: Report, folder: Path) -> dict[str, Path]:
-    """Write PNGs, CSVs, Markdown and HTML into `folder`; each file appears complete or not at all."""
+    """Write PNGs, CSVs, Markdown and HTML into `folder`; each file appears complete or not at all.
+    `folder` must be new, empty or an earlier biorag report: a user's folder is not written into."""
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "report.md").is_file())):
+        raise BioragError(f"refusing to write the report into {folder}: it is not empty and not a "
+                          "biorag report folder; choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"bars": bar_chart(report, folder / BAR_PNG)}
     if (p := delta_plot(report, folder / DELTA_PNG)) is not None:

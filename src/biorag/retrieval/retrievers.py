@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -190,10 +189,3 @@ def open_retriever(
     if mode == "dense":
         return dense
     return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k)
-
-
-def timed_retrieve(retriever: Retriever, queries: Sequence[str], k: int) -> tuple[list[list[Hit]], float]:
-    """Retrieve for a batch and return the mean seconds per query (logged as retrieval latency)."""
-    t = time.perf_counter()
-    hits = retriever.retrieve_batch(queries, k)
-    return hits, (time.perf_counter() - t) / max(len(queries), 1)

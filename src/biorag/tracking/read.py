@@ -10,7 +10,7 @@ from typing import Any
 
 from biorag.errors import BioragError
 from biorag.tracking import keys
-from biorag.tracking.runs import tracking_uri
+from biorag.tracking.runs import check_store, tracking_uri
 
 
 @dataclass
@@ -51,7 +51,7 @@ class StoreReader:
 
         # MLflow draws a progress bar per downloaded file; a report downloads a few per cell
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        self.uri = uri or tracking_uri()
+        self.uri = check_store(uri or tracking_uri())
         mlflow.set_tracking_uri(self.uri)
         self._client = MlflowClient(self.uri)
         self._tmp = tempfile.TemporaryDirectory(prefix="biorag-read-")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,55 @@ def check_store(uri: str | None = None, timeout: float = 5.0) -> str:
         folder = Path(uri)
     _check_writable(folder, uri)
     _check_writable(Path.cwd() / "mlruns" if uri.startswith("sqlite") else folder, uri)
+    if uri.startswith("sqlite:///"):
+        _initialise_sqlite(uri)
     return uri
+
+
+_INITIALISED: set[str] = set()
+
+
+def store_lock(uri: str) -> AbstractContextManager[Any]:
+    """A lock around what must not run twice at once on a SQLite store (creating its tables
+    or an experiment); nothing for a server, which serialises its own writes."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    return FileLock(str(db.with_name(f".{db.name}.lock")))
+
+
+def _set_experiment(name: str, uri: str) -> Any:
+    import mlflow
+
+    with store_lock(uri):
+        return mlflow.set_experiment(name)
+
+
+def _initialise_sqlite(uri: str) -> None:
+    """Create (or migrate) a SQLite store once, under a lock: MLflow's table creation is not
+    safe when several processes open a new store at once."""
+    if uri in _INITIALISED:
+        return
+    import sqlite3
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.is_dir():
+        raise BioragError(f"the MLflow store {uri} is a folder, not a SQLite file; move it away or "
+                          "point MLFLOW_TRACKING_URI elsewhere")
+    if db.is_file() and db.stat().st_size:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                con.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise BioragError(f"the MLflow store {db} is not a SQLite database ({e}); move it away "
+                              "or point MLFLOW_TRACKING_URI elsewhere") from None
+    with store_lock(uri):
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).search_experiments(max_results=1)  # creates the tables, migrates old ones
+    _INITIALISED.add(uri)
 
 
 def _check_writable(folder: Path, uri: str) -> None:
@@ -81,10 +130,29 @@ def git_sha(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+_SECRETS = (
+    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{8,}"), r"\1-***"),  # OpenAI-style keys
+    (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), "hf_***"),  # Hugging Face tokens
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE), r"\1 ***"),
+    (re.compile(r"((?:api[_-]?key|access[_-]?token|token|secret|password|passwd|pwd|key)=)[^&\s,;'\"]+",
+                re.IGNORECASE), r"\1***"),
+    (re.compile(r"(://)[^/@\s:]+:[^/@\s]+@"), r"\1***@"),  # user:password@host
+)
+
+
+def scrub(text: str) -> str:
+    """`text` with anything that looks like a credential replaced by `***`: API keys
+    (`sk-…`, `hf_…`), `token=` / `key=` / `password=` values, `Bearer …`, `user:pass@` in
+    URLs. Every param biorag logs goes through it (the command line, `model.base_url`)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def as_params(flat: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in flat.items():
-        s = json.dumps(v) if isinstance(v, list | dict) else str(v)
+        s = scrub(json.dumps(v) if isinstance(v, list | dict) else str(v))
         out[k] = s if len(s) <= MAX_PARAM_CHARS else s[: MAX_PARAM_CHARS - 3] + "..."
     return out
 
@@ -98,7 +166,7 @@ class Tracker:
 
         self.uri = check_store(uri)
         mlflow.set_tracking_uri(self.uri)
-        self.experiment = mlflow.set_experiment(experiment)
+        self.experiment = _set_experiment(experiment, self.uri)
         self.invocation = invocation
         self.parent_id: str | None = None
 
@@ -144,8 +212,9 @@ def open_run(experiment: str, run_id: str | None = None, name: str | None = None
     """A run of its own (a fine-tune): re-opened by `run_id` when given; yields the run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(check_store(uri))
-    mlflow.set_experiment(experiment)
+    uri = check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    _set_experiment(experiment, uri)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else name) as run:
         yield run.info.run_id
 
@@ -155,6 +224,17 @@ def active_run_id() -> str | None:
 
     run = mlflow.active_run()
     return run.info.run_id if run is not None else None
+
+
+def last_logged_step(key: str) -> int:
+    """The highest step at which the active run has logged `key` (0: never)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return 0
+    history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, key)
+    return max((m.step for m in history), default=0)
 
 
 def log_params(flat: dict[str, Any]) -> None:
