@@ -40,9 +40,18 @@ def check_name(name: str, what: str, root_option: str = "") -> str:
     return text
 
 
+# the keys a biorag manifest of each kind has: a folder is that artifact only if its manifest
+# parses and has them (a web app's manifest.json does not make a folder an index)
+MANIFEST_KEYS = {
+    "index": ("fingerprint", "corpus", "embedder", "index", "counts"),
+    "adapter": ("fingerprint", "base_model", "lora", "train"),
+}
+
+
 def swap_into_place(stage: Path, final: Path, manifest: str = "manifest.json", what: str = "artifact") -> None:
     """Rename a finished folder into place; an older one is removed only afterwards, and only
-    if it is the same kind of artifact (it has `manifest`): a user's folder is never replaced."""
+    if it is the same kind of artifact (its `manifest` is biorag's, of kind `what`): a user's
+    folder is never replaced."""
     old = None
     if final.exists() or final.is_symlink():
         guard_target(final, manifest, what)
@@ -55,8 +64,18 @@ def swap_into_place(stage: Path, final: Path, manifest: str = "manifest.json", w
 
 def guard_target(final: Path, manifest: str, what: str) -> None:
     """Refuse to write over something at `final` that is not a biorag artifact of this kind."""
+    kind = None
     if final.is_symlink() or not final.is_dir() or not (final / manifest).is_file():
         kind = "a link" if final.is_symlink() else "a file" if not final.is_dir() else f"a folder without {manifest}"
+    else:
+        try:
+            data = json.loads((final / manifest).read_text())
+        except (OSError, ValueError):
+            data = None
+        needed = MANIFEST_KEYS.get(what, ("fingerprint",))
+        if not isinstance(data, dict) or any(k not in data for k in needed):
+            kind = f"a folder whose {manifest} is not a biorag {what} manifest"
+    if kind is not None:
         raise BioragError(
             f"refusing to replace {final}: it is {kind}, not a biorag {what}. Move it away or "
             "choose another name; biorag never deletes what it did not write."
@@ -78,12 +97,16 @@ def artifact_lock(target: Path, what: str) -> Iterator[None]:
     except Timeout:
         who = _read_holder(holder)
         log.warning("%s %s is being written by %s; waiting for it to finish", what, target, who)
-        limit = float(os.environ.get(LOCK_TIMEOUT_ENV) or -1)
+        raw = os.environ.get(LOCK_TIMEOUT_ENV) or "-1"
+        try:
+            limit = float(raw)
+        except ValueError:
+            raise ConfigError(f"${LOCK_TIMEOUT_ENV} must be a number of seconds, not {raw!r}") from None
         try:
             lock.acquire(timeout=limit)
         except Timeout:
             raise BioragError(
-                f"{what} {target} is still being written by {who} after {limit:.0f}s "
+                f"{what} {target} is still being written by {who} after {limit:g}s "
                 f"(${LOCK_TIMEOUT_ENV}); try again when it has finished"
             ) from None
     try:

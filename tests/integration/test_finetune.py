@@ -186,7 +186,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, tiny_dir, corpus_y
 
     history = MlflowClient().get_metric_history(first_run, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, STEPS + 1))  # one point per step
-    # the resumed training ends where an uninterrupted one does
+    # the resumed training ends where an uninterrupted one does (and a second kill, before any
+    # checkpoint, is covered by test_killed_before_any_checkpoint_logs_each_step_once)
     _, straight = trained
     a = load_file(result.path / "adapter_model.safetensors")
     b = load_file(straight.path / "adapter_model.safetensors")
@@ -321,3 +322,21 @@ def test_qlora_trains_in_4bit_bf16(tiny_dir, corpus_yaml, tmp_path: Path, shared
     m = result.manifest
     assert m["kind"] == "qlora" and m["quantisation"] == "4bit" and m["device"].startswith("cuda")
     assert m["dtype"] in ("bfloat16", "float16") and m["results"]["peak_memory_mb"] > 0
+
+
+def test_killed_before_any_checkpoint_logs_each_step_once(trained, tiny_dir, corpus_yaml, tmp_path,
+                                                          shared_mlflow) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = _cfg(tiny_dir, corpus_yaml, tmp_path / "adapters", save_steps=50)  # no checkpoint in 4 steps
+    with pytest.raises(_Killed):
+        run_finetune(cfg, callbacks=[_kill_at(3)])
+    partial = tmp_path / "adapters" / ".tiny-notes.partial"
+    run_id = json.loads((partial / "finetune-state.json").read_text())["run_id"]
+    result = run_finetune(cfg)
+    assert result.manifest["mlflow"]["run_id"] == run_id and result.manifest["results"]["resumed_from_step"] == 0
+    history = MlflowClient().get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
+    _, straight = trained
+    assert result.manifest["results"]["train_loss"] == pytest.approx(straight.manifest["results"]["train_loss"],
+                                                                     abs=1e-6)

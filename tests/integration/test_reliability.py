@@ -67,6 +67,20 @@ def test_a_users_folder_in_the_way_of_an_index_survives(tmp_path, monkeypatch) -
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine"]
 
 
+@pytest.mark.parametrize("foreign", [{"name": "my web app", "icons": []}, "not json", {"fingerprint": "x"}])
+def test_a_folder_with_another_kind_of_manifest_survives(foreign, monkeypatch) -> None:
+    """A web app's manifest.json (or an adapter's, or a broken one) does not make a folder an
+    index that a build may replace."""
+    _no_model(monkeypatch)
+    app_dir = Path(os.environ["BIORAG_INDEX_DIR"]) / "webapp"
+    app_dir.mkdir(parents=True)
+    (app_dir / "manifest.json").write_text(foreign if isinstance(foreign, str) else json.dumps(foreign))
+    (app_dir / "index.html").write_text("<html></html>")
+    with pytest.raises(BioragError, match="is not a biorag index manifest"):
+        build_index(load_build_config([*CORPUS, "name=webapp"]))
+    assert (app_dir / "index.html").is_file()
+
+
 def test_a_users_folder_in_the_way_of_an_adapter_survives(tmp_path, monkeypatch) -> None:
     from biorag.finetune.config import load_finetune_config
     from biorag.finetune.run import run_finetune
@@ -171,6 +185,17 @@ def test_a_torn_cache_line_is_repaired_once_and_the_file_stops_growing(tmp_path)
     assert third.cells[0].resumed == 6 and cache.read_bytes() == repaired  # nothing appended
 
 
+def test_a_whole_last_record_that_only_lost_its_newline_is_kept(tmp_path) -> None:
+    from biorag.experiment.cache import PredictionCache
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b"}')  # killed between the record and its newline
+    cache = PredictionCache(path)
+    assert sorted(cache.load()) == ["a", "b"]
+    cache.append([{"id": "c"}])
+    assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n'
+
+
 def test_a_line_glued_by_an_old_kill_is_skipped_not_a_stop(tmp_path) -> None:
     from biorag.experiment.cache import PredictionCache
 
@@ -232,6 +257,34 @@ def test_a_broken_store_is_a_message_before_any_model_loads(kind, tmp_path, monk
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_more_bad_values_are_messages(tmp_path, monkeypatch) -> None:
+    from biorag.atomic import artifact_lock
+    from biorag.experiment.plan import plan
+    from biorag.report.study import read_study
+
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        plan(["arm=base", "model=fake", "task=hpo-term-mcq", "batch_size=0"])
+    with pytest.raises(ConfigError, match="cannot read the override"):
+        plan(["arm=base", "model.base_url=http://h?a=b"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    with pytest.raises(BioragError, match="no MLflow store at"):
+        read_study()
+    assert not (tmp_path / "none").exists()  # reading does not create a store
+    monkeypatch.setenv("BIORAG_LOCK_TIMEOUT", "soon")
+    target = tmp_path / "x"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pathlib import Path; from biorag.atomic import artifact_lock\n"
+        f"with artifact_lock(Path({str(target)!r}), 'index'):\n    print('held', flush=True); time.sleep(20)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="must be a number of seconds"), artifact_lock(target, "index"):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_ctrl_c_says_that_the_same_command_resumes(monkeypatch, capsys) -> None:
     import biorag.cli as cli
 
@@ -265,9 +318,15 @@ def test_credentials_are_scrubbed_from_what_mlflow_logs(tmp_path) -> None:
     result = run_experiment(["arm=base", "model=fake", "task=hpo-term-mcq", "task.n=2",
                              "task.scoring=loglikelihood", f"model.base_url='{secret_url}'",
                              f"cache_dir={tmp_path}", "experiment=secret"])
+    import mlflow
+
     client = MlflowClient()
     logged = json.dumps([client.get_run(result.parent_run_id).data.params,
                          client.get_run(result.cells[0].run_id).data.params])
+    # the artifacts too: the resolved config and the invocation's command line
+    for run_id, name in ((result.cells[0].run_id, "config.yaml"), (result.parent_run_id, "invocation.json")):
+        logged += Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name,
+                                                           dst_path=str(tmp_path / run_id))).read_text()
     assert "hunter2" not in logged and "sk-abcdefghijklmnop" not in logged
     assert "https://***@llm.example.org/v1?api_key=***" in logged
 

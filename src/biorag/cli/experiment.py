@@ -7,7 +7,8 @@ import math
 import typer
 from rich.table import Table
 
-from biorag.report.compare import headline_metric  # one definition, shared with `biorag report`
+from biorag.report.compare import headline_metric
+from biorag.tracking import keys  # one definition, shared with `biorag report`
 
 app = typer.Typer(help="Run experiment arms (base, rag, lora, lora_rag) tracked in MLflow.",
                   no_args_is_help=True)
@@ -73,7 +74,7 @@ def _fmt(metrics: dict[str, float], key: str) -> str:
     v = metrics.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    lo, hi = metrics.get(key + keys.CI_LOW), metrics.get(key + keys.CI_HIGH)
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{v:.3f}"
 
 

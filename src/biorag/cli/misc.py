@@ -74,8 +74,11 @@ def ls(
     t.add_column("from", overflow="fold")
     packaged = config_layers()[0]
     for name, path in option_sources(group).items():
-        cfg = OmegaConf.load(path)
-        desc = cfg.get("description") if hasattr(cfg, "get") else ""
+        try:
+            cfg = OmegaConf.load(path)
+            desc = cfg.get("description") if hasattr(cfg, "get") else ""
+        except Exception as e:  # a user's broken YAML: list it, say why, go on
+            desc = f"[red]unreadable: {str(e).splitlines()[0]}[/]"
         where = "biorag" if path.is_relative_to(packaged) else _shown(path)
         t.add_row(name, str(desc or ""), where)
     console.print(t)

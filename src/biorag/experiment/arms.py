@@ -91,6 +91,10 @@ class RunConfig:
     adapters_dir: str = "adapters"  # where arm.adapter names are looked up
     index_root: str | None = None  # null: $BIORAG_INDEX_DIR or ./indexes
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+
 
 
 def cell_name(arm: str, model: str, task: str) -> str:

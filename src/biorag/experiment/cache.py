@@ -60,9 +60,12 @@ class PredictionCache:
                     f.seek(0)
                     data = f.read()
                     keep = data.rfind(b"\n") + 1
-                    log.warning("%s: truncating a torn last line (%d bytes) left by a kill",
-                                self.path, size - keep)
-                    f.truncate(keep)
+                    if _is_record(data[keep:]):  # whole, only its newline lost: keep it
+                        f.write(b"\n")
+                    else:
+                        log.warning("%s: truncating a torn last line (%d bytes) left by a kill",
+                                    self.path, size - keep)
+                        f.truncate(keep)
                     f.flush()
                     os.fsync(f.fileno())
         self._repaired = True
@@ -74,6 +77,13 @@ class PredictionCache:
                 f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict) and "id" in json.loads(line)
+    except ValueError:
+        return False
 
 
 def cache_root(cfg: RunConfig) -> Path:

@@ -32,10 +32,12 @@ from biorag.tracking.runs import (
     Tracker,
     check_store,
     git_sha,
+    invocation_lock_folder,
     log_json_artifact,
     log_metrics,
     log_table,
     log_text_artifact,
+    scrub,
     set_tags,
     tracking_uri,
 )
@@ -177,7 +179,7 @@ def run_experiment(
     ).hexdigest()[:16]
     # an identical invocation running already: wait for it, then continue its runs (all
     # predictions cached), so the store gets no second parent or duplicate children
-    with artifact_lock(cache_root(cells[0]) / "invocations" / invocation, "experiment run"):
+    with artifact_lock(invocation_lock_folder(uri, cache_root(cells[0])) / invocation, "experiment run"):
         return _run_invocation(experiment, cells, prepared, baseline, invocation, uri, overrides,
                                models, on_cell_done)
 
@@ -196,7 +198,7 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
     parent_tags = {keys.KIND: keys.KIND_STUDY, keys.GIT_SHA: sha, keys.BASELINE_ARM: baseline}
     with tracker.parent(f"{experiment}:{len(cells)} cells", parent_params, parent_tags) as parent_id:
         result.parent_run_id = parent_id
-        log_json_artifact({"overrides": list(overrides), "cells": names}, keys.INVOCATION_FILE)
+        log_json_artifact({"overrides": [scrub(o) for o in overrides], "cells": names}, keys.INVOCATION_FILE)
         for cfg, prep in zip(cells, prepared, strict=True):
             cell = run_cell(cfg, prep, models, tracker, sha)
             result.cells.append(cell)
@@ -231,7 +233,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         set_tags({keys.RESUMED_PREDICTIONS: resumed,
                   keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
                   **keys.versions(generator.info)})
-        log_text_artifact(to_yaml(cfg), keys.CONFIG_FILE)
+        log_text_artifact(scrub(to_yaml(cfg)), keys.CONFIG_FILE)
         _log_predictions(scores.predictions, records)
         if prep.index_manifest is not None and prep.retriever is not None:
             from biorag.contamination import audit_cell_index

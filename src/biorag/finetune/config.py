@@ -74,7 +74,10 @@ class FinetuneConfig:
             check_name(self.name, "adapter name", "output_dir")
 
     def adapter_name(self) -> str:
-        return check_name(self.name or f"{self.model.name}-{self.data.name}", "adapter name", "output_dir")
+        if self.name:
+            return check_name(self.name, "adapter name", "output_dir")
+        return check_name(f"{self.model.name}-{self.data.name}", "adapter name (from the model and data names)",
+                          "name")
 
 
 def load_finetune_config(overrides: list[str] | None = None) -> FinetuneConfig:

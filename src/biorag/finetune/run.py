@@ -128,7 +128,7 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         build_trainer,
         last_checkpoint,
         load_for_training,
-        mean_loss,
+        loss_over_all_steps,
     )
     from biorag.tracking.runs import (
         git_sha,
@@ -139,11 +139,13 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         log_params,
         log_text_artifact,
         open_run,
+        scrub,
         set_tags,
     )
 
     name = final.name
     report, warnings = _audit(cfg, data)
+    reopened = bool(state.get("run_id"))
     with open_run(cfg.experiment, state.get("run_id"), name, uri) as run_id:
         if not state.get("run_id"):
             log_params(flatten(cfg))
@@ -154,7 +156,7 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
             keys.MODEL: cfg.model.name, keys.MODEL_FAMILY: cfg.model.family, keys.DATA: cfg.data.name,
             keys.OBJECTIVE: cfg.data.objective, keys.GIT_SHA: git_sha(Path(__file__).parent),
         })
-        log_text_artifact(to_yaml(cfg), keys.CONFIG_FILE)
+        log_text_artifact(scrub(to_yaml(cfg)), keys.CONFIG_FILE)
         if report is not None:
             log_metrics(report.metrics())
             log_json_artifact(report.to_dict(), keys.CONTAMINATION_FILE)
@@ -162,9 +164,10 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         model, device, dtype = load_for_training(cfg.model, cfg.lora, cfg.train)
         resume = last_checkpoint(partial / CHECKPOINTS)
         resumed_from = int(resume.name.rsplit("-", 1)[1]) if resume else 0
-        clock = SessionClock(state, partial / STATE_FILE, resumed_from)
-        # a killed session logged steps past its last checkpoint: log each step once
-        logged = last_logged_step(keys.TRAIN_LOSS) if resume else 0
+        clock = SessionClock(state, partial / STATE_FILE, resumed_from, started)
+        # a killed session (with or without a checkpoint) logged steps this one redoes: log
+        # each step once
+        logged = last_logged_step(keys.TRAIN_LOSS) if reopened else 0
         trainer, tracker = build_trainer(cfg, model, tokenizer, data, partial / CHECKPOINTS, device, dtype,
                                          [clock, *callbacks], skip_steps_through=logged)
         if resume:
@@ -188,11 +191,12 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
             "resumed_from_step": resumed_from,
             # over every step of the adapter, across sessions (the Trainer's own figure
             # covers only the steps of the last session)
-            "train_loss": mean_loss(trainer.state.log_history),
+            "train_loss": loss_over_all_steps(trainer.state.log_history, resumed_from, out.training_loss,
+                                              trainer.state.global_step),
             "train_loss_last": tracker.last_loss,
             "eval_loss": eval_loss,
             "train_seconds": round(train_seconds, 2),  # the steps kept, across sessions
-            "wall_seconds": round(clock.wall_seconds_before + time.perf_counter() - started, 2),
+            "wall_seconds": round(clock.wall_seconds(), 2),
             "wall_seconds_this_session": round(time.perf_counter() - started, 2),
             "train_seconds_this_session": round(session_train, 2),
             "tokens": tokens,

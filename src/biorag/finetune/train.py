@@ -257,6 +257,18 @@ class _Tracker(TrainerCallback):
         return [[h["step"], round(h["loss"], 5)] for h in log_history if "loss" in h and "step" in h]
 
 
+def loss_over_all_steps(log_history: list[dict[str, Any]], resumed_from: int, session_loss: float,
+                        total_steps: int) -> float:
+    """The training loss over every step of the adapter. The Trainer's own figure
+    (`session_loss`) is the exact mean over this session's steps; the steps before a resume
+    are taken from the restored log history (exact when logging_steps divides save_steps, as
+    the defaults 1 and 50 do)."""
+    before = mean_loss([h for h in log_history if h.get("step", 0) <= resumed_from]) if resumed_from else None
+    if before is None:
+        return session_loss
+    return (before * resumed_from + session_loss * (total_steps - resumed_from)) / max(total_steps, 1)
+
+
 def mean_loss(log_history: list[dict[str, Any]]) -> float | None:
     """The training loss over every step, from the Trainer's log history (restored from the
     checkpoint on resume): each logged loss is the mean since the previous log, so it is
@@ -275,7 +287,7 @@ class SessionClock(TrainerCallback):
     each checkpoint (so a resumed run counts the steps it kept) and the wall seconds of every
     session, killed ones included."""
 
-    def __init__(self, state: dict[str, Any], state_path: Path, resumed_from: int) -> None:
+    def __init__(self, state: dict[str, Any], state_path: Path, resumed_from: int, session_start: float) -> None:
         from biorag.atomic import write_json
 
         self._write = lambda: write_json(state_path, state)
@@ -283,14 +295,18 @@ class SessionClock(TrainerCallback):
         at = {int(k): v for k, v in state.get("train_seconds_at", {}).items() if int(k) <= resumed_from}
         self.train_seconds_before = float(at[max(at)]) if at else 0.0
         self.wall_seconds_before = float(state.get("wall_seconds", 0.0))
-        self._t0 = time.perf_counter()
-        self._train_t0 = self._t0
+        self._t0 = session_start  # this session's start (before data and model loading)
+        self._train_t0 = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_t0 = time.perf_counter()
 
+    def wall_seconds(self) -> float:
+        """Wall seconds of every session so far, this one included."""
+        return self.wall_seconds_before + time.perf_counter() - self._t0
+
     def on_step_end(self, args, state, control, **kwargs):
-        self.state["wall_seconds"] = self.wall_seconds_before + time.perf_counter() - self._t0
+        self.state["wall_seconds"] = self.wall_seconds()
         self._write()
 
     def on_save(self, args, state, control, **kwargs):

@@ -195,7 +195,7 @@ def report_dir(study: Study, out: str | Path | None = None) -> Path:
     """`reports/<experiment>-<parent run id prefix>/` under the working directory, or `out`."""
     if out is not None:
         return Path(out)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study.experiment)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", study.experiment).lstrip(".") or "study"
     return Path("reports") / f"{safe}-{study.parent_run_id[:8]}"
 
 

@@ -51,7 +51,12 @@ class StoreReader:
 
         # MLflow draws a progress bar per downloaded file; a report downloads a few per cell
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        self.uri = check_store(uri or tracking_uri())
+        uri = uri or tracking_uri()
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise BioragError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: run an experiment "
+                              "first (biorag experiment run study=embedded), or point "
+                              "MLFLOW_TRACKING_URI at your store")
+        self.uri = check_store(uri)
         mlflow.set_tracking_uri(self.uri)
         self._client = MlflowClient(self.uri)
         self._tmp = tempfile.TemporaryDirectory(prefix="biorag-read-")

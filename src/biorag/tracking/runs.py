@@ -75,6 +75,15 @@ def store_lock(uri: str) -> AbstractContextManager[Any]:
     return FileLock(str(db.with_name(f".{db.name}.lock")))
 
 
+def invocation_lock_folder(uri: str, fallback: Path) -> Path:
+    """Where the locks of experiment invocations live: beside a SQLite store (so runs that
+    share a store share their locks, whatever their cache folders), else under `fallback`."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return db.with_name(f".{db.name}.invocations")
+    return fallback / "invocations"
+
+
 def _set_experiment(name: str, uri: str) -> Any:
     import mlflow
 
