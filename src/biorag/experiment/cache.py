@@ -41,11 +41,11 @@ class PredictionCache:
             return done
         with self.path.open("rb") as f:
             for line in f:
-                try:
-                    rec = json.loads(line)
-                    done[rec["id"]] = rec
-                except (ValueError, KeyError, TypeError):  # a line a kill cut short: redo it
+                rec = _record(line)
+                if rec is None:  # a line a kill cut short: redo that example
                     log.info("%s: skipping a torn line (%d bytes)", self.path, len(line))
+                    continue
+                done[rec["id"]] = rec
         return done
 
     def _repair_tail(self) -> None:
@@ -60,7 +60,7 @@ class PredictionCache:
                     f.seek(0)
                     data = f.read()
                     keep = data.rfind(b"\n") + 1
-                    if _is_record(data[keep:]):  # whole, only its newline lost: keep it
+                    if _record(data[keep:]) is not None:  # whole, only its newline lost: keep it
                         f.write(b"\n")
                     else:
                         log.warning("%s: truncating a torn last line (%d bytes) left by a kill",
@@ -79,11 +79,13 @@ class PredictionCache:
             os.fsync(f.fileno())
 
 
-def _is_record(line: bytes) -> bool:
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A cache line as its record, or None for a line that is not a whole record."""
     try:
-        return isinstance(json.loads(line), dict) and "id" in json.loads(line)
+        rec = json.loads(line)
     except ValueError:
-        return False
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec else None
 
 
 def cache_root(cfg: RunConfig) -> Path:
