@@ -119,11 +119,15 @@ def option_path(group: str, name_or_path: str | os.PathLike) -> Path:
 def load_option(group: str, name_or_path: str | os.PathLike, schema: type[T]) -> T:
     """A config option by name or path, validated against its schema."""
     path = option_path(group, name_or_path)
+    return to_typed(read_yaml(path), schema, where=str(path))
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A config file as OmegaConf reads it; a YAML syntax error names the file."""
     try:
-        raw = OmegaConf.load(path)
-    except Exception as e:  # a YAML syntax error: say which file
+        return OmegaConf.load(path)
+    except Exception as e:
         raise ConfigError(f"{path}: {e}") from None
-    return to_typed(raw, schema, where=str(path))
 
 
 def config_dir() -> Path:

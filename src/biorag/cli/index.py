@@ -79,6 +79,7 @@ def info(
 ) -> None:
     """Show what an index holds and how it was built (its manifest)."""
     from biorag.cli.console import console
+    from biorag.indexing.index import SEARCH_SETTINGS
     from biorag.indexing.manifest import IndexManifest, resolve_index_path
 
     path = resolve_index_path(name)
@@ -90,7 +91,7 @@ def info(
     t.add_column("field", style="bold")
     t.add_column("value")
     e, ix, c = m.embedder, m.index, m.counts
-    search = ", ".join(f"{k}={ix.params[k]}" for k in ("nprobe", "ef_search", "k_factor") if k in ix.params)
+    search = ", ".join(f"{k}={ix.params[k]}" for k in SEARCH_SETTINGS if k in ix.params)
     rows = [
         ("path", str(path)),
         ("fingerprint", m.fingerprint),

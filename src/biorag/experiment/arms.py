@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from biorag.atomic import check_name
 from biorag.errors import ConfigError
+from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.models.config import ModelConfig
 from biorag.tasks.config import TaskConfig
 
@@ -43,7 +44,7 @@ class RetrieverConfig:
             raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
         if self.k < 1:
             raise ConfigError(f"retriever.k must be at least 1, not {self.k}")
-        for key in ("nprobe", "ef_search", "k_factor"):
+        for key in SEARCH_SETTINGS:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"retriever.{key} must be at least 1 (or null: as built), not {value}")

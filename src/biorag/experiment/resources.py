@@ -43,7 +43,7 @@ def ensure_index(cfg: RunConfig) -> Retriever | None:
     r = cfg.arm.retriever
     if r is None:
         return None
-    from biorag.indexing.index import SearchSettings
+    from biorag.indexing.index import SEARCH_SETTINGS, SearchSettings
     from biorag.indexing.manifest import index_root, is_index
     from biorag.retrieval import open_retriever
 
@@ -70,7 +70,7 @@ def ensure_index(cfg: RunConfig) -> Retriever | None:
         if cfg.index_root:
             overrides.append(f"root={cfg.index_root}")
         build_index(load_build_config(overrides))
-    search = SearchSettings(nprobe=r.nprobe, ef_search=r.ef_search, k_factor=r.k_factor)
+    search = SearchSettings(**{k: getattr(r, k) for k in SEARCH_SETTINGS})
     return open_retriever(path, r.mode, rrf_k=r.rrf_k, search=search)
 
 

@@ -36,7 +36,15 @@ from biorag.hardware import release_freed_memory
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
-from biorag.indexing.index import IndexConfig, library_versions, new_index, to_cpu, to_gpu, want_gpu
+from biorag.indexing.index import (
+    SEARCH_SETTINGS,
+    IndexConfig,
+    library_versions,
+    new_index,
+    to_cpu,
+    to_gpu,
+    want_gpu,
+)
 from biorag.indexing.manifest import (
     BM25_DIR,
     CHUNKS_FILE,
@@ -56,7 +64,6 @@ log = logging.getLogger(__name__)
 STATE_FILE = "build-state.json"
 SHARDS_DIR = "shards"
 # search-time settings: changing them does not change what is built
-SEARCH_SETTINGS = ("ef_search", "nprobe", "k_factor")
 _SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description")
 
 

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +79,16 @@ class SearchSettings:
     k_factor: int | None = None  # ivfpq with refine: shortlist k_factor * k candidates
 
     def __post_init__(self) -> None:
-        for key in ("nprobe", "ef_search", "k_factor"):
-            value = getattr(self, key)
+        for key, value in asdict(self).items():
             if value is not None and value < 1:
                 raise BioragError(f"{key} must be at least 1, not {value}")
 
     def given(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# the names of the search-time settings (IndexConfig and arm.retriever fields of those names)
+SEARCH_SETTINGS = tuple(f.name for f in fields(SearchSettings))
 
 
 def gpu_count() -> int:

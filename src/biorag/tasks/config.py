@@ -144,13 +144,10 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
 
     `load_task_config("medqa", ["task.path=my/medqa.jsonl", "n=50"])`
     """
-    from biorag.config import to_typed
+    from biorag.config import read_yaml, to_typed
 
     path = task_config_path(name)
-    try:
-        base = OmegaConf.load(path)
-    except Exception as e:  # a YAML syntax error: say which file
-        raise ConfigError(f"{path}: {e}") from None
+    base = read_yaml(path)
     if base.get("name") is None:
         base.name = path.stem
     elif base.name != path.stem and path.parent.name == "task":
