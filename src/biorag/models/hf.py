@@ -31,6 +31,7 @@ from biorag.models.text import (
     TokenEncoder,
     common_prefix,
     cut_at_stop,
+    fit_request,
     render_messages,
     wants_template,
 )
@@ -120,13 +121,8 @@ class HFGenerator:
             if not cont:
                 results[i] = LoglikelihoodResult(0.0, 0, len(continuation), True)
                 continue
-            if len(cont) > self.max_length:
-                raise BioragError(
-                    f"{self.name}: a continuation of {len(cont)} tokens is longer than "
-                    f"max_length {self.max_length}"
-                )
-            # keep the end: the continuation and the context nearest to it
-            full = (ctx + cont)[-(self.max_length + 1) :]
+            # the model reads all but the last token: max_length + 1 tokens are scored
+            full = fit_request(ctx, cont, self.max_length + 1, self.name)
             by_context[tuple(full[: len(full) - len(cont)])].append((i, cont, len(continuation)))
 
         # A context scored against several multi-token continuations (option texts) runs

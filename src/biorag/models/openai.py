@@ -1,15 +1,23 @@
 """Any OpenAI-compatible endpoint (vLLM, TGI, llama.cpp server, OpenAI) over plain HTTP.
 
 Log-likelihood uses `/completions` with `echo=true, logprobs=1, max_tokens=1` (lm-eval's
-`local-completions` recipe): the server returns the prompt's own token log-probabilities,
-and the tokens overlapping the continuation's characters are summed. Servers that do not
-echo prompt log-probabilities (OpenAI's chat models) cannot score options; the error says so.
+`local-completions` recipe): the server returns the prompt's own token log-probabilities.
+With `options.tokenizer` (a hub id or folder holding the served model's tokenizer) the prompt
+goes as token ids, made as the hf and vllm backends make them, and the continuation's tokens
+are the prompt's last ones, so the scores equal the vllm backend's on the same engine.
+Without it the prompt goes as text and the tokens overlapping the continuation's characters
+are summed. Which servers echo prompt log-probabilities: vLLM's `vllm serve` (tested against
+a real one, text and token-id prompts); OpenAI's current chat models do not (the error says
+so: score such a task by generation). Other servers are untested here.
 
 Generation is greedy (`temperature=0`, `seed=0`) through `/completions` (default: the
-prompt is sent as rendered) or `/chat/completions` (`options.api: chat`: the rendered
-prompt is sent as one user message). Without `options.tokenizer` (a hub id or folder for a
-local tokenizer) there is no chat template and `count_tokens` is an estimate (4 characters
-a token).
+prompt is sent as rendered) or `/chat/completions` (`options.api: chat`). With `api: chat` a
+prompt made by `render_chat` is sent as its messages, and the server applies the model's chat
+template itself (with the same template, the same prompt, so the same greedy answer); any
+other prompt is sent as one user message. Without `options.tokenizer` there is no local chat
+template and `count_tokens` is an estimate (4 characters a token). A vLLM server should run
+with `--generation-config vllm`, so the checkpoint's sampling defaults (a repetition penalty)
+cannot change what greedy means.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +35,7 @@ from biorag.errors import BioragError, ConfigError
 from biorag.models.base import LoglikelihoodResult
 from biorag.models.config import ModelConfig
 from biorag.models.text import (
+    TokenEncoder,
     cut_at_stop,
     move_spaces,
     render_messages,
@@ -62,6 +72,9 @@ class OpenAIGenerator:
         self.base_url = base_url.rstrip("/")
         self.tokenizer, self.max_retries = tokenizer, max_retries
         self.use_chat_template = tokenizer is not None and wants_template(tokenizer, chat, name)
+        self._encoder = TokenEncoder(tokenizer) if tokenizer is not None else None
+        # rendered prompt -> the messages it came from, for /chat/completions
+        self._messages: dict[str, list[dict[str, str]]] = {}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self.info = {
@@ -88,15 +101,16 @@ class OpenAIGenerator:
                 revision=cfg.revision,
                 trust_remote_code=cfg.trust_remote_code,
             )
-        # vLLM serves a LoRA adapter under its own model name (`--lora-modules name=path`)
-        model = adapter or cfg.id
+        # vLLM serves a LoRA adapter under its own model name: `--lora-modules NAME=PATH`, NAME
+        # being the adapter's folder name (the arm's `adapter`)
+        model = Path(adapter).name if adapter else cfg.id
         if not model:
             raise ConfigError(f"model '{cfg.name}': set `id` to the model name the server knows")
         return cls(
             model=model,
             base_url=base_url,
             api_key=os.environ.get(cfg.api_key_env),
-            name=cfg.name if adapter is None else f"{cfg.name}+{adapter}",
+            name=cfg.name if adapter is None else f"{cfg.name}+{Path(adapter).name}",
             batch_size=cfg.batch_size,
             api=str(cfg.options.get("api", "completions")),
             tokenizer=tokenizer,
@@ -111,10 +125,15 @@ class OpenAIGenerator:
         results: list[LoglikelihoodResult] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
-            pairs = [move_spaces(c, x) for c, x in batch]
+            if self._encoder is not None:
+                pairs = [self._encoder.encode_pair(c, x) for c, x in batch]
+                prompts: list[Any] = [ctx + cont for ctx, cont in pairs]
+            else:
+                texts = [move_spaces(c, x) for c, x in batch]
+                prompts = [c + x for c, x in texts]
             body = {
                 "model": self.model,
-                "prompt": [c + x for c, x in pairs],
+                "prompt": prompts,
                 "max_tokens": 1,
                 "temperature": 0,
                 "echo": True,
@@ -122,23 +141,44 @@ class OpenAIGenerator:
                 "seed": 0,
             }
             choices = _by_index(self._post("/completions", body), len(batch))
-            for (context, continuation), (_, original), choice in zip(
-                pairs, batch, choices, strict=True
-            ):
-                results.append(self._score(choice, context, continuation, len(original)))
+            for j, ((_, original), choice) in enumerate(zip(batch, choices, strict=True)):
+                if self._encoder is not None:
+                    ctx, cont = pairs[j]
+                    results.append(self._score_tokens(choice, len(ctx), len(cont), len(original)))
+                else:
+                    context, continuation = texts[j]
+                    results.append(self._score(choice, context, continuation, len(original)))
         return results
 
-    def _score(
-        self, choice: dict, context: str, continuation: str, n_chars: int
-    ) -> LoglikelihoodResult:
+    def _logprobs(self, choice: dict) -> dict:
         lp = choice.get("logprobs") or {}
-        tokens, logprobs = lp.get("tokens"), lp.get("token_logprobs")
-        offsets, top = lp.get("text_offset"), lp.get("top_logprobs") or []
-        if not tokens or logprobs is None or offsets is None:
+        if not lp.get("tokens") or lp.get("token_logprobs") is None or lp.get("text_offset") is None:
             raise BioragError(
                 f"{self.name}: the server at {self.base_url} returned no prompt log-probabilities "
                 "(echo=true, logprobs); score this task by generation instead"
             )
+        return lp
+
+    def _score_tokens(self, choice: dict, n_ctx: int, n_cont: int, n_chars: int) -> LoglikelihoodResult:
+        """Token-id prompts: the continuation is prompt positions [n_ctx, n_ctx + n_cont)."""
+        lp = self._logprobs(choice)
+        tokens, logprobs, top = lp["tokens"], lp["token_logprobs"], lp.get("top_logprobs") or []
+        if len(tokens) < n_ctx + n_cont:
+            raise BioragError(f"{self.name}: the server echoed {len(tokens)} tokens of a "
+                              f"{n_ctx + n_cont}-token prompt")
+        total, greedy = 0.0, True
+        for j in range(n_ctx, n_ctx + n_cont):
+            total += logprobs[j]
+            alternatives = top[j] if j < len(top) and top[j] else None
+            greedy = greedy and bool(alternatives) and max(alternatives, key=alternatives.get) == tokens[j]
+        return LoglikelihoodResult(total, n_cont, n_chars, greedy and n_cont > 0)
+
+    def _score(
+        self, choice: dict, context: str, continuation: str, n_chars: int
+    ) -> LoglikelihoodResult:
+        lp = self._logprobs(choice)
+        tokens, logprobs = lp["tokens"], lp["token_logprobs"]
+        offsets, top = lp["text_offset"], lp.get("top_logprobs") or []
         begin, end = len(context), len(context) + len(continuation)
         total, n_tokens, greedy = 0.0, 0, True
         for j, token in enumerate(tokens):
@@ -174,7 +214,8 @@ class OpenAIGenerator:
         outputs: list[str] = []
         if self.api == "chat":
             for prompt in prompts:
-                body = {**common, "messages": [{"role": "user", "content": prompt}]}
+                messages = self._messages.get(prompt) or [{"role": "user", "content": prompt}]
+                body = {**common, "messages": messages}
                 choice = _by_index(self._post("/chat/completions", body), 1)[0]
                 outputs.append((choice.get("message") or {}).get("content") or "")
         else:
@@ -189,11 +230,16 @@ class OpenAIGenerator:
     def render_chat(
         self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
     ) -> str:
-        return render_messages(self.tokenizer, self.use_chat_template, messages, add_generation_prompt)
+        text = render_messages(self.tokenizer, self.use_chat_template, messages, add_generation_prompt)
+        if self.api == "chat" and add_generation_prompt:
+            if len(self._messages) > 100_000:  # a long run: keep memory bounded
+                self._messages.clear()
+            self._messages[text] = messages
+        return text
 
     def count_tokens(self, text: str) -> int:
-        if self.tokenizer is not None:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._encoder is not None:
+            return self._encoder.count(text)
         return math.ceil(len(text) / 4)
 
     # -- HTTP ------------------------------------------------------------------------------

@@ -101,6 +101,17 @@ class TokenEncoder:
         return ctx, cont
 
 
+def fit_request(ctx: list[int], cont: list[int], keep: int, name: str) -> list[int]:
+    """The last `keep` tokens of context + continuation: the continuation whole and the
+    context nearest to it. A continuation that does not fit with one context token is an error."""
+    if len(cont) >= keep:
+        raise BioragError(
+            f"{name}: a continuation of {len(cont)} tokens does not fit the model's "
+            f"{keep - 1}-token window after its context"
+        )
+    return (ctx + cont)[-keep:]
+
+
 def move_spaces(context: str, continuation: str) -> tuple[str, str]:
     """Trailing spaces of the context go to the continuation ("Answer: " + "B" scores as
     "Answer:" + " B"), as tokenizers attach a space to the word after it."""
