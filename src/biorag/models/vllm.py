@@ -99,7 +99,7 @@ class VLLMGenerator:
         self.max_length = max_length or llm.llm_engine.model_config.max_model_len
         self.adapter = adapter
         self.lora = _lora_request(llm, adapter) if adapter else None
-        self.info = {"backend": "vllm", "vllm": _vllm_version(), "temperature": "0",
+        self.info = {"backend": "vllm", **_versions(), "temperature": "0",
                      **(info or {}), "adapter": adapter or ""}
 
     @classmethod
@@ -124,7 +124,8 @@ class VLLMGenerator:
 
     def with_adapter(self, adapter: str | None) -> VLLMGenerator | None:
         """This engine with another adapter (or none), if the engine can serve it without a
-        restart: LoRA enabled and the adapter's rank within its `max_lora_rank`."""
+        restart: LoRA enabled, the adapter's rank within `max_lora_rank` and its layers among
+        `lora_target_modules`; None otherwise."""
         if adapter == self.adapter:
             return self
         lora = self.llm.llm_engine.vllm_config.lora_config
@@ -373,3 +374,10 @@ def _vllm_version() -> str:
     import vllm
 
     return vllm.__version__
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {"vllm": _vllm_version(), "transformers": transformers.__version__, "torch": torch.__version__}
