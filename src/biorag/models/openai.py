@@ -6,9 +6,9 @@ With `options.tokenizer` (a hub id or folder holding the served model's tokenize
 goes as token ids, made as the hf and vllm backends make them, and the continuation's tokens
 are the prompt's last ones, so the scores equal the vllm backend's on the same engine.
 Without it the prompt goes as text and the tokens overlapping the continuation's characters
-are summed. Which servers echo prompt log-probabilities: vLLM's `vllm serve` (tested against
-a real one, text and token-id prompts); OpenAI's current chat models do not (the error says
-so: score such a task by generation). Other servers are untested here.
+are summed. Which servers echo prompt log-probabilities: vLLM's `vllm serve` (token-id prompts
+tested against a real one; text prompts against a stand-in server only); OpenAI's current chat
+models do not (the error says so: score such a task by generation). Other servers are untested.
 
 Generation is greedy (`temperature=0`, `seed=0`) through `/completions` (default: the
 prompt is sent as rendered) or `/chat/completions` (`options.api: chat`). With `api: chat` a
