@@ -46,9 +46,15 @@ def stop_session(proc: subprocess.Popen, *, grace_s: float = 30.0) -> None:
     deadline = time.monotonic() + grace_s
     while session_processes(sid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    for p in session_processes(sid):
+    left = session_processes(sid)
+    for p in left:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    # a SIGKILL takes effect asynchronously (and slowly on a loaded machine): wait until the
+    # killed are gone or zombies
+    deadline = time.monotonic() + 10
+    while session_processes(sid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
 
