@@ -63,6 +63,10 @@ class Example:
     options: tuple[str, ...] = ()  # option texts of a multiple-choice item, in order A, B, ...
     documents: tuple[str, ...] = ()  # documents given with the item (PubMedQA, long-document QA)
     query: str = ""  # what retrieval searches with; empty means `input`
+    # ids of the corpus documents that answer it (retrieval metrics; none: no metrics) and of
+    # the documents it was made from (what `retriever.exclude=gold_source` leaves out)
+    evidence: tuple[str, ...] = ()
+    source_docs: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # "file.jsonl:12", for error messages
 

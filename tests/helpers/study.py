@@ -59,7 +59,7 @@ def build_definition_index(root: Path, task: str = "hpo-term-mcq", share: float 
     with corpus.open("w") as f:
         for e in examples[: int(len(examples) * share)]:
             term = e.options["ABCDEFGHIJ".index(e.gold)]
-            f.write(json.dumps({"id": e.id, "title": term, "text": f"{term}: {e.input}"}) + "\n")
+            f.write(json.dumps({"id": e.evidence[0], "title": term, "text": f"{term}: {e.input}"}) + "\n")
     built = build_index(load_build_config(
         ["corpus=sample", f"corpus.path={corpus}", "name=defs", f"root={root}"]))
     return built.path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import urllib.request
 from pathlib import Path
@@ -31,7 +32,7 @@ def task_index(tmp_path_factory) -> Path:
     with corpus.open("w") as f:
         for e in examples:
             term = e.options["ABCDEFGHIJ".index(e.gold)]
-            f.write(json.dumps({"id": e.id, "title": term, "text": f"{term}: {e.input}"}) + "\n")
+            f.write(json.dumps({"id": e.evidence[0], "title": term, "text": f"{term}: {e.input}"}) + "\n")
     built = build_index(load_build_config(["corpus=sample", f"corpus.path={corpus}", "name=defs", f"root={root}"]))
     return built.path
 
@@ -236,3 +237,61 @@ def test_mlflow_server_serves_the_runs_over_rest(task_index, tmp_path) -> None:
         assert "base/fake/hpo-term-mcq" in names and "rag/fake/hpo-term-mcq" in names
         assert server.runs_url() == f"{base}/#/experiments/{exp['experiment_id']}/runs"
     assert server.process.poll() is not None, "the server stops with the context"
+
+
+def _artifact(run_id: str, name: str) -> str:
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)).read_text()
+
+
+def test_rag_cells_log_retrieval_measures_trec_files_and_reuse_retrieval(task_index, tmp_path) -> None:
+    """Every item's own definition is in the index: the retriever finds it first. The second
+    cell (another scoring, so other predictions) of the same retriever searches nothing."""
+    run_experiment(_overrides(task_index, tmp_path))
+    _, children = _runs("t")
+    base, rag = sorted(children, key=lambda r: r.data.tags["arm"])
+    m = rag.data.metrics
+    for key in ("retrieval_recall_at_1", "retrieval_recall_at_5", "retrieval_ndcg_at_10",
+                "retrieval_mrr_at_10", "retrieval_evidence_in_prompt", "leak_source_in_index"):
+        assert m[f"hpo-term-mcq/{key}"] == 1.0, key
+        assert math.isnan(base.data.metrics[f"hpo-term-mcq/{key}"]), key  # same names, NaN closed-book
+    run = _artifact(rag.info.run_id, "run.trec").splitlines()
+    qrels = _artifact(rag.info.run_id, "qrels.trec").splitlines()
+    assert len(qrels) == N and all(len(x.split()) == 4 for x in qrels)
+    first = {x.split()[0]: x.split()[2] for x in run if x.split()[3] == "1"}
+    gold = {x.split()[0]: x.split()[2] for x in qrels}
+    assert first == gold  # rank 1 is the gold document for every item
+    assert rag.data.tags["retrieval_cache"] == f"0 reused, {N} searched"
+    rows = [json.loads(x) for x in _artifact(rag.info.run_id, "predictions.jsonl").splitlines()]
+    assert all(r["scores"]["retrieval_evidence_in_prompt"] == 1.0 for r in rows)
+
+    again = run_experiment(["arm=rag", "model=fake", "task=hpo-term-mcq", f"task.n={N}", "task.scoring=both",
+                            f"arm.retriever.index={task_index}", f"cache_dir={tmp_path / 'cache'}", "experiment=t2"])
+    second = MlflowClient().get_run(again.cells[0].run_id)
+    assert second.data.tags["retrieval_cache"] == f"{N} reused, 0 searched"
+    assert second.data.metrics["hpo-term-mcq/retrieval_recall_at_1"] == 1.0
+
+
+def test_evidence_cut_by_the_token_budget_is_not_in_the_prompt(task_index, tmp_path) -> None:
+    """With room for no passage, the gold document is retrieved (recall 1) but not in the prompt."""
+    result = run_experiment(["arm=rag", "model=fake", *TASK, f"arm.retriever.index={task_index}",
+                             "task.context_tokens=1", f"cache_dir={tmp_path / 'c'}", "experiment=cut"])
+    m = result.cells[0].metrics
+    assert m["hpo-term-mcq/retrieval_recall_at_1"] == 1.0
+    assert m["hpo-term-mcq/retrieval_evidence_in_prompt"] == 0.0
+
+
+def test_rag_noleak_never_retrieves_an_items_own_source(task_index, tmp_path) -> None:
+    result = run_experiment(["arm=rag,rag-noleak", "model=fake", *TASK, f"arm.retriever.index={task_index}",
+                             f"cache_dir={tmp_path / 'c'}", "experiment=noleak"])
+    rag, noleak = result.cells
+    examples = {e.id: e for e in load_examples(load_task_config("hpo-term-mcq", [f"n={N}"]))}
+    rows = [json.loads(x) for x in _artifact(noleak.run_id, "predictions.jsonl").splitlines()]
+    index_docs = {row["retrieved"][0].split("#")[0] for row in rows}
+    assert len(index_docs) > 1
+    for row in rows:
+        own = set(examples[row["example_id"]].source_docs)
+        assert own and not own & {cid.split("#")[0] for cid in row["retrieved"]}
+        assert len(row["retrieved"]) == 5  # k filled from the rest
+    assert noleak.metrics["hpo-term-mcq/retrieval_evidence_in_prompt"] == 0.0
+    assert noleak.metrics["hpo-term-mcq/leak_source_in_index"] == 1.0
+    assert rag.metrics["hpo-term-mcq/accuracy_ll"] > noleak.metrics["hpo-term-mcq/accuracy_ll"]

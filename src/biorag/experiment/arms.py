@@ -15,6 +15,7 @@ from biorag.atomic import check_name
 from biorag.errors import ConfigError
 from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.models.config import ModelConfig
+from biorag.retrieval.evidence import EXCLUDE_MODES
 from biorag.tasks.config import TaskConfig
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
@@ -33,6 +34,9 @@ class RetrieverConfig:
     k: int = 5  # passages retrieved per example
     rrf_k: int = 60  # reciprocal rank fusion constant (hybrid)
     query: str = "query"  # which Example field is the search query: query (default: input) | input
+    # gold_source: leave out of each item's hits the documents it was made from (PubMedQA's
+    # own abstract, an embedded item's own term or code) and fill k from the rest
+    exclude: str = "none"
     # search-time settings (null: as the index was built): IVF lists visited, HNSW breadth,
     # IVF-PQ refine shortlist factor
     nprobe: int | None = None
@@ -42,6 +46,8 @@ class RetrieverConfig:
     def __post_init__(self) -> None:
         if self.mode not in RETRIEVAL_MODES:
             raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
+        if self.exclude not in EXCLUDE_MODES:
+            raise ConfigError(f"retriever.exclude must be one of {', '.join(EXCLUDE_MODES)}, not {self.exclude!r}")
         if self.k < 1:
             raise ConfigError(f"retriever.k must be at least 1, not {self.k}")
         for key in SEARCH_SETTINGS:

@@ -23,8 +23,11 @@ from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.plan import cell_params, plan
 from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
+from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
+from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
+from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
 from biorag.retrieval.retrievers import Retriever
 from biorag.scoring.evaluate import TaskScores
 from biorag.tracking import keys
@@ -84,16 +87,18 @@ def predict(
     task = cfg.task
     use_ll = task.scoring in ("loglikelihood", "both") and task.type in ("mcq", "longdoc")
     use_gen = task.scoring in ("generate", "both") or not use_ll
-    k = cfg.arm.retriever.k if cfg.arm.retriever else 0
+    spec = cfg.arm.retriever
+    k = spec.k if spec else 0
     with progress.bar(f"{cell_name(cfg.arm.name, cfg.model.name, task.name)}", total=len(examples),
                       completed=resumed) as bar:
         for batch in _batches(todo, cfg.batch_size):
             t0 = time.perf_counter()
-            hits: list[list[Hit]] = [[] for _ in batch]
-            if retriever is not None:
-                field_name = cfg.arm.retriever.query if cfg.arm.retriever else "query"
-                queries = [(getattr(e, field_name, "") or e.input) for e in batch]
-                hits = retriever.retrieve_batch(queries, k)
+            ranked: list[list[Hit]] = [[] for _ in batch]
+            if retriever is not None and spec is not None:
+                queries = [(getattr(e, spec.query, "") or e.input) for e in batch]
+                # deep enough for every retrieval measure; the prompt gets the top k
+                ranked = retrieve_ranked(retriever, batch, queries, max(k, DEPTH), spec.exclude)
+            hits = [h[:k] for h in ranked]
             t_retrieval = time.perf_counter() - t0
             prompts = [build_prompt(task, e, h, generator.count_tokens) for e, h in zip(batch, hits, strict=True)]
             texts = [generator.render_chat(p.messages) for p in prompts]
@@ -112,11 +117,15 @@ def predict(
                 outputs = generator.generate(texts, max_new_tokens=task.max_new_tokens, stop=task.stop or None)
             t_model = time.perf_counter() - t1
             records = []
-            for e, p, text, out, ll in zip(batch, prompts, texts, outputs, lls, strict=True):
+            for e, p, text, out, ll, hs in zip(batch, prompts, texts, outputs, lls, ranked, strict=True):
+                in_prompt = set(p.hit_ids)
                 records.append({
                     "id": e.id,
                     "prompt_hash": p.hash,
                     "retrieved": list(p.hit_ids),
+                    # documents in rank order (retrieval measures) and those in the prompt
+                    "ranked": [[h.chunk.id, h.chunk.doc_id, h.score] for h in hs],
+                    "prompt_docs": doc_ranking([h for h in hs if h.chunk.id in in_prompt]),
                     "output": out,
                     "ll": [[r.logprob, r.n_tokens, r.n_chars, r.is_greedy] for r in ll],
                     "tokens": generator.count_tokens(text) + (generator.count_tokens(out) if out else 0),
@@ -227,10 +236,13 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         generator = models.get(cfg.model, prep.adapter)
         cache = PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
         started = time.perf_counter()
+        retriever = CachedRetriever(prep.retriever, cache_root(cfg) / "retrieval") if prep.retriever else None
         with cache.lock():  # one writer per cell's predictions
-            records, resumed = predict(cfg, examples, generator, prep.retriever, cache)
+            records, resumed = predict(cfg, examples, generator, retriever, cache)
         wall = time.perf_counter() - started
         scores = score_records(cfg, examples, records)
+        if retriever is not None:
+            _add_retrieval(cfg, examples, records, scores, retriever)
         metrics = cell_metrics(cfg.task.name, scores, records)
         log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
         set_tags({keys.RESUMED_PREDICTIONS: resumed,
@@ -251,13 +263,30 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
                           run_id, resumed)
 
 
+def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]],
+                   scores: TaskScores, retriever: CachedRetriever) -> None:
+    """Retrieval measures into the cell's metrics and per-example scores; TREC files and
+    the retrieval cache's reuse onto the child run."""
+    found, files = cell_retrieval(examples, records, retriever, cfg.seed)
+    scores.metrics.update(found.metrics)
+    for p in scores.predictions:
+        p.scores.update({k: v[p.example_id] for k, v in found.per_example.items() if p.example_id in v})
+    for name, text in files.items():
+        log_text_artifact(text, name)
+    set_tags({keys.RETRIEVAL_CACHE: f"{retriever.reused} reused, {retriever.searched} searched",
+              keys.RETRIEVER_FINGERPRINT: retriever.fingerprint})
+
+
 def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Every metric with its interval, and the cost of the cell, as `<task>/<key>`."""
     out: dict[str, float] = {}
-    for key, m in scores.metrics.items():
-        out[keys.metric(task, key)] = m.value
-        out[keys.metric(task, key + keys.CI_LOW)] = m.lo
-        out[keys.metric(task, key + keys.CI_HIGH)] = m.hi
+    nan = float("nan")
+    found = {k: (m.value, m.lo, m.hi) for k, m in scores.metrics.items()}
+    # the same names in every arm: retrieval measures are NaN where nothing was retrieved
+    for key, (value, lo, hi) in {**dict.fromkeys(RETRIEVAL_KEYS, (nan, nan, nan)), **found}.items():
+        out[keys.metric(task, key)] = value
+        out[keys.metric(task, key + keys.CI_LOW)] = lo
+        out[keys.metric(task, key + keys.CI_HIGH)] = hi
     model_s = sum(r["model_s"] for r in records)
     retrieval_s = sum(r["retrieval_s"] for r in records)
     tokens = sum(r["tokens"] for r in records)

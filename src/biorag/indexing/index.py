@@ -249,6 +249,7 @@ class BioragIndex:
                 f"{self.path}: {self._chunks.num_rows} chunks but {self.faiss.ntotal} vectors; rebuild with --force"
             )
         self._columns = {name: self._chunks.column(name) for name in self._chunks.column_names}
+        self._rows: dict[str, int] | None = None
 
     @property
     def name(self) -> str:
@@ -276,6 +277,16 @@ class BioragIndex:
             end=c["end"][row].as_py(),
             ordinal=c["ordinal"][row].as_py(),
         )
+
+    def row_of(self, chunk_id: str) -> int:
+        """The row of a chunk id (KeyError when absent); the id map is built on first use."""
+        if self._rows is None:
+            self._rows = {cid: i for i, cid in enumerate(self._columns["id"].to_pylist())}
+        return self._rows[chunk_id]
+
+    def doc_ids(self) -> set[str]:
+        """Every document id with a chunk in the index."""
+        return set(self._columns["doc_id"].to_pylist())
 
     def chunk_texts(self) -> list[str]:
         return self._columns["text"].to_pylist()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.report.study import Cell, Study
+from biorag.retrieval.evidence import is_retrieval_metric
 from biorag.scoring.metrics import aggregate, headline_rank, metric_info
 from biorag.scoring.stats import PairedTest, holm, paired_test
 from biorag.tracking import keys
@@ -125,7 +126,7 @@ def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[
     """Paired deltas on every metric both cells logged with per-example scores."""
     out = []
     for metric in treatment.quality_metrics():
-        if metric not in reference.quality_metrics():
+        if metric not in reference.quality_metrics() or is_retrieval_metric(metric):
             continue
         r, t = reference.scores(metric), treatment.scores(metric)
         ids = [i for i in r if i in t]
@@ -166,7 +167,7 @@ def build_report(study: Study) -> Report:
     tasks = list(dict.fromkeys(c.task for c in cells))
     headline = {t: headline_metric(next(c for c in cells if c.task == t).metrics, t) for t in tasks}
     rows = [Row(c.arm, c.model, c.family, c.task, m, *c.value(m), len(c.predictions), c.run_id)
-            for c in cells for m in c.quality_metrics()]
+            for c in cells for m in c.quality_metrics() if not is_retrieval_metric(m)]
     by = {(c.arm, c.model, c.task): c for c in cells}
     deltas: list[Delta] = []
     for c in cells:

@@ -157,6 +157,8 @@ def generate_hpo_term_mcq(cfg: TaskConfig, problems: list[Problem] | None = None
                 input=term.definition,
                 gold=gold,
                 options=options,
+                evidence=(term_id,),  # the term's own document in the hpo corpus
+                source_docs=(term_id,),
                 metadata={
                     "hpo_id": term_id,
                     "parents": list(term.parents),
@@ -200,6 +202,14 @@ def icd10_codes() -> dict[str, ICDCode]:
             cm.is_leaf(code),
         )
     return out
+
+
+def icd10_document(code: str) -> str:
+    """The icd10cm corpus document that holds a code: its own, or (with the corpus's default
+    `seventh_character: fold`) its subcategory's for a 7th-character code."""
+    import simple_icd_10_cm as cm
+
+    return cm.get_parent(code) if cm.is_extended_subcategory(code) else code
 
 
 @functools.lru_cache(maxsize=1)
@@ -291,6 +301,8 @@ def generate_icd10_code_mcq(
                 input=phrase,
                 gold=gold,
                 options=options,
+                evidence=(icd10_document(c),),
+                source_docs=(icd10_document(c),),
                 metadata={
                     "code": c,
                     "block": code.block,
@@ -323,6 +335,8 @@ def generate_icd10_coding(cfg: TaskConfig, problems: list[Problem] | None = None
                 input=note,
                 gold=tuple(chosen),
                 query="; ".join(picked),
+                evidence=tuple(dict.fromkeys(icd10_document(c) for c in chosen)),
+                source_docs=tuple(dict.fromkeys(icd10_document(c) for c in chosen)),
                 metadata={"phrases": picked},
                 source="simple-icd-10-cm",
             )

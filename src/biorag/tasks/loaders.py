@@ -105,6 +105,7 @@ def _mcq(
     *,
     case: str = "",
     documents: tuple[str, ...] = (),
+    evidence: tuple[str, ...] = (),
     **meta: Any,
 ) -> Example:
     body = f"{case}\n\n{question}" if case else question
@@ -116,6 +117,8 @@ def _mcq(
         options=options,
         documents=documents,
         query=question if documents else "",  # the documents are long: search with the question
+        evidence=evidence,
+        source_docs=evidence,  # the loaders' gold evidence is the item's own source
         metadata={"question": question, "case": case, **meta},
         source=f"{source_label(cfg)}:{row}",
     )
@@ -263,14 +266,17 @@ def load_pubmedqa(cfg: TaskConfig, problems: list[Problem] | None = None) -> lis
         meta = (
             {"long_answer": text(rec, f["long_answer"], required=False)} if f["long_answer"] else {}
         )
+        ex_id = example_id(cfg, rec, f["id"], row)
         return _mcq(
             cfg,
-            example_id(cfg, rec, f["id"], row),
+            ex_id,
             question,
             options,
             LETTERS[options.index(decision)],
             row,
             documents=docs,
+            # the item's PMID: its abstract is the gold evidence (and a leak) in a PubMed corpus
+            evidence=(ex_id,) if not ex_id.startswith(f"{cfg.name}-") else (),
             **meta,
         )
 

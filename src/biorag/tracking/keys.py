@@ -23,6 +23,8 @@ GIT_SHA = "git_sha"
 INDEX_FINGERPRINT = "index_fingerprint"
 ADAPTER_FINGERPRINT = "adapter_fingerprint"
 RESUMED_PREDICTIONS = "resumed_predictions"  # predictions taken from an interrupted run's cache
+RETRIEVAL_CACHE = "retrieval_cache"  # a rag cell: queries reused from the retrieval cache / searched
+RETRIEVER_FINGERPRINT = "retriever_fingerprint"  # index + mode + settings + query embedder
 SKIPPED_METRICS = "skipped_metrics"  # metrics whose optional package is missing, and why
 VERSIONS = "versions."  # prefix: the model backend's library versions (`Generator.info`)
 # a fine-tune run
@@ -68,6 +70,8 @@ INDEX_MANIFEST_FILE = "index_manifest.json"
 ADAPTER_MANIFEST_FILE = "adapter_manifest.json"
 CONTAMINATION_FILE = "contamination.json"
 INVOCATION_FILE = "invocation.json"
+RETRIEVAL_RUN_FILE = "run.trec"  # a rag cell's ranked documents per example (TREC run)
+QRELS_FILE = "qrels.trec"  # its examples' gold evidence (TREC qrels)
 ADAPTER_DIR = "adapter"  # a fine-tune run's copy of the adapter folder
 REPORT_DIR = "report"  # `biorag report` logs its folder here on the parent run
 

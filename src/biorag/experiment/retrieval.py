@@ -1,0 +1,118 @@
+"""Retrieval done once per (retriever, query): the ranked lists of a retriever are cached
+by its fingerprint and the query, so `rag` and `lora_rag` of one study, and a rerun, share
+one retrieval, and a cell says how much of its retrieval it reused.
+
+The cache is a JSONL file per retriever under `<cache>/retrieval/` (a line per query and
+depth: chunk ids and scores), written as the prediction cache is: appended, a torn last
+line skipped. The TREC run files a cell logs are made from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from biorag.atomic import artifact_lock
+from biorag.experiment.cache import PredictionCache
+from biorag.indexing.index import SEARCH_SETTINGS
+from biorag.retrieval.evidence import (
+    RetrievalScores,
+    qrels_of,
+    score_retrieval,
+    source_in_index,
+    trec_qrels,
+    trec_run,
+)
+from biorag.retrieval.retrievers import Retriever
+from biorag.tracking import keys
+from biorag.types import Example, Hit
+
+log = logging.getLogger(__name__)
+
+
+def retriever_fingerprint(retriever: Retriever) -> str:
+    """What decides a retriever's ranked lists: the index, the mode and its settings, the
+    search-time settings, and the query embedder (its dtype too: bf16 queries rank slightly
+    differently)."""
+    parts: dict[str, Any] = {"index": retriever.index.fingerprint, "mode": retriever.mode,
+                             "search": {k: getattr(retriever.index.config, k, None) for k in SEARCH_SETTINGS}}
+    for name in ("rrf_k", "candidates"):
+        if hasattr(retriever, name):
+            parts[name] = getattr(retriever, name)
+    dense = getattr(retriever, "dense", retriever)
+    embedder = getattr(dense, "embedder", None)
+    if embedder is not None:
+        parts["embedder"] = embedder.identity()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CachedRetriever:
+    """A retriever whose ranked lists are kept on disk, keyed by query and depth."""
+
+    def __init__(self, retriever: Retriever, folder: Path) -> None:
+        self.inner = retriever
+        self.mode, self.index = retriever.mode, retriever.index
+        self.fingerprint = retriever_fingerprint(retriever)
+        self._store = PredictionCache(Path(folder) / f"{self.mode}-{self.fingerprint}.jsonl")
+        self._known: dict[str, dict[str, Any]] = {}
+        self.reused = 0  # queries answered from the cache since `reset`
+        self.searched = 0
+
+    def reset(self) -> None:
+        self.reused = self.searched = 0
+
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        keys = [_key(q, k) for q in queries]
+        if any(key not in self._known for key in keys):  # another cell may have added them
+            self._known.update(self._store.load())
+        missing = list(dict.fromkeys(q for q, key in zip(queries, keys, strict=True) if key not in self._known))
+        if missing:
+            found = self.inner.retrieve_batch(missing, k)
+            records = [{"id": _key(q, k), "hits": [[h.chunk.id, h.score] for h in hits]}
+                       for q, hits in zip(missing, found, strict=True)]
+            with artifact_lock(self._store.path, "retrieval cache"):
+                self._store.append(records)
+            self._known.update({r["id"]: r for r in records})
+        self.searched += len(missing)
+        self.reused += len(queries) - len(missing)
+        return [self._hits(self._known[key]) for key in keys]
+
+    def _hits(self, record: dict[str, Any]) -> list[Hit]:
+        return [Hit(self.index.chunk(self.index.row_of(cid)), float(score), rank)
+                for rank, (cid, score) in enumerate(record["hits"], 1)]
+
+
+def _key(query: str, k: int) -> str:
+    return f"{hashlib.sha256(query.encode()).hexdigest()[:24]}@{k}"
+
+
+def cell_retrieval(examples: Sequence[Example], records: Sequence[dict[str, Any]],
+                   retriever: CachedRetriever, seed: int) -> tuple[RetrievalScores, dict[str, str]]:
+    """A rag cell's retrieval measures (with evidence-in-prompt and the source-in-index
+    flag) and its TREC files {name: text}, from its prediction records."""
+    if any("ranked" not in r for r in records):  # predictions cached before biorag kept rankings
+        log.warning("some predictions were cached without their rankings: no retrieval measures "
+                    "for this cell (clear its prediction cache to measure them)")
+        return RetrievalScores(), {}
+    ranked = [[doc for _, doc, _ in r["ranked"]] for r in records]
+    ranked = [list(dict.fromkeys(docs)) for docs in ranked]
+    scores = score_retrieval(examples, ranked, [r["prompt_docs"] for r in records], seed=seed)
+    leak = source_in_index(examples, retriever.index.doc_ids(), seed=seed)
+    scores.metrics.update(leak.metrics)
+    scores.per_example.update(leak.per_example)
+    run = {}
+    for e, r in zip(examples, records, strict=True):
+        first: dict[str, float] = {}
+        for _, doc, score in r["ranked"]:
+            first.setdefault(doc, score)
+        run[e.id] = list(first.items())
+    files = {keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{retriever.mode}-{retriever.fingerprint}"),
+             keys.QRELS_FILE: trec_qrels(qrels_of(examples))}
+    return scores, files
