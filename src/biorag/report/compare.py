@@ -8,10 +8,11 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biorag.report.strata import Stratum, study_strata
 from biorag.report.study import Cell, Study
 from biorag.retrieval.evidence import is_retrieval_metric
 from biorag.scoring.metrics import aggregate, headline_rank, metric_info
@@ -120,6 +121,7 @@ class Report:
     deltas: list[Delta]
     costs: list[dict[str, Any]]
     problems: list[str]
+    strata: list[Stratum] = field(default_factory=list)  # rag arms split by what retrieval did
 
 
 def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[Delta]:
@@ -189,7 +191,8 @@ def build_report(study: Study) -> Report:
     problems = [p for c in cells for p in check(c)]
     for p in problems:
         log.warning("metric check: %s", p)
-    return Report(study, headline, rows, deltas, costs, problems)
+    return Report(study, headline, rows, deltas, costs, problems,
+                  study_strata(cells, study.baseline, headline))
 
 
 def report_dir(study: Study, out: str | Path | None = None) -> Path:

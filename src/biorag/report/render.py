@@ -16,6 +16,7 @@ from typing import Any
 
 from biorag.errors import BioragError
 from biorag.report.compare import Delta, Report
+from biorag.retrieval.evidence import CELL_KEYS, is_retrieval_metric
 
 BAR_PNG, DELTA_PNG = "bars.png", "deltas.png"
 
@@ -109,8 +110,41 @@ def cost_table(report: Report) -> Table:
     return t
 
 
+def retrieval_table(report: Report) -> Table | None:
+    """The retrieval measures of every cell that retrieved."""
+    cells = [c for c in report.study.cells if any(is_retrieval_metric(m) and not math.isnan(c.value(m)[0])
+                                                  for m in c.quality_metrics())]
+    if not cells:
+        return None
+    metrics = [m for m in CELL_KEYS if any(not math.isnan(c.value(m)[0]) for c in cells)]
+    t = Table("Retrieval against gold evidence, 95% bootstrap CI", ["arm", "model", "task", *metrics],
+              note="documents ranked by their first chunk; evidence_in_prompt: a gold document among the "
+                   "passages packed into the prompt; leak_source_in_index: the item's own source is in the index")
+    for c in cells:
+        t.rows.append([c.arm, c.model, c.task, *(fmt_ci(*c.value(m)) for m in metrics)])
+    return t
+
+
+def strata_table(report: Report) -> Table | None:
+    """A rag arm against its baseline within strata of what retrieval did."""
+    if not report.strata:
+        return None
+    t = Table("Why retrieval helped or not: the headline metric by stratum (same items, paired)",
+              ["task", "comparison", "stratum", "n", "metric", "rag arm [95% CI]", "baseline [95% CI]",
+               "delta [95% CI]", "test", "p"],
+              note="evidence not in prompt: retrieval failed for those items; evidence in prompt and "
+                   "still wrong: the model did not use it")
+    for s in report.strata:
+        t.rows.append([s.task, f"{s.treatment}/{s.model} vs {s.reference}/{s.model}", s.stratum, str(s.n),
+                       s.metric, fmt_ci(s.treatment_value, s.treatment_lo, s.treatment_hi),
+                       fmt_ci(s.reference_value, s.reference_lo, s.reference_hi),
+                       fmt_ci(s.delta, s.delta_lo, s.delta_hi, sign=True), s.test, fmt_p(s.p)])
+    return t
+
+
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
-    return [*quality_tables(report), *delta_tables(report, headline_only), cost_table(report)]
+    extra = [t for t in (retrieval_table(report), strata_table(report)) if t is not None]
+    return [*quality_tables(report), *delta_tables(report, headline_only), *extra, cost_table(report)]
 
 
 # -- plots ----------------------------------------------------------------------------------
@@ -282,6 +316,8 @@ def write_report(report: Report, folder: Path) -> dict[str, Path]:
     files["results_csv"] = _write_csv(folder / "results.csv", [asdict(r) for r in report.rows])
     files["deltas_csv"] = _write_csv(folder / "deltas.csv", [asdict(d) for d in report.deltas])
     files["costs_csv"] = _write_csv(folder / "costs.csv", report.costs)
+    if report.strata:
+        files["strata_csv"] = _write_csv(folder / "strata.csv", [asdict(x) for x in report.strata])
     images = [files[k].name for k in ("bars", "deltas_plot") if k in files]
     files["markdown"] = _write_text(folder / "report.md", markdown(report, images))
     files["html"] = _write_text(folder / "report.html",
