@@ -20,6 +20,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "hf": "biorag.corpora.hub:HFDatasetReader",
         "hpo": "biorag.corpora.ontology:HPOReader",
         "icd10cm": "biorag.corpora.ontology:ICD10CMReader",
+        "union": "biorag.corpora.union:UnionReader",
     },
     "retriever": {
         "dense": "biorag.retrieval.retrievers:DenseRetriever",
@@ -36,6 +37,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "summarisation": "biorag.tasks.loaders:load_summarisation",
         "coding": "biorag.tasks.loaders:load_coding",
         "longdoc": "biorag.tasks.loaders:load_longdoc",
+        "mirage": "biorag.tasks.mirage:load_mirage",
         "hpo-term-mcq": "biorag.tasks.embedded:generate_hpo_term_mcq",
         "icd10-code-mcq": "biorag.tasks.embedded:generate_icd10_code_mcq",
         "icd10-coding": "biorag.tasks.embedded:generate_icd10_coding",

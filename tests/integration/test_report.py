@@ -12,7 +12,12 @@ from typer.testing import CliRunner
 from biorag.errors import BioragError
 from biorag.report.compare import build_report, check, model_pairs, recompute
 from biorag.report.study import read_study, resolve_parent
-from biorag.retrieval.evidence import CELL_KEYS, EVIDENCE_IN_PROMPT, SOURCE_IN_INDEX, is_retrieval_metric
+from biorag.retrieval.evidence import (
+    CELL_KEYS,
+    EVIDENCE_IN_PROMPT,
+    SOURCE_IN_INDEX,
+    is_retrieval_metric,
+)
 from biorag.scoring.metrics import aggregate
 from biorag.scoring.stats import mcnemar
 

@@ -295,3 +295,30 @@ def test_rag_noleak_never_retrieves_an_items_own_source(task_index, tmp_path) ->
     assert noleak.metrics["hpo-term-mcq/retrieval_evidence_in_prompt"] == 0.0
     assert noleak.metrics["hpo-term-mcq/leak_source_in_index"] == 1.0
     assert rag.metrics["hpo-term-mcq/accuracy_ll"] > noleak.metrics["hpo-term-mcq/accuracy_ll"]
+
+
+def test_retrieval_eval_compares_modes_without_a_model(task_index, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+    from biorag.experiment.retrieval_eval import evaluate_retrieval
+
+    monkeypatch.setenv("BIORAG_CACHE_DIR", str(tmp_path / "cache"))
+    rows = evaluate_retrieval([f"index={task_index}", *TASK], ["dense", "bm25", "hybrid"], [1, 3])
+    assert [r.mode for r in rows] == ["dense", "bm25", "hybrid"]
+    for r in rows:
+        assert r.judged == r.queries == N and r.run_id
+        assert set(r.metrics) >= {"retrieval_recall_at_1", "retrieval_recall_at_3", "retrieval_ndcg_at_10",
+                                  "retrieval_evidence_in_prompt"}
+        assert r.metrics["retrieval_recall_at_3"].value == 1.0  # each item's definition is in the index
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("biorag-retrieval-eval").experiment_id])
+    assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 3
+    # the rag cell of the dense retriever reuses the eval's retrieval
+    cell = run_experiment(["arm=rag", "model=fake", *TASK, f"arm.retriever.index={task_index}", "experiment=after"])
+    assert MlflowClient().get_run(cell.cells[0].run_id).data.tags["retrieval_cache"] == f"{N} reused, 0 searched"
+    out = CliRunner().invoke(app, ["retrieval", "eval", f"index={task_index}", *TASK, "--mode", "bm25,dense",
+                                   "--k", "1,5", "--no-log"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    assert "R@5" in out.output and "nDCG@10" in out.output and "(cached)" in out.output
+    bad = CliRunner().invoke(app, ["retrieval", "eval", f"index={task_index}", *TASK, "--mode", "sparse"])
+    assert bad.exit_code != 0 and "dense, bm25, hybrid" in str(bad.exception)

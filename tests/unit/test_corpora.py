@@ -421,3 +421,43 @@ def test_icd10cm_folds_seventh_characters_into_their_subcategory(icd_codes):
     folded = {c for d in docs.values() for c in d.metadata["seventh_character_codes"]}
     assert folded == extended
     assert docs["J45.909"].text == icd_codes["J45.909"].text  # codes without them: unchanged
+
+
+# -- MedCorp (MedRAG's layout) ----------------------------------------------------------------
+def _medcorp(name: str, path: Path) -> CorpusConfig:
+    """A MedCorp config as shipped, read from a local JSONL file in the same layout."""
+    cfg = to_typed(OmegaConf.load(REPO / "experiments" / "corpus" / f"{name}.yaml"), CorpusConfig)
+    cfg.loader, cfg.path = "jsonl", str(path)
+    return cfg
+
+
+def test_medcorp_configs_read_medrags_layout_pubmed_keyed_by_pmid():
+    docs = list(open_corpus(_medcorp("pubmed", FIXTURES / "medcorp" / "pubmed.jsonl")))
+    assert [d.id for d in docs] == ["10000001", "10000002", "10000003"]  # PMIDs, not snippet ids
+    assert docs[0].title == "Aspirin for primary prevention" and docs[0].text.startswith("Low-dose aspirin")
+    books = list(open_corpus(_medcorp("textbooks", FIXTURES / "medcorp" / "textbooks.jsonl")))
+    assert [d.id for d in books] == ["Anatomy_Gray_0", "Anatomy_Gray_1"] and books[0].title == "Anatomy_Gray"
+    for name, dataset in (("pubmed", "MedRAG/pubmed"), ("textbooks", "MedRAG/textbooks"),
+                          ("wikipedia", "MedRAG/wikipedia")):  # the hub path, kept for users online
+        cfg = to_typed(OmegaConf.load(REPO / "experiments" / "corpus" / f"{name}.yaml"), CorpusConfig)
+        assert (cfg.loader, cfg.dataset, cfg.text_field) == ("hf", dataset, "content")
+
+
+def test_union_reads_its_parts_in_order_and_records_each_part(tmp_path, monkeypatch):
+    configs = tmp_path / "experiments" / "corpus"
+    configs.mkdir(parents=True)
+    for name in ("pubmed", "textbooks"):
+        (configs / f"{name}-local.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.structured(_medcorp(name, FIXTURES / "medcorp" / f"{name}.jsonl")))
+            .replace(f"name: {name}", f"name: {name}-local"))
+    monkeypatch.setenv("BIORAG_CONFIG_DIR", str(tmp_path / "experiments"))
+    medcorp = to_typed(OmegaConf.load(REPO / "experiments/corpus/medcorp.yaml"), CorpusConfig)
+    assert medcorp.parts == ["pubmed", "textbooks", "statpearls", "wikipedia"]
+    medcorp.parts = ["pubmed-local", "textbooks-local"]
+    reader = open_corpus(medcorp)
+    docs = list(reader)
+    assert [d.id for d in docs] == ["10000001", "10000002", "10000003", "Anatomy_Gray_0", "Anatomy_Gray_1"]
+    assert [d.metadata["corpus"] for d in docs] == ["pubmed-local"] * 3 + ["textbooks-local"] * 2
+    assert reader.source_fingerprint().startswith("union:")
+    with pytest.raises(InputError, match="parts"):
+        open_corpus(CorpusConfig(name="u", loader="union"))

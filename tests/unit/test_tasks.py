@@ -57,6 +57,9 @@ FIXTURE_TASKS = {
         [("I50.22", "E11.9"), ("J45.909", "I10"), ("J18.9",)],
     ),
     "longhealth": ("longhealth.json", ["patient_01-q1", "patient_01-q2"], ["B", "C"]),
+    "mirage-medqa": ("mirage/benchmark.json", ["medqa-0000", "medqa-0001"], ["A", "B"]),
+    "mirage-pubmedqa": ("mirage/benchmark.json", ["pubmedqa-10000001", "pubmedqa-10000002"], ["A", "B"]),
+    "mirage-bioasq": ("mirage/benchmark.json", ["bioasq-55031181e9bde69634000014"], ["A"]),
 }
 EMBEDDED = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
 
@@ -445,3 +448,32 @@ def test_every_task_names_a_registered_loader_and_scorers() -> None:
     assert load_task_config("medqa", ["n=3"]).n == 3
     with pytest.raises(ConfigError, match="Did you mean 'medqa'"):
         load_task_config("medqa", ["loader=medqaa"])
+
+
+def test_gold_evidence_of_pubmedqa_and_mirage_items() -> None:
+    pubmedqa = load_examples(fixture_task("pubmedqa"))
+    assert [e.evidence for e in pubmedqa] == [("90000001",), ("90000002",), ("90000003",)]
+    assert all(e.source_docs == e.evidence for e in pubmedqa)  # the abstract the item was made from
+    pqa = load_examples(fixture_task("mirage-pubmedqa"))
+    assert pqa[0].evidence == ("10000001",) and pqa[0].source_docs == ("10000001",) and not pqa[0].documents
+    assert pqa[0].options == ("yes", "no", "maybe")
+    bioasq = load_examples(fixture_task("mirage-bioasq"))[0]
+    assert bioasq.evidence == ("10000003", "99999999") and bioasq.source_docs == ()  # evidence, not its source
+    assert bioasq.options == ("yes", "no")
+    medqa = load_examples(fixture_task("mirage-medqa"))
+    assert all(e.evidence == () for e in medqa)  # no gold documents: no retrieval measures
+
+
+def test_a_bad_mirage_file_names_the_item_and_field(tmp_path: Path) -> None:
+    import json
+
+    from biorag.errors import InputError
+
+    bad = tmp_path / "benchmark.json"
+    bad.write_text(json.dumps({"medqa": {"0007": {"question": "q?", "options": {"A": "x", "B": "y"},
+                                                  "answer": "E"}}}))
+    with pytest.raises(Exception, match=r"0007.*answer 'E'|answer.*0007") as err:
+        load_examples(load_task_config("mirage-medqa", [f"task.path={bad}"]))
+    assert "answer" in str(err.value)
+    with pytest.raises(InputError, match="subset"):
+        load_examples(load_task_config("mirage-medqa", [f"task.path={bad}", "task.subset=medqaa"]))

@@ -47,13 +47,14 @@ def _root(
 
 
 def _register() -> None:
-    from biorag.cli import experiment, index, misc, task
+    from biorag.cli import experiment, index, misc, retrieval, task
     from biorag.cli import finetune as finetune_cli
     from biorag.cli import report as report_cli
 
     app.add_typer(index.app, name="index")
     app.add_typer(experiment.app, name="experiment")
     app.add_typer(task.app, name="task")
+    app.add_typer(retrieval.app, name="retrieval")
     misc.register(app)
     report_cli.register(app)
     finetune_cli.register(app)

@@ -22,7 +22,7 @@ class CorpusConfig:
     """Where a corpus comes from and how its records map to documents."""
 
     name: str = "???"
-    loader: str = "???"  # a registered corpus loader: jsonl, parquet, csv, folder, hf, hpo, icd10cm
+    loader: str = "???"  # a registered corpus loader: jsonl, parquet, csv, folder, hf, hpo, icd10cm, union
     description: str = ""
     path: str | None = None  # file or folder for jsonl / parquet / csv / folder
     id_field: str = "id"
@@ -39,6 +39,7 @@ class CorpusConfig:
     # icd10cm: "fold" lists 7th-character codes (S52.521A "…, initial encounter") in their
     # subcategory's document; "codes" makes each one a document of its own (+51k documents)
     seventh_character: str = "fold"
+    parts: list[str] = field(default_factory=list)  # union: the corpus configs it reads, in order
     limit: int | None = None  # take the first N documents (smoke runs)
     on_error: str = "raise"  # raise | skip: what a malformed record does
 
