@@ -21,6 +21,7 @@ from biorag.experiment.cache import PredictionCache
 from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.retrieval.evidence import (
     RetrievalScores,
+    first_per_doc,
     qrels_of,
     score_retrieval,
     source_in_index,
@@ -101,18 +102,19 @@ def cell_retrieval(examples: Sequence[Example], records: Sequence[dict[str, Any]
         log.warning("some predictions were cached without their rankings: no retrieval measures "
                     "for this cell (clear its prediction cache to measure them)")
         return RetrievalScores(), {}
-    ranked = [[doc for _, doc, _ in r["ranked"]] for r in records]
-    ranked = [list(dict.fromkeys(docs)) for docs in ranked]
-    scores = score_retrieval(examples, ranked, [r["prompt_docs"] for r in records], seed=seed)
+    runs = [first_per_doc((doc, score) for _, doc, score in r["ranked"]) for r in records]
+    scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs],
+                             [r["prompt_docs"] for r in records], seed=seed)
     leak = source_in_index(examples, retriever.index.doc_ids(), seed=seed)
     scores.metrics.update(leak.metrics)
     scores.per_example.update(leak.per_example)
-    run = {}
-    for e, r in zip(examples, records, strict=True):
-        first: dict[str, float] = {}
-        for _, doc, score in r["ranked"]:
-            first.setdefault(doc, score)
-        run[e.id] = list(first.items())
-    files = {keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{retriever.mode}-{retriever.fingerprint}"),
-             keys.QRELS_FILE: trec_qrels(qrels_of(examples))}
+    files = trec_files(examples, runs, retriever)
     return scores, files
+
+
+def trec_files(examples: Sequence[Example], runs: Sequence[Sequence[tuple[str, float]]],
+               retriever: CachedRetriever) -> dict[str, str]:
+    """The TREC run (each example's documents, ranked) and qrels files {name: text}."""
+    run = {e.id: list(docs) for e, docs in zip(examples, runs, strict=True)}
+    return {keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{retriever.mode}-{retriever.fingerprint}"),
+            keys.QRELS_FILE: trec_qrels(qrels_of(examples))}

@@ -23,17 +23,15 @@ from biorag.errors import ConfigError
 from biorag.experiment.cache import cache_root
 from biorag.experiment.plan import plan
 from biorag.experiment.resources import ensure_index
-from biorag.experiment.retrieval import CachedRetriever
+from biorag.experiment.retrieval import CachedRetriever, trec_files
 from biorag.retrieval.evidence import (
     DEPTH,
     EVIDENCE_IN_PROMPT,
     RECALL_AT,
     doc_ranking,
-    qrels_of,
+    first_per_doc,
     retrieve_ranked,
     score_retrieval,
-    trec_qrels,
-    trec_run,
 )
 from biorag.retrieval.retrievers import MODES
 from biorag.scoring.metrics import MetricResult
@@ -76,10 +74,10 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
     depth = max(DEPTH, *recall_at)
     rows: list[RetrievalRow] = []
     files: list[dict[str, str]] = []
-    for cfg in cells:
-        from biorag.prompting import approx_tokens, build_prompt
-        from biorag.tasks import load_examples
+    from biorag.prompting import approx_tokens, build_prompt
+    from biorag.tasks import load_examples
 
+    for cfg in cells:
         spec = cfg.arm.retriever
         assert spec is not None
         examples = load_examples(cfg.task)
@@ -97,27 +95,17 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
         for e, hits in zip(examples, ranked, strict=True):
             shown = set(build_prompt(cfg.task, e, hits[: spec.k], approx_tokens).hit_ids)
             prompt_docs.append(doc_ranking([h for h in hits if h.chunk.id in shown]))
-        scores = score_retrieval(examples, [doc_ranking(h) for h in ranked], prompt_docs,
+        runs = [first_per_doc((h.chunk.doc_id, h.score) for h in hits) for hits in ranked]
+        scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs], prompt_docs,
                                  recall_at=recall_at, seed=cfg.seed)
         rows.append(RetrievalRow(retriever.index.name, spec.mode, cfg.task.name, spec.k, len(examples),
                                  scores.judged, scores.metrics, seconds if retriever.searched else 0.0,
                                  retriever.reused))
-        run = {e.id: [(h.chunk.doc_id, h.score) for h in _first_per_doc(hits)] for e, hits in zip(examples, ranked, strict=True)}
-        files.append({keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{spec.mode}-{retriever.fingerprint}"),
-                      keys.QRELS_FILE: trec_qrels(qrels_of(examples))})
+        files.append(trec_files(examples, runs, retriever))
     if log_run:
         _log(rows, files, list(overrides), cells[0].experiment if any(o.startswith("experiment=") for o in overrides)
              else EXPERIMENT)
     return rows
-
-
-def _first_per_doc(hits):
-    seen, out = set(), []
-    for h in hits:
-        if h.chunk.doc_id not in seen:
-            seen.add(h.chunk.doc_id)
-            out.append(h)
-    return out
 
 
 def _log(rows: list[RetrievalRow], files: list[dict[str, str]], overrides: list[str], experiment: str) -> None:

@@ -16,7 +16,7 @@ Metric names use `_at_` because MLflow does not allow `@`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from biorag.scoring.metrics import N_RESAMPLES, MetricResult, aggregate
@@ -52,9 +52,17 @@ def measures(recall_at: Sequence[int] = RECALL_AT) -> dict[str, object]:
     return out
 
 
+def first_per_doc(ranked: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """(document id, score) pairs of ranked chunks, each document once, at its first chunk."""
+    first: dict[str, float] = {}
+    for doc, score in ranked:
+        first.setdefault(doc, score)
+    return list(first.items())
+
+
 def doc_ranking(hits: Sequence[Hit]) -> list[str]:
     """Document ids in rank order, each at the rank of its first chunk."""
-    return list(dict.fromkeys(h.chunk.doc_id for h in hits))
+    return [doc for doc, _ in first_per_doc((h.chunk.doc_id, h.score) for h in hits)]
 
 
 def qrels_of(examples: Sequence[Example]) -> dict[str, dict[str, int]]:
@@ -96,6 +104,13 @@ class RetrievalScores:
     per_example: dict[str, dict[str, float]] = field(default_factory=dict)  # key -> {id: value}
     judged: int = 0
 
+    def add(self, key: str, by_id: dict[str, float], seed: int, n_resamples: int = N_RESAMPLES) -> None:
+        """One measure from its per-example values (in example order), with its interval."""
+        xs = list(by_id.values())
+        value, lo, hi = aggregate(xs, seed=seed, n_resamples=n_resamples)
+        self.metrics[key] = MetricResult(key, value, lo, hi, len(xs), tuple(xs))
+        self.per_example[key] = by_id
+
 
 def score_retrieval(
     examples: Sequence[Example],
@@ -123,10 +138,7 @@ def score_retrieval(
         }
     order = [e.id for e in examples if e.id in qrels]
     for key, by_id in values.items():
-        xs = [by_id[i] for i in order]
-        value, lo, hi = aggregate(xs, seed=seed, n_resamples=n_resamples)
-        out.metrics[key] = MetricResult(key, value, lo, hi, len(xs), tuple(xs))
-        out.per_example[key] = {i: by_id[i] for i in order}
+        out.add(key, {i: by_id[i] for i in order}, seed, n_resamples)
     return out
 
 
@@ -136,11 +148,7 @@ def source_in_index(examples: Sequence[Example], doc_ids: set[str], seed: int = 
     judged = [e for e in examples if e.source_docs]
     out = RetrievalScores(judged=len(judged))
     if judged:
-        by_id = {e.id: float(bool(set(e.source_docs) & doc_ids)) for e in judged}
-        xs = list(by_id.values())
-        value, lo, hi = aggregate(xs, seed=seed)
-        out.metrics[SOURCE_IN_INDEX] = MetricResult(SOURCE_IN_INDEX, value, lo, hi, len(xs), tuple(xs))
-        out.per_example[SOURCE_IN_INDEX] = by_id
+        out.add(SOURCE_IN_INDEX, {e.id: float(bool(set(e.source_docs) & doc_ids)) for e in judged}, seed)
     return out
 
 
