@@ -161,16 +161,46 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     overrides = list(overrides or [])
     _register_schemas()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        try:
-            return hydra_compose(config_name=config_name, overrides=overrides)
-        except HydraException as e:
-            cause = e.__cause__
-            if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
-                # a value of the wrong type: say which field, what it got and what it takes
-                raise ConfigError(f"{cause.full_key}: {_first_line(str(cause))}") from None
-            raise ConfigError(_explain_hydra_error(str(e), config_name, overrides)) from None
-        except OmegaConfBaseException as e:
-            raise ConfigError(str(e)) from None
+        for _ in range(len(overrides) + 1):
+            try:
+                return hydra_compose(config_name=config_name, overrides=overrides)
+            except HydraException as e:
+                cause = e.__cause__
+                if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+                    # a value of the wrong type: say which field, what it got and what it takes
+                    raise ConfigError(f"{cause.full_key}: {_first_line(str(cause))}") from None
+                opened = _add_to_open_dict(str(e), config_name, overrides)
+                if opened is None:
+                    raise ConfigError(_explain_hydra_error(str(e), config_name, overrides)) from None
+                overrides = opened
+            except OmegaConfBaseException as e:
+                raise ConfigError(str(e)) from None
+    raise AssertionError("unreachable: every retry adds one key")
+
+
+def _add_to_open_dict(msg: str, config_name: str, overrides: list[str]) -> list[str] | None:
+    """The overrides again, with `key=value` made `++key=value` when `key` is new in a field
+    that is a free mapping (`task.fields.contexts=null`, `model.options.mode=context`): Hydra
+    wants `+` for a key it has not seen, and users should not have to know that. None when
+    the key belongs to a typed config, where it is a misspelling."""
+    from hydra import compose as hydra_compose
+
+    m = re.search(r"Could not override '([^']+)'", msg)
+    if not m:
+        return None
+    dotted = m.group(1)
+    parent = dotted.rpartition(".")[0]
+    hits = [i for i, o in enumerate(overrides) if o.partition("=")[0] == dotted]
+    if not parent or not hits:
+        return None
+    try:
+        base = hydra_compose(config_name=config_name, overrides=[o for i, o in enumerate(overrides) if i not in hits])
+    except Exception:
+        return None
+    node = OmegaConf.select(base, parent)
+    if not isinstance(node, DictConfig) or node._metadata.object_type not in (None, dict):
+        return None
+    return [f"++{o}" if i in hits else o for i, o in enumerate(overrides)]
 
 
 def _register_schemas() -> None:

@@ -38,6 +38,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "coding": "biorag.tasks.loaders:load_coding",
         "longdoc": "biorag.tasks.loaders:load_longdoc",
         "mirage": "biorag.tasks.mirage:load_mirage",
+        "bioasq": "biorag.tasks.bioasq:load_bioasq",
         "hpo-term-mcq": "biorag.tasks.embedded:generate_hpo_term_mcq",
         "icd10-code-mcq": "biorag.tasks.embedded:generate_icd10_code_mcq",
         "icd10-coding": "biorag.tasks.embedded:generate_icd10_coding",
@@ -50,6 +51,8 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "bertscore": "biorag.scoring.metrics:bertscore",
         "code_f1": "biorag.scoring.metrics:code_f1",
         "code_f1_category": "biorag.scoring.metrics:code_f1_category",
+        "factoid": "biorag.scoring.answers:factoid",
+        "list_f1": "biorag.scoring.answers:list_f1",
     },
     "model_backend": {
         "hf": "biorag.models.hf:HFGenerator",

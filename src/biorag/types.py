@@ -19,6 +19,16 @@ def titled(title: str, text: str, sep: str = ". ") -> str:
     return f"{title}{sep}{text}" if adds_title(title, text) else text
 
 
+def answer_text(value: Any) -> str:
+    """An answer or gold answer as one line: codes and answers joined by ", ", an entity's
+    synonyms by " | " (BioASQ: `idarucizumab | Praxbind, protamine sulfate`)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple | list):
+        return ", ".join(" | ".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for v in value)
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Document:
     """One document of a corpus, as a loader yields it."""
@@ -59,7 +69,8 @@ class Example:
     id: str
     task: str
     input: str  # what the model reads: case + question, note, premise/hypothesis, document
-    gold: str | tuple[str, ...]  # letter ("C"), label ("entailment"), reference text, or codes
+    # letter ("C"), label ("entailment"), reference text(s), codes, or entities as synonyms
+    gold: str | tuple[str, ...] | tuple[tuple[str, ...], ...]
     options: tuple[str, ...] = ()  # option texts of a multiple-choice item, in order A, B, ...
     documents: tuple[str, ...] = ()  # documents given with the item (PubMedQA, long-document QA)
     query: str = ""  # what retrieval searches with; empty means `input`

@@ -322,3 +322,40 @@ def test_retrieval_eval_compares_modes_without_a_model(task_index, tmp_path, mon
     assert "R@5" in out.output and "nDCG@10" in out.output and "(cached)" in out.output
     bad = CliRunner().invoke(app, ["retrieval", "eval", f"index={task_index}", *TASK, "--mode", "sparse"])
     assert bad.exit_code != 0 and "dense, bm25, hybrid" in str(bad.exception)
+
+
+def test_bioasq_cells_score_officially_and_measure_retrieval_of_their_pmids(tmp_path) -> None:
+    """BioASQ yes/no and factoid through base and rag over a PubMed-layout corpus keyed by
+    PMID: the questions' documents are found (recall), the factoid measures are logged under
+    the same names in both arms, and the report heads the factoid table with MRR."""
+    from biorag.report.compare import build_report, check
+    from biorag.report.study import read_study
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "bioasq" / "training.json"
+    corpus = tmp_path / "pubmed.jsonl"
+    snippets: dict[str, str] = {}  # an abstract: its snippets
+    for q in json.loads(fixture.read_text())["questions"]:
+        for s in q["snippets"]:
+            pmid = s["document"].rsplit("/", 1)[1]
+            snippets[pmid] = f"{snippets.get(pmid, '')} {s['text']}".strip()
+    with corpus.open("w") as f:
+        for i, (pmid, text) in enumerate(sorted(snippets.items())):
+            f.write(json.dumps({"id": f"PMID_{i}", "title": text.split()[0], "content": text,
+                                "contents": text, "PMID": pmid}) + "\n")
+    built = build_index(load_build_config(["corpus=pubmed", "corpus.loader=jsonl", f"corpus.path={corpus}",
+                                           "name=bioasq-pubmed", f"root={tmp_path / 'ix'}"]))
+    result = run_experiment(["arm=base,rag", "model=fake", "task=bioasq-yesno,bioasq-factoid",
+                             f"task.path={fixture}", f"arm.retriever.index={built.path}", "arm.retriever.mode=bm25",
+                             f"cache_dir={tmp_path / 'cache'}", "experiment=bioasq"])
+    by = {(c.arm, c.task): c.metrics for c in result.cells}
+    rag, base = by[("rag", "bioasq-factoid")], by[("base", "bioasq-factoid")]
+    assert {"bioasq-factoid/factoid_mrr", "bioasq-factoid/factoid_strict_acc",
+            "bioasq-factoid/factoid_lenient_acc"} <= rag.keys() == base.keys()
+    assert rag["bioasq-factoid/retrieval_recall_at_10"] == pytest.approx(0.75)  # 10000005 is not in the corpus
+    assert by[("rag", "bioasq-yesno")]["bioasq-yesno/retrieval_recall_at_1"] == 1.0
+    assert math.isnan(base["bioasq-factoid/retrieval_recall_at_10"])
+    study = read_study(result.parent_run_id)
+    assert not [p for c in study.cells for p in check(c)]  # logged = recomputed from predictions
+    report = build_report(study)
+    assert report.headline["bioasq-factoid"] == "factoid_mrr"
+    assert report.headline["bioasq-yesno"] == "accuracy_ll_norm"

@@ -95,6 +95,15 @@ def test_unknown_key_is_an_error_with_close_matches() -> None:
     assert "shard_size" in str(e.value)
 
 
+def test_a_new_key_of_a_free_mapping_needs_no_plus() -> None:
+    """`task.fields.contexts=null` adds a key to a mapping field (as the task YAMLs tell
+    users to); a new key of a typed config stays an error."""
+    cfg = compose("run", ["task=pubmedqa", "task.fields.contexts=null", "model=fake", "model.options.mode=context"])
+    assert cfg.task.fields.contexts is None and cfg.model.options.mode == "context"
+    with pytest.raises(ConfigError, match="unknown key 'contxt_tokens'"):
+        compose("run", ["task=pubmedqa", "task.contxt_tokens=5"])
+
+
 def test_typo_inside_a_yaml_is_an_error(tmp_path: Path) -> None:
     from biorag.indexing.embedding import EmbedderConfig
 

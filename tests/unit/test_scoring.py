@@ -25,6 +25,7 @@ from biorag.scoring.metrics import (
     parse_output,
     rouge,
 )
+from biorag.tasks.extraction import extract_answers
 
 OPTIONS = ("Asthma", "Bronchiectasis", "Asthma NOS", "Pneumonia", "Sarcoidosis")
 NLI = ("entailment", "neutral", "contradiction")
@@ -108,6 +109,24 @@ def test_parse_output_by_answer_type() -> None:
     assert parse_output("text", "  a summary \n") == "a summary"
     with pytest.raises(ValueError):
         parse_output("number", "1")
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("Answer: atorvastatin.", ("atorvastatin",)),
+        ("1. CFTR\n2) ENaC\n- SCNN1A\n", ("CFTR", "ENaC", "SCNN1A")),
+        ("vitamin A, vitamin D, and vitamin K", ("vitamin A", "vitamin D", "vitamin K")),
+        ("idarucizumab; protamine sulfate", ("idarucizumab", "protamine sulfate")),
+        ("1,25-dihydroxyvitamin D", ("1,25-dihydroxyvitamin D",)),  # a comma with no space
+        ("salt and pepper", ("salt and pepper",)),  # "and" alone does not separate
+        ("**CFTR**\n\ncftr.", ("CFTR",)),  # the same answer twice is kept once
+        ("", ()),
+    ],
+)
+def test_extract_answers(output: str, expected: tuple[str, ...]) -> None:
+    assert extract_answers(output) == expected
+    assert parse_output("answers", output) == expected
 
 
 def test_accuracy_counts_unparsed_as_wrong() -> None:

@@ -60,6 +60,19 @@ FIXTURE_TASKS = {
     "mirage-medqa": ("mirage/benchmark.json", ["medqa-0000", "medqa-0001"], ["A", "B"]),
     "mirage-pubmedqa": ("mirage/benchmark.json", ["pubmedqa-10000001", "pubmedqa-10000002"], ["A", "B"]),
     "mirage-bioasq": ("mirage/benchmark.json", ["bioasq-55031181e9bde69634000014"], ["A"]),
+    "bioasq-yesno": ("bioasq/training.json", [f"6400a1b2c3d4e5f60100000{i}" for i in (1, 2)], ["A", "B"]),
+    "bioasq-factoid": (
+        "bioasq/training.json",
+        [f"6400a1b2c3d4e5f60100000{i}" for i in (3, 4)],
+        [(("atorvastatin", "Lipitor"),), (("CFTR", "cystic fibrosis transmembrane conductance regulator"),)],
+    ),
+    "bioasq-list": (
+        "bioasq/training.json",
+        [f"6400a1b2c3d4e5f60100000{i}" for i in (5, 6)],
+        [(("idarucizumab", "Praxbind"), ("protamine sulfate", "protamine")),
+         (("vitamin A",), ("vitamin D",), ("vitamin E",), ("vitamin K",))],
+    ),
+    "bioasq-summary": ("bioasq/training.json", [f"6400a1b2c3d4e5f60100000{i}" for i in (7, 8)], None),
 }
 EMBEDDED = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
 
@@ -95,6 +108,7 @@ def test_every_type_and_format_has_a_task() -> None:
         "summarisation",
         "coding",
         "longdoc",
+        "qa",
     }
 
 
@@ -327,6 +341,32 @@ def test_nli_summarisation_coding_and_longdoc_scores() -> None:
     assert s.metrics["accuracy"].value == 1.0
 
 
+def test_bioasq_factoid_list_and_summary_scores() -> None:
+    """BioASQ's official measures on hand-made outputs, worked out by hand."""
+    factoid = fixture_task("bioasq-factoid")
+    s = score_task(factoid, load_examples(factoid), ["Lipitor\nsimvastatin", "1. ENaC\n2. SCNN1A\n3. cftr."])
+    assert s.metrics["factoid_strict_acc"].per_example == (1.0, 0.0)  # a synonym counts
+    assert s.metrics["factoid_lenient_acc"].per_example == (1.0, 1.0)
+    assert s.metrics["factoid_mrr"].value == pytest.approx((1 + 1 / 3) / 2)
+    six = score_task(factoid, load_examples(factoid)[1:], ["a\nb\nc\nd\ne\nCFTR"])
+    assert six.metrics["factoid_mrr"].value == 0.0  # only the first five answers count
+
+    lst = fixture_task("bioasq-list")
+    s = score_task(lst, load_examples(lst), ["Praxbind\nidarucizumab\nvitamin K", "vitamin A, vitamin D and vitamin K"])
+    # q5: idarucizumab named twice (the second is wrong), vitamin K wrong: P 1/3, R 1/2, F1 0.4
+    # q6: 3 right of 3 given, 3 of 4 entities: P 1, R 3/4, F1 6/7
+    assert s.metrics["list_precision"].per_example == pytest.approx((1 / 3, 1.0))
+    assert s.metrics["list_recall"].per_example == pytest.approx((1 / 2, 3 / 4))
+    assert s.metrics["list_f1"].value == pytest.approx((0.4 + 6 / 7) / 2)
+    assert score_task(lst, load_examples(lst)[:1], [""]).metrics["list_f1"].value == 0.0
+
+    summ = fixture_task("bioasq-summary")
+    ex = load_examples(summ)
+    s = score_task(summ, ex, [ex[0].gold[1], "nothing relevant"])
+    assert s.metrics["rouge1"].per_example[0] == 1.0  # the second ideal answer matches exactly
+    assert s.metrics["rouge2"].per_example[1] == 0.0
+
+
 # -- embedded tasks ------------------------------------------------------------------------
 
 
@@ -462,6 +502,49 @@ def test_gold_evidence_of_pubmedqa_and_mirage_items() -> None:
     assert bioasq.options == ("yes", "no")
     medqa = load_examples(fixture_task("mirage-medqa"))
     assert all(e.evidence == () for e in medqa)  # no gold documents: no retrieval measures
+
+
+def test_bioasq_evidence_snippets_and_phase_b() -> None:
+    yesno = load_examples(fixture_task("bioasq-yesno"))
+    assert yesno[0].options == ("yes", "no") and yesno[0].evidence == ("10000001",)
+    assert yesno[0].source_docs == () and yesno[0].documents == ()  # phase A+: evidence from retrieval
+    snippet = yesno[0].metadata["snippets"][0]
+    assert snippet == {"document": "10000001", "text": "Low-dose aspirin reduced myocardial infarction in men over 50.",
+                       "section": "abstract", "begin": 0, "end": 62}
+    factoid = load_examples(fixture_task("bioasq-factoid"))
+    assert factoid[1].evidence == ("10000004", "10000005")  # every listed document, in order
+    phase_b = load_examples(fixture_task("bioasq-factoid", "task.fields.contexts=snippets"))
+    assert phase_b[1].documents == ("Cystic fibrosis is caused by mutations in the CFTR gene.",)
+    assert load_examples(fixture_task("bioasq-list"))[1].evidence == ()  # no documents: no measures
+    summary = load_examples(fixture_task("bioasq-summary"))
+    assert len(summary[0].gold) == 2 and isinstance(summary[1].gold, tuple)  # every ideal answer
+    with pytest.raises(ConfigError, match="Did you mean 'factoid'"):
+        load_examples(fixture_task("bioasq-factoid", "task.subset=factoids"))
+    with pytest.raises(ConfigError, match="yesno questions are a mcq task"):
+        load_examples(fixture_task("bioasq-factoid", "task.subset=yesno"))
+
+
+def test_a_bad_bioasq_file_names_the_question_line_and_field(tmp_path: Path) -> None:
+    data = json.loads((FIXTURES / "bioasq" / "training.json").read_text())
+    data["questions"][1]["exact_answer"] = "maybe"
+    data["questions"][0]["documents"] = ["https://example.org/paper"]
+    data["questions"].append({"id": "q-odd", "type": "essay", "body": "?"})
+    bad = tmp_path / "training.json"
+    bad.write_text(json.dumps(data, indent=2))
+    lines = bad.read_text().splitlines()
+    with pytest.raises(InputError) as e:
+        load_examples(load_task_config("bioasq-yesno", [f"task.path={bad}"]))
+    err = e.value
+    assert err.field == "documents" and "6400a1b2c3d4e5f601000001 (yesno)" in str(err)
+    assert '"6400a1b2c3d4e5f601000001"' in lines[err.line - 1]  # the line of the question's id
+    assert "2 more problems" in str(err)
+    report = validate_file(str(bad), task="bioasq-yesno")
+    got = {p.field: p.message for p in report.problems}
+    assert "exact_answer must be 'yes' or 'no', not 'maybe'" in got["exact_answer"]
+    assert "'essay' is not one of yesno, factoid, list, summary" in got["type"]
+    with pytest.raises(InputError, match="questions"):
+        bad.write_text(json.dumps([{"id": 1}]))
+        load_examples(load_task_config("bioasq-yesno", [f"task.path={bad}"]))
 
 
 def test_a_bad_mirage_file_names_the_item_and_field(tmp_path: Path) -> None:

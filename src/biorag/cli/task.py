@@ -40,6 +40,7 @@ def show(
     from biorag.config import to_yaml
     from biorag.prompting import build_prompt, mcq_continuations
     from biorag.tasks import load_examples, load_task_config
+    from biorag.types import answer_text
 
     cfg = load_task_config(name, overrides or [])
     if show_config:
@@ -63,7 +64,7 @@ def show(
             (f"[dim]<{m['role']}>[/]\n" if len(prompt.messages) > 1 else "") + escape(m["content"])
             for m in prompt.messages
         )
-        gold = ", ".join(ex.gold) if isinstance(ex.gold, tuple) else ex.gold
+        gold = answer_text(ex.gold)
         if ex.options and cfg.answer_type == "letter":
             gold = f"{gold} ({ex.options['ABCDEFGHIJ'.index(gold)]})"
         footer = [f"gold: {gold}"]

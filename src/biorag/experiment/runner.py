@@ -44,7 +44,7 @@ from biorag.tracking.runs import (
     set_tags,
     tracking_uri,
 )
-from biorag.types import Example, Hit, Prediction
+from biorag.types import Example, Hit, Prediction, answer_text
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def _log_predictions(predictions: Sequence[Prediction], records: Sequence[dict[s
         correct = next((v for k, v in p.scores.items() if k in ("accuracy", "accuracy_ll")), None)
         rows.append({
             "example_id": p.example_id, "prompt_hash": p.prompt_hash, "retrieved": _s(p.retrieved),
-            "output": p.output, "parsed": _s(p.parsed), "gold": _s(p.gold),
+            "output": p.output, "parsed": answer_text(p.parsed), "gold": answer_text(p.gold),
             "correct": correct if correct is not None else float("nan"),
         })
     log_table(pd.DataFrame(rows), keys.PREDICTIONS_TABLE)

@@ -269,7 +269,8 @@ def macro_f1(
 def rouge(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
-    """ROUGE-1/2/L F-measure (rouge-score, Porter stemming), mean over examples."""
+    """ROUGE-1/2/L F-measure (rouge-score, Porter stemming), mean over examples; with
+    several references (BioASQ's ideal answers) the best-matching one counts."""
     from rouge_score import rouge_scorer
 
     _check(parsed, gold)
@@ -277,7 +278,8 @@ def rouge(
     scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
     values: dict[str, list[float]] = {k: [] for k in keys}
     for p, g in zip(parsed, gold, strict=True):
-        s = scorer.score(str(g), str(p or ""))
+        refs = [str(r) for r in g] if isinstance(g, tuple | list) else [str(g)]
+        s = scorer.score_multi(refs, str(p or ""))
         for k in keys:
             values[k].append(float(s[k].fmeasure))
     return {k: _mean_result(k, v, seed, n_resamples) for k, v in values.items()}

@@ -12,7 +12,7 @@ from biorag.errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-TYPES = ("mcq", "nli", "summarisation", "coding", "longdoc")
+TYPES = ("mcq", "nli", "summarisation", "coding", "longdoc", "qa")
 SCORING_MODES = ("loglikelihood", "generate", "both")
 CONTINUATIONS = ("letter", "text")
 # the answer a task type's outputs are parsed to (scoring.parse_output)
@@ -22,6 +22,7 @@ ANSWER_TYPES = {
     "nli": "label",
     "summarisation": "text",
     "coding": "codes",
+    "qa": "answers",  # short answers, ranked: BioASQ factoid and list questions
 }
 # the task type each built-in loader produces; loaders registered by plugins are not checked
 LOADER_TYPES = {
@@ -47,7 +48,7 @@ class TaskConfig:
     """One evaluation task: where its items come from, how they are prompted and scored."""
 
     name: str = "???"
-    type: str = "???"  # mcq | nli | summarisation | coding | longdoc
+    type: str = "???"  # mcq | nli | summarisation | coding | longdoc | qa
     loader: str = "???"  # a registered task loader (`biorag ls task-loaders`)
     description: str = ""
     version: int = 1  # bump when items, template or scoring change: results are not comparable
@@ -103,7 +104,7 @@ class TaskConfig:
             raise ConfigError(
                 f"{where}: " + did_you_mean(self.scoring, SCORING_MODES, what="scoring mode")
             )
-        if self.scoring != "generate" and self.type in ("summarisation", "coding"):
+        if self.scoring != "generate" and self.type in ("summarisation", "coding", "qa"):
             raise ConfigError(
                 f"{where}: {self.type} tasks are scored by generation only (scoring: generate)"
             )

@@ -146,6 +146,33 @@ def extract_codes(text: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+_ANSWERS_LABEL = re.compile(r"^\s*(?:(?:the\s+)?(?:exact\s+)?answers?(?:\s+(?:is|are))?\s*[:\-]\s*)", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.)]|\(?[a-z][)])\s+")
+
+
+def extract_answers(text: str) -> tuple[str, ...]:
+    """Short answers in an output, in the order given: one per line (bullets and numbers
+    stripped), else separated by semicolons, else by commas followed by a space and a last
+    "and" ("A, B and C"; "1,25-dihydroxyvitamin D" and "salt and pepper" stay whole). An "Answer:" label and a final full stop go;
+    answers that normalise alike are kept once. BioASQ factoid and list questions."""
+    text = unicodedata.normalize("NFKC", text or "").strip()
+    lines = [ln for ln in (_BULLET.sub("", _ANSWERS_LABEL.sub("", ln)).strip() for ln in text.splitlines()) if ln]
+    if len(lines) == 1:
+        one = lines[0]
+        if ";" in one:
+            lines = re.split(r"\s*;\s*", one)
+        elif re.search(r",\s", one):  # "A, B and C": the last "and" separates too
+            *head, last = re.split(r",\s+", one)
+            lines = [*head, *re.split(r"^and\s+|\s+and\s+", last, maxsplit=1)]
+    seen: dict[str, str] = {}
+    for answer in lines:
+        answer = answer.strip().strip("\"'*`").rstrip(".").strip()
+        key = strip_punct(normalise_text(answer))
+        if key and key not in seen:
+            seen[key] = answer
+    return tuple(seen.values())
+
+
 def parse_output(answer_type: str, text: str, options: Sequence[str] = ()) -> Parsed:
     """A generated output to the answer a metric compares with gold, by answer type."""
     if answer_type == "letter":
@@ -156,4 +183,6 @@ def parse_output(answer_type: str, text: str, options: Sequence[str] = ()) -> Pa
         return extract_codes(text)
     if answer_type == "text":
         return (text or "").strip()
+    if answer_type == "answers":
+        return extract_answers(text)
     raise ValueError(f"unknown answer type {answer_type!r}")

@@ -16,13 +16,11 @@ MedRAG's PubMed snippets (Teddy-XiongGZ/MIRAGE#4): the cell's recall says how ma
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 
-from biorag.errors import ConfigError, InputError, did_you_mean
+from biorag.errors import InputError, did_you_mean
 from biorag.tasks.config import TaskConfig
-from biorag.tasks.records import Problem, RowError, build, resolve_fields, text
+from biorag.tasks.records import Problem, RowError, build, read_json, resolve_fields, text
 from biorag.types import LETTERS, Example
 
 SUBSETS = ("mmlu", "medqa", "medmcqa", "pubmedqa", "bioasq")
@@ -30,16 +28,7 @@ MIRAGE_FIELDS = {"question": "question", "options": "options", "answer": "answer
 
 
 def _records(cfg: TaskConfig) -> Iterator[tuple[int | None, dict | Problem]]:
-    if not cfg.path:
-        raise ConfigError(f"task {cfg.name}: set task.path to MIRAGE's benchmark.json")
-    path = Path(cfg.path).expanduser()
-    if not path.is_file():
-        raise InputError("no such file. MIRAGE's benchmark.json is at github.com/Teddy-XiongGZ/MIRAGE; "
-                         "pass task.path=FILE", file=cfg.path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON ({e.msg} at line {e.lineno})", file=cfg.path, line=e.lineno) from None
+    _, data = read_json(cfg, "MIRAGE's benchmark.json", "github.com/Teddy-XiongGZ/MIRAGE")
     if not isinstance(data, dict):
         raise InputError("expected MIRAGE's layout: an object of subsets (medqa, pubmedqa, ...)", file=cfg.path)
     subset = cfg.subset

@@ -130,6 +130,21 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
         )
 
 
+def read_json(cfg: TaskConfig, what: str, where: str) -> tuple[str, Any]:
+    """The text and the parsed JSON of a task's one file (`what`, e.g. "MIRAGE's
+    benchmark.json"; `where`: where a user gets it)."""
+    if not cfg.path:
+        raise ConfigError(f"task {cfg.name}: set task.path to {what}")
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise InputError(f"no such file. {what} is at {where}; pass task.path=FILE", file=cfg.path)
+    raw = path.read_text(encoding="utf-8")
+    try:
+        return raw, json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e.msg})", file=cfg.path, line=e.lineno) from None
+
+
 def _hub_records(cfg: TaskConfig, subset: str | None) -> Iterator[tuple[int, dict]]:
     import datasets
 

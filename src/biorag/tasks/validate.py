@@ -61,7 +61,7 @@ class ValidationReport:
         if any(ex.documents for ex in self.examples):
             out["documents per item"] = _counts(len(ex.documents) for ex in self.examples)
         if any(isinstance(ex.gold, tuple) for ex in self.examples):
-            out["codes per item"] = _counts(len(ex.gold) for ex in self.examples)
+            out["codes per item" if self.format == "coding" else "gold answers per item"] = _counts(len(ex.gold) for ex in self.examples)
         return out
 
 
