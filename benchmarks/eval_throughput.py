@@ -27,6 +27,12 @@ vllm backend (vLLM's CPU build here, CUDA on a GPU), vLLM called directly on the
 openai backend over a `vllm serve` of the same model started for the run. Each reports
 items/s for letter scoring, option-text scoring and greedy generation (16 new tokens), and
 the ratio of biorag's vllm path to vLLM called directly (target on a GPU: within 1.2x).
+
+    python benchmarks/eval_throughput.py --cot --n 16 --cot-tokens 256
+
+prices the chain-of-thought protocol (`task.protocol=cot`) on the embedded task's own CoT
+prompts: items/s and generated tokens/s of biorag's batched generation vs one `generate`
+per item, beside log-likelihood scoring of the same items, with both accuracies.
 """
 
 from __future__ import annotations
@@ -231,6 +237,48 @@ def openai_row(batch_size: int, items, gold, texts) -> list:
         return backend_row("biorag openai (vllm serve)", gen, texts, items, gold)
 
 
+def cot_compare(n: int, new_tokens: int, batch_size: int, threads) -> None:
+    """The cost of the chain-of-thought protocol: biorag's batched generation vs one
+    `generate` per item, on the embedded task's own CoT prompts, beside log-likelihood
+    scoring of the same items (the accuracy gap is what the protocol changes)."""
+    from biorag.models.loading import load_generator, load_model_config
+    from biorag.prompting import build_prompt, mcq_continuations
+    from biorag.scoring.evaluate import score_task
+    from biorag.tasks import load_examples, load_task_config
+
+    gen = load_generator(load_model_config("smollm2"))
+    gen.batch_size = batch_size
+    cot = load_task_config("hpo-term-mcq", [f"n={n}", "task.protocol=cot"])
+    ll = load_task_config("hpo-term-mcq", [f"n={n}", "task.protocol=loglikelihood"])
+    examples = load_examples(cot)
+    cot_texts = [gen.render_chat(build_prompt(cot, e, None, gen.count_tokens).messages) for e in examples]
+    ll_texts = [gen.render_chat(build_prompt(ll, e, None, gen.count_tokens).messages) for e in examples]
+    gen.generate(cot_texts[:1], max_new_tokens=4)  # warm up
+    rows = []
+    with timer() as t_ll:
+        requests = [(t, c) for t, e in zip(ll_texts, examples, strict=True) for c in mcq_continuations(ll, e)]
+        results = iter(gen.loglikelihood(requests))
+        lls = [[next(results) for _ in e.options] for e in examples]
+    acc_ll = score_task(ll, examples, loglikelihoods=lls).metrics["accuracy_ll_norm"].value
+    rows.append(["loglikelihood (options ranked)", n / t_ll["s"], "-", t_ll["s"], acc_ll, "-"])
+    kw = {"max_new_tokens": new_tokens, "stop_after": cot.stop_after}
+    for label, run in (("cot, batched generate", lambda: gen.generate(cot_texts, **kw)),
+                       ("cot, one generate per item", lambda: [gen.generate([t], **kw)[0] for t in cot_texts])):
+        with timer() as tg:
+            outs = run()
+        scored = score_task(cot, examples, outs)
+        tokens = sum(gen.count_tokens(o) for o in outs)
+        rows.append([label, n / tg["s"], tokens / tg["s"], tg["s"], scored.metrics["accuracy"].value,
+                     scored.metrics["unparsed_rate"].value])
+    print(f"SmolLM2-135M-Instruct ({gen.info.get('dtype')}), {n} hpo-term-mcq items (5 options), CoT up to "
+          f"{new_tokens} new tokens, batch {batch_size}")
+    print(machine_line(threads))
+    print(table(["path", "items/s", "generated tokens/s", "seconds", "accuracy", "unparsed"], rows))
+    print(f"\nbatched vs one per item: {rows[2][3] / rows[1][3]:.1f}x; cot costs {rows[1][3] / rows[0][3]:.0f}x "
+          f"the log-likelihood protocol; accuracy cot - loglikelihood: {rows[1][4] - acc_ll:+.3f} "
+          "(a 135M model: expect noise, not a protocol effect)")
+
+
 def child_load(cache: str) -> None:
     os.environ["BIORAG_CACHE"] = cache
     from biorag import progress
@@ -252,7 +300,15 @@ def main() -> None:
     ap.add_argument("--child-load", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--backends", default=None,
                     help="compare backends instead: any of hf,vllm,vllm-direct,openai")
+    ap.add_argument("--cot", action="store_true",
+                    help="the chain-of-thought protocol instead: batched vs per-item generation, vs log-likelihood")
+    ap.add_argument("--cot-tokens", type=int, default=256, help="--cot: max new tokens per item")
     args = ap.parse_args()
+    if args.cot:
+        from biorag import progress
+
+        progress.set_enabled(False)
+        return cot_compare(args.n, args.cot_tokens, args.batch_size, set_threads(args.threads or os.cpu_count() or 1))
     if args.child_load:
         return child_load(args.child_load)
     if args.backends:

@@ -70,6 +70,7 @@ def check_template(cfg: TaskConfig) -> None:
         raise ConfigError(f"task {cfg.name}: no template")
     try:
         _template(cfg.template)
+        _template(cfg.system)
     except TemplateError as e:
         raise ConfigError(f"task {cfg.name}: template: {e}") from None
 
@@ -154,13 +155,16 @@ def build_prompt(
         "letters": list(LETTERS[: len(example.options)]),
         "context": context,
         "documents": documents,
+        "protocol_question": cfg.protocol_question,
         "example": example,
     }
     try:
         user = _template(cfg.template).render(**variables).strip()
+        # the system message is a template too (MedRAG's differs with and without passages)
+        system = _template(cfg.system).render(**variables).strip() if "{" in cfg.system else cfg.system.strip()
     except TemplateError as e:
         raise ConfigError(f"task {cfg.name}: template: {e}") from None
-    messages = [{"role": "system", "content": cfg.system.strip()}] if cfg.system.strip() else []
+    messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": user})
     return Prompt(
         messages, tuple(h.chunk.id for h in hits[:n_hits]), cut_context or cut_docs or cut_input

@@ -359,3 +359,94 @@ def test_bioasq_cells_score_officially_and_measure_retrieval_of_their_pmids(tmp_
     report = build_report(study)
     assert report.headline["bioasq-factoid"] == "factoid_mrr"
     assert report.headline["bioasq-yesno"] == "accuracy_ll_norm"
+
+
+def test_protocols_are_cells_of_their_own_with_parse_measures(task_index, tmp_path) -> None:
+    """Two protocols of one task are two cells (own fingerprint, no cache reuse); a generated
+    cell logs its unparsed rate, truncated outputs and generated tokens; the report pairs
+    the protocols on the same items and recomputes to the logged numbers."""
+    from biorag.experiment.plan import cell_fingerprint
+    from biorag.report.compare import build_report
+    from biorag.report.protocols import verdict as verdict_of
+    from biorag.report.study import read_study
+
+    _, cells, _ = plan(["model=fake", "task=hpo-term-mcq", f"task.n={N}", "task.protocol=loglikelihood,cot"])
+    assert [c.task.protocol for c in cells] == ["loglikelihood", "cot"]
+    assert len({cell_fingerprint(c, "none", "none") for c in cells}) == 2
+    result = run_experiment(["arm=base,rag", "model=fake", "model.options.mode=context", "task=hpo-term-mcq",
+                             f"task.n={N}", "task.protocol=loglikelihood,cot", f"arm.retriever.index={task_index}",
+                             f"cache_dir={tmp_path / 'c'}", "experiment=protocols"])
+    assert sorted(c.name for c in result.cells) == ["base/fake/hpo-term-mcq@cot", "base/fake/hpo-term-mcq@loglikelihood",
+                                                    "rag/fake/hpo-term-mcq@cot", "rag/fake/hpo-term-mcq@loglikelihood"]
+    assert all(c.resumed == 0 for c in result.cells)  # no prediction of one protocol reused by the other
+    cot = next(c for c in result.cells if c.name == "rag/fake/hpo-term-mcq@cot")
+    assert cot.metrics["hpo-term-mcq/unparsed_rate"] == 0.0 and cot.metrics["hpo-term-mcq/truncated_outputs"] == 0.0
+    assert cot.metrics["hpo-term-mcq/generated_tokens"] == 1.0  # the fake answers with one letter
+    assert MlflowClient().get_run(cot.run_id).data.params["task.protocol"] == "cot"
+    study = read_study(result.parent_run_id)
+    report = build_report(study)
+    assert report.headline == {"hpo-term-mcq@loglikelihood": "accuracy_ll_norm", "hpo-term-mcq@cot": "accuracy"}
+    by = {(c.arm, c.protocol): c for c in study.cells}
+    for d in report.protocol_deltas:  # recomputed from predictions.jsonl
+        r, t = by[d.arm, "loglikelihood"].scores("accuracy_ll_norm"), by[d.arm, "cot"].scores("accuracy")
+        assert d.n == N and d.delta == pytest.approx(sum(t.values()) / N - sum(r.values()) / N)
+    assert len(report.protocol_deltas) == 2
+    [verdict] = report.verdicts
+    assert set(verdict.by_protocol) == {"loglikelihood", "cot"} and verdict.treatment == "rag/fake"
+    headline = {d.protocol: d for d in report.deltas if d.headline}
+    assert verdict.by_protocol == {p: verdict_of(d.delta, d.p) for p, d in headline.items()}
+    assert verdict.agree == (len(set(verdict.by_protocol.values())) == 1)
+
+
+def test_an_answer_that_never_parses_is_wrong_never_a_guess(tmp_path) -> None:
+    result = run_experiment(["model=fake", "model.options.answer=I cannot tell.", "task=hpo-term-mcq", f"task.n={N}",
+                             "task.protocol=cot", f"cache_dir={tmp_path / 'c'}", "experiment=unparsed"])
+    m = result.cells[0].metrics
+    assert m["hpo-term-mcq/unparsed_rate"] == 1.0 and m["hpo-term-mcq/accuracy"] == 0.0
+    long = run_experiment(["model=fake", "model.options.answer=" + "thinking " * 600, "task=hpo-term-mcq",
+                           f"task.n={N}", "task.protocol=cot", f"cache_dir={tmp_path / 'c'}", "experiment=long"])
+    m = long.cells[0].metrics
+    assert m["hpo-term-mcq/truncated_outputs"] == 1.0 and m["hpo-term-mcq/generated_tokens"] == 512
+    from biorag.report.compare import build_report
+    from biorag.report.study import read_study
+
+    report = build_report(read_study(result.parent_run_id))
+    assert report.warnings and "100.0% of the outputs" in report.warnings[0]
+
+
+def test_a_study_runs_each_multiple_choice_task_under_each_protocol() -> None:
+    _, cells, _ = plan(["study=dorfner2024"])
+    got = {(c.task.name, c.task.protocol) for c in cells}
+    assert {("nejm-case-challenge", "loglikelihood"), ("nejm-case-challenge", "cot"),
+            ("longhealth", "cot"), ("meqsum", "task"), ("mednli", "task")} <= got
+    assert ("meqsum", "cot") not in got and len(cells) == 8 * (3 * 2 + 4)  # 8 models
+    with pytest.raises(ConfigError, match="not summarisation"):
+        plan(["task=meqsum", "task.protocol=cot"])  # asked for by name: an error, not a skip
+
+
+def test_self_consistency_keeps_the_majority_of_seeded_samples(tmp_path) -> None:
+    from biorag.scoring.metrics import parse_output
+
+    over = ["model=fake", "model.options.mode=context", "task=hpo-term-mcq", f"task.n={N}", "task.protocol=cot",
+            "task.samples=5", "task.temperature=1.0", f"cache_dir={tmp_path / 'c'}", "experiment=sc"]
+    result = run_experiment(over)
+    cell = result.cells[0]
+    run = MlflowClient().get_run(cell.run_id)
+    assert run.data.tags["decoding"] == "sampled at temperature 1.0, 5 sample(s) with seeds 0..4, majority vote"
+    assert run.data.params["task.samples"] == "5"
+    [cache] = (tmp_path / "c" / "predictions").glob("*.jsonl")
+    records = [json.loads(x) for x in cache.read_text().splitlines()]
+    options = {e.id: e.options for e in load_examples(load_task_config("hpo-term-mcq", [f"n={N}"]))}
+    differ = 0
+    for r in records:
+        votes = [parse_output("letter", s, options[r["id"]], "final_line") for s in r["samples"]]
+        assert len(votes) == 5
+        top = max(votes, key=votes.count)
+        assert votes.count(parse_output("letter", r["output"], options[r["id"]], "final_line")) == votes.count(top)
+        differ += len(set(votes)) > 1
+    assert differ > 0  # the samples are not all alike: they were sampled
+    again = run_experiment([*over[:-1], "experiment=sc2"])  # same seeds: the same cell, cached
+    assert again.cells[0].resumed == N
+    assert again.cells[0].metrics["hpo-term-mcq/accuracy"] == cell.metrics["hpo-term-mcq/accuracy"]
+    with pytest.raises(ConfigError, match="temperature above 0"):
+        plan(["model=fake", "task=hpo-term-mcq", "task.protocol=cot", "task.samples=3"])

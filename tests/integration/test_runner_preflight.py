@@ -40,4 +40,6 @@ def test_dorfner2024_study_plans_the_headline_pairs() -> None:
         assert models[m.counterpart].family != m.family
     tasks = {c.task.name for c in cells}
     assert {"nejm-case-challenge", "jama-clinical-challenge", "mednli", "longhealth"} <= tasks
-    assert len(cells) == len(models) * len(tasks)
+    # multiple-choice tasks under both protocols, the others once
+    settings = {(c.task.name, c.task.protocol) for c in cells}
+    assert len(cells) == len(models) * len(settings) and len(settings) == len(tasks) + 3

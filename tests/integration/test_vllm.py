@@ -127,6 +127,13 @@ def test_vllm_loglikelihoods_and_generations_equal_hf(engines, with_adapter: boo
     assert diff < LL_TOL
     assert agree >= 0.99
     assert texts == hf_texts
+    # a protocol's answer line ends generation and stays in the output, on both engines
+    full = next(t for t in texts if len(t.strip()) > 8)
+    keep = full[len(full) // 2 : len(full) // 2 + 3]
+    i = prompts[texts.index(full)]
+    kept = full[: full.index(keep) + len(keep)]
+    assert vllm_gen.generate([i], max_new_tokens=16, stop_after=[keep]) == [kept]
+    assert hf_gen.generate([i], max_new_tokens=16, stop_after=[keep]) == [kept]
 
 
 def test_adapter_changes_the_answers(engines) -> None:

@@ -23,6 +23,7 @@ SCHEMAS = {
     "arm": "biorag.experiment.arms:ArmConfig",
     "study": "biorag.experiment.arms:StudyConfig",
     "data": "biorag.finetune.data:DataConfig",
+    "protocol": "biorag.tasks.protocols:ProtocolConfig",
 }
 
 

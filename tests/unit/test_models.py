@@ -266,6 +266,18 @@ def test_stop_strings_cut_the_output(tiny: HFGenerator) -> None:
     cut = tiny.generate(["Hypertension is"], max_new_tokens=12, stop=[stop])[0]
     assert cut == full[: full.index(stop)]
     assert cut_at_stop("a. b\nc", ["\n", ". "]) == "a"
+    keep = full[2:5]
+    assert tiny.generate(["Hypertension is"], max_new_tokens=12, stop_after=[keep])[0] == full[: full.index(keep) + 3]
+    # the earliest ending wins, whether cut or kept
+    assert cut_at_stop("reasons.\nFinal answer: C\nmore", ["\n\n"], ["Final answer: C"]) == "reasons.\nFinal answer: C"
+    assert cut_at_stop("a\n\nFinal answer: C", ["\n\n"], ["Final answer: C"]) == "a"
+
+
+def test_sampling_is_seeded_and_not_greedy(tiny: HFGenerator) -> None:
+    sampled = tiny.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
+    assert sampled == tiny.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=3)
+    assert sampled != tiny.generate(PROMPTS, max_new_tokens=8, temperature=1.0, seed=4)
+    assert sampled != tiny.generate(PROMPTS, max_new_tokens=8)
 
 
 def test_greedy_even_when_the_model_config_samples(tiny_dir: Path, caplog) -> None:

@@ -129,6 +129,45 @@ def test_extract_answers(output: str, expected: tuple[str, ...]) -> None:
     assert parse_output("answers", output) == expected
 
 
+# real-looking outputs of the cot and medrag protocols, each parser path, with the letter read
+PROTOCOL_OUTPUTS = [
+    ('{"step_by_step_thinking": "TSH is raised and free T4 low.", "answer_choice": "B"}', "json", "B"),
+    ('```json\n{"step_by_step_thinking": "...", "answer_choice": "C. Pneumonia"}\n```\nI hope this helps.', "json", "C"),
+    ('{"step_by_step_thinking": "the budget ran out while thinking", "answer_choice": "D', "json", "D"),
+    ("No JSON here, but the answer is (B).", "json", "B"),  # then the robust extraction
+    ('{"step_by_step_thinking": "A fits.", "answer_choice": "A"} {"answer_choice": "C"}', "json", None),
+    ("A is unlikely, B is possible, but the fever points to C.\nFinal answer: C", "final_line", "C"),
+    ("Reasoning...\n**Final Answer:** (D)", "final_line", "D"),
+    ("**C**", "final_line", "C"),
+    ("Final answer: A\nOn reflection, no.\nFinal answer: C", "final_line", None),  # two answers
+    ("The answer is A or C.", "final_line", None),
+    ("I cannot tell from the information given.", "final_line", None),
+    ("Step 1: the fever. Step 2: the cough.\nFinal answer: Pneumonia", "final_line", "C"),
+]
+
+
+@pytest.mark.parametrize(("output", "answer_format", "expected"), PROTOCOL_OUTPUTS)
+def test_protocol_answers_are_read_or_left_unread(output: str, answer_format: str, expected) -> None:
+    options = ("Asthma", "COPD", "Pneumonia", "Sarcoidosis")
+    assert parse_output("letter", output, options, answer_format) == expected
+
+
+def test_unparsed_answers_are_wrong_and_counted_never_a_letter() -> None:
+    from biorag.scoring.evaluate import score_task
+    from biorag.tasks import load_task_config
+    from biorag.types import Example
+
+    cfg = load_task_config("medqa", ["task.protocol=cot"])
+    examples = [Example(id=str(i), task="medqa", input="q?", gold=g, options=("w", "x", "y", "z"))
+                for i, g in enumerate("ABCD")]
+    outputs = ["Final answer: A", "no idea", "Final answer: A", "I would say A or B"]
+    s = score_task(cfg, examples, outputs)
+    assert s.metrics["accuracy"].per_example == (1.0, 0.0, 0.0, 0.0)
+    assert s.metrics["unparsed_rate"].per_example == (0.0, 1.0, 0.0, 1.0)
+    assert s.metrics["unparsed_rate"].value == 0.5
+    assert [p.parsed for p in s.predictions] == ["A", None, "A", None]
+
+
 def test_accuracy_counts_unparsed_as_wrong() -> None:
     r = accuracy(["A", None, "C", "D"], ["A", "B", "C", "A"], seed=1)["accuracy"]
     assert r.value == 0.5

@@ -298,7 +298,7 @@ def test_mcq_generated_and_loglikelihood_scores() -> None:
     assert s.metrics["accuracy_ll_norm"].per_example == (1.0, 0.0, 1.0)
     p = s.predictions
     assert [x.parsed for x in p] == ["B", "A", None]
-    assert p[0].scores == {"accuracy": 1.0, "accuracy_ll": 1.0, "accuracy_ll_norm": 1.0}
+    assert p[0].scores == {"accuracy": 1.0, "accuracy_ll": 1.0, "accuracy_ll_norm": 1.0, "unparsed_rate": 0.0}
     assert p[1].option_logprobs == (-1, -9, -8, -8, -9)
     only_ll = score_task(cfg, examples, loglikelihoods=lls)
     assert [x.parsed for x in only_ll.predictions] == [
@@ -560,3 +560,41 @@ def test_a_bad_mirage_file_names_the_item_and_field(tmp_path: Path) -> None:
     assert "answer" in str(err.value)
     with pytest.raises(InputError, match="subset"):
         load_examples(load_task_config("mirage-medqa", [f"task.path={bad}", "task.subset=medqaa"]))
+
+
+# -- answer protocols ----------------------------------------------------------------------
+
+
+def test_protocols_set_scoring_template_budget_and_parsing() -> None:
+    from biorag.config import to_typed
+    from biorag.tasks.config import TaskConfig
+
+    own = load_task_config("medqa")
+    cot = load_task_config("medqa", ["task.protocol=cot"])
+    assert (cot.scoring, cot.answer_format, cot.max_new_tokens, cot.stop) == ("generate", "final_line", 512, [])
+    assert "Final answer: C" in cot.stop_after and cot.template != own.template and own.stop_after == []
+    assert load_task_config("medqa", ["task.protocol=cot", "task.max_new_tokens=1024"]).max_new_tokens == 1024
+    ll = load_task_config("hpo-term-mcq", ["task.protocol=loglikelihood"])
+    assert ll.scoring == "loglikelihood" and ll.template == load_task_config("hpo-term-mcq").template
+    assert to_typed(OmegaConf.structured(cot), TaskConfig) == cot  # applying twice changes nothing
+    with pytest.raises(ConfigError, match="Did you mean 'cot'"):
+        load_task_config("medqa", ["task.protocol=cto"])
+    with pytest.raises(ConfigError, match="applies to mcq, longdoc tasks, not summarisation"):
+        load_task_config("meqsum", ["task.protocol=cot"])
+
+
+def test_medrag_protocol_prompt_with_and_without_documents() -> None:
+    from biorag.prompting import build_prompt
+    from biorag.types import Chunk, Hit
+
+    cfg = load_task_config("hpo-term-mcq", ["task.protocol=medrag", "n=3"])
+    ex = load_examples(cfg)[0]
+    closed = build_prompt(cfg, ex).messages
+    hit = Hit(Chunk(id="d#0", doc_id="d", text="A passage.", title="T"), 1.0, 1)
+    rag = build_prompt(cfg, ex, [hit]).messages
+    assert closed[0]["role"] == rag[0]["role"] == "system"
+    assert "using the relevant documents" in rag[0]["content"] and "using the relevant" not in closed[0]["content"]
+    assert rag[1]["content"].startswith("Here are the relevant documents:\n[1] T\nA passage.")
+    assert "Which Human Phenotype Ontology term is it?" in closed[1]["content"]  # the task's question
+    assert closed[1]["content"].endswith("Please think step-by-step and generate your output in json:")
+    assert "A. " in closed[1]["content"] and "E. " in closed[1]["content"]

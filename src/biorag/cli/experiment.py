@@ -60,13 +60,14 @@ def validate(
 
     experiment, cells, baseline = plan(overrides or [])
     t = Table(title=f"experiment '{experiment}': {len(cells)} cell(s), baseline arm '{baseline}'")
-    for col in ("arm", "model", "family", "task", "items", "retrieval", "adapter"):
+    for col in ("arm", "model", "family", "task", "protocol", "items", "retrieval", "adapter"):
         t.add_column(col)
     for c in cells:
         r = c.arm.retriever
         where = f"{r.mode} k={r.k} from {r.index or (r.corpus or c.task.corpus)}" if r else "closed-book"
-        t.add_row(c.arm.name, c.model.name, c.model.family, c.task.name, str(c.task.n or "all"),
-                  where, c.arm.adapter or "-")
+        protocol = c.task.protocol if c.task.protocol != "task" else f"task ({c.task.scoring})"
+        t.add_row(c.arm.name, c.model.name, c.model.family, c.task.name, protocol,
+                  str(c.task.n or "all"), where, c.arm.adapter or "-")
     console.print(t)
 
 
@@ -80,20 +81,20 @@ def _fmt(metrics: dict[str, float], key: str) -> str:
 
 def results_table(cells, baseline: str = "base") -> Table:
     """Arms x tasks with 95% confidence intervals (one column per task's headline metric)."""
-    tasks = list(dict.fromkeys(c.task for c in cells))
+    tasks = list(dict.fromkeys((c.task, c.protocol) for c in cells))
     t = Table(title="results (95% bootstrap CI)")
     t.add_column("arm")
     t.add_column("model")
     heads = {}
-    for task in tasks:
-        first = next(c for c in cells if c.task == task)
-        heads[task] = headline_metric(first.metrics, task)
-        t.add_column(f"{task}\n{heads[task]}", justify="right")
+    for task, protocol in tasks:
+        first = next(c for c in cells if (c.task, c.protocol) == (task, protocol))
+        heads[task, protocol] = headline_metric(first.metrics, task)
+        t.add_column(f"{keys.task_label(task, protocol)}\n{heads[task, protocol]}", justify="right")
     rows = dict.fromkeys((c.arm, c.model) for c in cells)
     for arm, model in rows:
         cols = []
-        for task in tasks:
-            c = next((c for c in cells if (c.arm, c.model, c.task) == (arm, model, task)), None)
-            cols.append(_fmt(c.metrics, f"{task}/{heads[task]}") if c else "-")
+        for task, protocol in tasks:
+            c = next((c for c in cells if (c.arm, c.model, c.task, c.protocol) == (arm, model, task, protocol)), None)
+            cols.append(_fmt(c.metrics, f"{task}/{heads[task, protocol]}") if c else "-")
         t.add_row(arm + (" (baseline)" if arm == baseline else ""), model, *cols)
     return t

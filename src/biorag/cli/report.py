@@ -26,6 +26,8 @@ def report(
     baseline: str = typer.Option(None, help="Arm to compare against; default: the study's baseline_arm."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report as artifacts of the parent run."),
     all_metrics: bool = typer.Option(False, "--all", help="Print the deltas of every metric, not only the headline."),
+    unparsed_threshold: float = typer.Option(
+        0.05, help="Warn about a cell whose generated answers could not be read more often than this."),
 ) -> None:
     """Compare a study's arms: every metric with 95% CIs, paired tests against the baseline arm
     and between general and biomedical models, cost beside quality, plots, Markdown and HTML.
@@ -44,7 +46,7 @@ def report(
     from biorag.report.study import read_study
 
     study = read_study(target, baseline)
-    rep = build_report(study)
+    rep = build_report(study, unparsed_threshold)
     for t in all_tables(rep, headline_only=not all_metrics):
         console.print(_rich(t))
     folder = report_dir(study, out)
@@ -53,6 +55,8 @@ def report(
         log_to_parent(rep, folder)
     for p in rep.problems:
         console.print(f"[yellow]check failed:[/] {p}")
+    for w in rep.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
     console.print(f"report of run {study.parent_run_id} ({study.experiment}) in {folder}/: "
                   + ", ".join(p.name for p in files.values())
                   + (" (also logged to the parent run under report/)" if log else ""))

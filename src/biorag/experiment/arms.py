@@ -17,6 +17,7 @@ from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.models.config import ModelConfig
 from biorag.retrieval.evidence import EXCLUDE_MODES
 from biorag.tasks.config import TaskConfig
+from biorag.tracking.keys import task_label
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 
@@ -76,6 +77,9 @@ class StudyConfig:
     arms: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    # answer protocols to run every task under (experiments/protocol/); one that does not
+    # apply to a task (cot for a summarisation task) is skipped for it. Empty: the tasks' own
+    protocols: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # applied to every cell, e.g. task.n=100
     baseline_arm: str = "base"  # the arm others are compared with in reports
 
@@ -104,8 +108,10 @@ class RunConfig:
 
 
 
-def cell_name(arm: str, model: str, task: str) -> str:
-    return f"{arm}/{model}/{task}"
+def cell_name(arm: str, model: str, task: str, protocol: str = "task") -> str:
+    """`rag/smollm2/medqa`, and `rag/smollm2/medqa@cot` under another answer protocol."""
+    return f"{arm}/{model}/{task_label(task, protocol)}"
+
 
 
 def describe(obj: Any) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from biorag.config import compose, expand_sweeps, flatten, load_option, to_typed
 from biorag.experiment.arms import RetrieverConfig, RunConfig, StudyConfig
+from biorag.tasks.protocols import ProtocolNotApplicable
 
 # descriptive fields: changing them does not change a cell's predictions
 _DESCRIPTIVE = ("description", "expected_format")
@@ -30,13 +31,15 @@ def plan(overrides: Sequence[str]) -> tuple[str, list[RunConfig], str]:
         study = load_study_config(study_over[-1].split("=", 1)[1])
         experiment = study.experiment or f"biorag-{study.name}"
         baseline = study.baseline_arm
+        protocols = [[f"task.protocol={p}"] for p in study.protocols] or [[]]
         grid = [
-            [f"arm={a}", f"model={m}", f"task={t}", *study.overrides]
-            for m in study.models for t in study.tasks for a in study.arms
+            [f"arm={a}", f"model={m}", f"task={t}", *p, *study.overrides]
+            for m in study.models for t in study.tasks for p in protocols for a in study.arms
         ]
     else:
         grid = [[]]
     cells: list[RunConfig] = []
+    seen: set[str] = set()
     for base in grid:
         for combo in expand_sweeps([*base, *rest]):
             # arm.retriever.* overrides apply to the retrieval arms of a sweep; a closed-book
@@ -44,10 +47,20 @@ def plan(overrides: Sequence[str]) -> tuple[str, list[RunConfig], str]:
             retr = [o for o in combo if o.lstrip("+~").startswith("arm.retriever.")]
             if retr and compose("run", [o for o in combo if o not in retr]).arm.retriever is None:
                 combo = [o for o in combo if o not in retr]
-            cfg = to_typed(compose("run", combo), RunConfig, where="run config")
+            try:
+                cfg = to_typed(compose("run", combo), RunConfig, where="run config")
+            except ProtocolNotApplicable:
+                if not study_over:  # asked for by name: say so
+                    raise
+                # a study's protocol that does not apply to this task: the task's own, once
+                combo = [o for o in combo if not o.startswith("task.protocol=")]
+                cfg = to_typed(compose("run", combo), RunConfig, where="run config")
             if experiment and not any(o.startswith("experiment=") for o in rest):
                 cfg.experiment = experiment
-            cells.append(cfg)
+            key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                cells.append(cfg)
     return cells[0].experiment, cells, baseline
 
 

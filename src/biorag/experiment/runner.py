@@ -29,7 +29,16 @@ from biorag.models.config import ModelConfig
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
 from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
 from biorag.retrieval.retrievers import Retriever
-from biorag.scoring.evaluate import TaskScores
+from biorag.scoring.evaluate import (
+    TRUNCATED,
+    UNPARSED,
+    TaskScores,
+    decoding,
+    majority_output,
+    unparsed,
+)
+from biorag.scoring.metrics import MetricResult, aggregate
+from biorag.tasks.config import TaskConfig
 from biorag.tracking import keys
 from biorag.tracking.runs import (
     Tracker,
@@ -61,6 +70,7 @@ class CellResult:
     n: int
     run_id: str | None = None
     resumed: int = 0  # predictions taken from the cache of an earlier, interrupted run
+    protocol: str = "task"  # the task's answer protocol
 
 
 # -- running --------------------------------------------------------------------------------
@@ -89,7 +99,7 @@ def predict(
     use_gen = task.scoring in ("generate", "both") or not use_ll
     spec = cfg.arm.retriever
     k = spec.k if spec else 0
-    with progress.bar(f"{cell_name(cfg.arm.name, cfg.model.name, task.name)}", total=len(examples),
+    with progress.bar(cell_name(cfg.arm.name, cfg.model.name, task.name, task.protocol), total=len(examples),
                       completed=resumed) as bar:
         for batch in _batches(todo, cfg.batch_size):
             t0 = time.perf_counter()
@@ -112,13 +122,16 @@ def predict(
                         owners.append(i)
                 for i, res in zip(owners, generator.loglikelihood(requests), strict=True):
                     lls[i].append(res)
-            outputs = [""] * len(batch)
+            outputs, samples = [""] * len(batch), [[] for _ in batch]
             if use_gen:
-                outputs = generator.generate(texts, max_new_tokens=task.max_new_tokens, stop=task.stop or None)
+                outputs, samples = _generate(generator, texts, batch, task, cfg.seed)
             t_model = time.perf_counter() - t1
             records = []
-            for e, p, text, out, ll, hs in zip(batch, prompts, texts, outputs, lls, ranked, strict=True):
+            for e, p, text, out, ll, hs, sampled in zip(batch, prompts, texts, outputs, lls, ranked, samples,
+                                                         strict=True):
                 in_prompt = set(p.hit_ids)
+                n_out = generator.count_tokens(out) if out else 0  # the output kept (budget, truncation)
+                n_gen = sum(generator.count_tokens(x) for x in sampled) if sampled else n_out  # all generated
                 records.append({
                     "id": e.id,
                     "prompt_hash": p.hash,
@@ -127,8 +140,10 @@ def predict(
                     "ranked": [[h.chunk.id, h.chunk.doc_id, h.score] for h in hs],
                     "prompt_docs": doc_ranking([h for h in hs if h.chunk.id in in_prompt]),
                     "output": out,
+                    **({"samples": sampled} if sampled else {}),
                     "ll": [[r.logprob, r.n_tokens, r.n_chars, r.is_greedy] for r in ll],
-                    "tokens": generator.count_tokens(text) + (generator.count_tokens(out) if out else 0),
+                    "tokens": generator.count_tokens(text) + n_gen,
+                    "gen_tokens": n_out,
                     "retrieval_s": t_retrieval / len(batch),
                     "model_s": t_model / len(batch),
                     "truncated": p.truncated,
@@ -138,6 +153,20 @@ def predict(
                 done[r["id"]] = r
             bar.advance(len(batch))
     return [done[e.id] for e in examples], resumed
+
+
+def _generate(generator: Generator, texts: list[str], batch: Sequence[Example], task: TaskConfig,
+              seed: int) -> tuple[list[str], list[list[str]]]:
+    """Each prompt's output, greedy; or, with `task.samples`, the majority output of samples
+    drawn at `task.temperature` with seeds seed, seed+1, ... (and the samples themselves)."""
+    kw: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "stop": task.stop or None}
+    if task.stop_after:
+        kw["stop_after"] = task.stop_after
+    if task.temperature == 0:
+        return generator.generate(texts, **kw), [[] for _ in texts]
+    drawn = [generator.generate(texts, **kw, temperature=task.temperature, seed=seed + j) for j in range(task.samples)]
+    samples = [list(s) for s in zip(*drawn, strict=True)]
+    return [majority_output(task, s, e.options) for s, e in zip(samples, batch, strict=True)], samples
 
 
 def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> TaskScores:
@@ -158,6 +187,14 @@ def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence
         replace(p, retrieved=tuple(r["retrieved"]), prompt_hash=r["prompt_hash"])
         for p, r in zip(scores.predictions, records, strict=True)
     ]
+    if has_gen and task.answer_type != "text":
+        # ran into the budget (within a token: re-tokenising an output can merge a pair)
+        # before an answer could be read
+        per = [float(r.get("gen_tokens", 0) >= task.max_new_tokens - 1 and unparsed(p.parsed))
+               for p, r in zip(scores.predictions, records, strict=True)]
+        scores.metrics[TRUNCATED] = MetricResult(TRUNCATED, *aggregate(per, cfg.seed), len(per), tuple(per))
+        for p, v in zip(scores.predictions, per, strict=True):
+            p.scores[TRUNCATED] = v
     return scores
 
 
@@ -200,7 +237,7 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
                     baseline: str, invocation: str, uri: str, overrides: Sequence[str],
                     models: GeneratorCache, on_cell_done: Callable[[CellResult], None] | None) -> RunResult:
     tracker = Tracker(experiment, invocation, uri)
-    names = sorted({cell_name(c.arm.name, c.model.name, c.task.name) for c in cells})
+    names = sorted({cell_name(c.arm.name, c.model.name, c.task.name, c.task.protocol) for c in cells})
     parent_params = {"cells": len(cells), "arms": ",".join(sorted({c.arm.name for c in cells})),
                      "models": ",".join(sorted({c.model.name for c in cells})),
                      "tasks": ",".join(sorted({c.task.name for c in cells})),
@@ -222,7 +259,8 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
 def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
     return {
         keys.ARM: cfg.arm.name, keys.MODEL: cfg.model.name, keys.MODEL_FAMILY: cfg.model.family,
-        keys.TASK: cfg.task.name, keys.GIT_SHA: sha, keys.INDEX_FINGERPRINT: prep.index_fingerprint,
+        keys.TASK: cfg.task.name, keys.PROTOCOL: cfg.task.protocol, keys.DECODING: decoding(cfg.task, cfg.seed),
+        keys.GIT_SHA: sha, keys.INDEX_FINGERPRINT: prep.index_fingerprint,
         keys.ADAPTER_FINGERPRINT: prep.adapter_fingerprint, keys.KIND: keys.KIND_CELL,
     }
 
@@ -230,7 +268,7 @@ def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
 def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker: Tracker, sha: str) -> CellResult:
     from biorag.config import to_yaml
 
-    name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name)
+    name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
     examples = prep.examples
     with tracker.child(name, prep.fingerprint, cell_params(cfg), cell_tags(cfg, prep, sha)) as run_id:
         generator = models.get(cfg.model, prep.adapter)
@@ -260,7 +298,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         if prep.adapter_manifest:
             log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
         return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
-                          run_id, resumed)
+                          run_id, resumed, cfg.task.protocol)
 
 
 def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]],
@@ -299,6 +337,7 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]
         keys.TOKENS_PER_S: tokens / max(model_s, 1e-9),
         keys.RETRIEVAL_LATENCY_MS: 1000 * retrieval_s / max(n, 1),
         keys.TRUNCATED_PROMPTS: sum(1 for r in records if r.get("truncated")),
+        keys.GENERATED_TOKENS: sum(r.get("gen_tokens", 0) for r in records) / max(n, 1),
     }
     out.update({keys.metric(task, k): v for k, v in cost.items()})
     return out
@@ -319,6 +358,7 @@ def _log_predictions(predictions: Sequence[Prediction], records: Sequence[dict[s
             "example_id": p.example_id, "prompt_hash": p.prompt_hash, "retrieved": _s(p.retrieved),
             "output": p.output, "parsed": answer_text(p.parsed), "gold": answer_text(p.gold),
             "correct": correct if correct is not None else float("nan"),
+            "unparsed": p.scores.get(UNPARSED, float("nan")),
         })
     log_table(pd.DataFrame(rows), keys.PREDICTIONS_TABLE)
     lines = []

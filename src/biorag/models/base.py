@@ -34,9 +34,12 @@ class Generator(Protocol):
         ...
 
     def generate(
-        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
+        stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
-        """Greedy (temperature 0) completions of already-rendered prompts."""
+        """Completions of already-rendered prompts, ending before a `stop` string or right
+        after a `stop_after` one (which stays in the output). Greedy at temperature 0 (the
+        default); above it, sampled from the full distribution with `seed`."""
         ...
 
     def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> str:

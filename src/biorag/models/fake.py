@@ -75,13 +75,18 @@ class FakeGenerator:
         return LoglikelihoodResult(logprob, n_tokens, len(continuation), is_greedy=False)
 
     def generate(
-        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
+        stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
         self.n_generated += len(prompts)
         outputs = []
         for prompt in prompts:
-            text = self.answer.format(choice=self._choice(prompt), hash=_hash_hex(prompt)[:8])
-            text = cut_at_stop(text, stop)
+            choice = self._choice(prompt)
+            if temperature > 0 and choice and _hash_int(f"{seed}\x00{prompt}") % 100 < min(100, 50 * temperature):
+                letters = list(dict.fromkeys(m.group(1) for m in _OPTION_LINE.finditer(prompt)))
+                choice = letters[_hash_int(f"{seed}\x01{prompt}") % len(letters)]  # a "sampled" letter
+            text = self.answer.format(choice=choice, hash=_hash_hex(prompt)[:8])
+            text = cut_at_stop(text, stop, stop_after)
             words = text.split(" ")
             outputs.append(" ".join(words[:max_new_tokens]))
         return outputs

@@ -320,7 +320,8 @@ class HFGenerator:
 
     @torch.inference_mode()
     def generate(
-        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
+        stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
         budget = self.max_length - max_new_tokens
         if budget < 1:
@@ -336,14 +337,18 @@ class HFGenerator:
                 ids = ids[-budget:]
             encoded.append(ids)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
-        config = greedy_config(self.model, self.tokenizer, self._pad, max_new_tokens, stop)
+        ends = [*(stop or ()), *(stop_after or ())]
+        config = greedy_config(self.model, self.tokenizer, self._pad, max_new_tokens, ends)
+        if temperature > 0:  # sampling from the whole distribution (no top-k / top-p), seeded
+            config.do_sample, config.temperature, config.top_k = True, temperature, 0
+            torch.manual_seed(seed)
         outputs: list[str] = [""] * len(prompts)
         with progress.bar_if(f"{self.name} generate", len(prompts), len(prompts) > self.batch_size) as b:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                texts = self._generate_batch([encoded[i] for i in batch], config, stop)
+                texts = self._generate_batch([encoded[i] for i in batch], config, ends)
                 for i, text in zip(batch, texts, strict=True):
-                    outputs[i] = text
+                    outputs[i] = cut_at_stop(text, stop, stop_after)
                 b.advance(len(batch))
         return outputs
 
@@ -361,7 +366,7 @@ class HFGenerator:
         )
         new_tokens = out[:, ids.shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [cut_at_stop(t, stop) for t in texts]
+        return texts
 
 
 # -- helpers ---------------------------------------------------------------------------------

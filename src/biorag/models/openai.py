@@ -201,16 +201,19 @@ class OpenAIGenerator:
     # -- generation ------------------------------------------------------------------------
 
     def generate(
-        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
+        stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
         common: dict[str, Any] = {
             "model": self.model,
             "max_tokens": max_new_tokens,
-            "temperature": 0,
-            "seed": 0,
+            "temperature": temperature,
+            "seed": seed,
         }
         if stop:
             common["stop"] = list(stop)[:4]  # OpenAI accepts at most four; the rest are cut here
+        # `stop_after` is not sent: a server drops the stop string it ended on, and could not
+        # say which one; the output is cut here instead (generation runs to EOS or the budget)
         outputs: list[str] = []
         if self.api == "chat":
             for prompt in prompts:
@@ -225,7 +228,7 @@ class OpenAIGenerator:
                     self._post("/completions", {**common, "prompt": batch}), len(batch)
                 )
                 outputs.extend(c.get("text") or "" for c in choices)
-        return [cut_at_stop(text, stop) for text in outputs]
+        return [cut_at_stop(text, stop, stop_after) for text in outputs]
 
     def render_chat(
         self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True

@@ -56,12 +56,12 @@ def apply_template(
         )
 
 
-def cut_at_stop(text: str, stop: list[str] | None) -> str:
-    """Text up to the earliest stop string."""
-    if not stop:
-        return text
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
-    return text[:cut]
+def cut_at_stop(text: str, stop: list[str] | None, stop_after: list[str] | None = None) -> str:
+    """Text up to the earliest stop string, or through the earliest `stop_after` string
+    (kept: a protocol's answer line, "Final answer: C"), whichever comes first."""
+    ends = [(i, i) for i in (text.find(s) for s in stop or () if s) if i >= 0]
+    ends += [(i, i + len(s)) for s in stop_after or () if s and (i := text.find(s)) >= 0]
+    return text[: min(ends)[1]] if ends else text
 
 
 class TokenEncoder:

@@ -173,7 +173,8 @@ class VLLMGenerator:
         return results  # type: ignore[return-value]
 
     def generate(
-        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None
+        self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
+        stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
         from vllm import SamplingParams
 
@@ -182,8 +183,11 @@ class VLLMGenerator:
             raise BioragError(
                 f"{self.name}: max_new_tokens {max_new_tokens} >= max_length {self.max_length}"
             )
-        params = SamplingParams(max_tokens=max_new_tokens, stop=list(stop) if stop else None,
-                                **GREEDY)
+        ends = [*(stop or ()), *(stop_after or ())]
+        # vLLM drops a stop string from its output; keep them, and cut here (stop_after stays)
+        params = SamplingParams(max_tokens=max_new_tokens, stop=ends or None,
+                                include_stop_str_in_output=bool(ends),
+                                **(GREEDY if temperature == 0 else {"temperature": temperature, "seed": seed}))
         inputs = []
         for ids in map(self._encoder.encode, prompts):
             if len(ids) > budget:
@@ -191,7 +195,7 @@ class VLLMGenerator:
                 ids = ids[-budget:]
             inputs.append({"prompt_token_ids": ids})
         outputs = self._generate(inputs, params)
-        return [cut_at_stop(out.outputs[0].text, stop) for out in outputs]
+        return [cut_at_stop(out.outputs[0].text, stop, stop_after) for out in outputs]
 
     def _generate(self, inputs: list[dict[str, Any]], params: Any) -> list[Any]:
         from biorag import progress

@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biorag.report.protocols import (
+    UNPARSED_WARN,
+    ProtocolDelta,
+    Verdict,
+    is_answer_metric,
+    parse_warnings,
+    protocol_deltas,
+    verdicts,
+)
 from biorag.report.strata import Stratum, study_strata
 from biorag.report.study import Cell, Study
-from biorag.retrieval.evidence import is_retrieval_metric
 from biorag.scoring.metrics import aggregate, headline_rank, metric_info
 from biorag.scoring.stats import PairedTest, holm, paired_test
 from biorag.tracking import keys
@@ -84,6 +92,7 @@ class Row:
     hi: float
     n: int
     run_id: str
+    protocol: str = "task"
 
 
 @dataclass
@@ -111,6 +120,7 @@ class Delta:
     c: int = 0
     headline: bool = False
     p_holm: float = math.nan  # Holm-adjusted over the report's headline comparisons
+    protocol: str = "task"
 
 
 @dataclass
@@ -122,13 +132,17 @@ class Report:
     costs: list[dict[str, Any]]
     problems: list[str]
     strata: list[Stratum] = field(default_factory=list)  # rag arms split by what retrieval did
+    protocol_deltas: list[ProtocolDelta] = field(default_factory=list)  # one cell, two protocols
+    verdicts: list[Verdict] = field(default_factory=list)  # each comparison under each protocol
+    warnings: list[str] = field(default_factory=list)  # cells with too many unparsed answers
+    unparsed_threshold: float = UNPARSED_WARN
 
 
 def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[Delta]:
     """Paired deltas on every metric both cells logged with per-example scores."""
     out = []
     for metric in treatment.quality_metrics():
-        if metric not in reference.quality_metrics() or is_retrieval_metric(metric):
+        if metric not in reference.quality_metrics() or not is_answer_metric(metric):
             continue
         r, t = reference.scores(metric), treatment.scores(metric)
         ids = [i for i in r if i in t]
@@ -143,7 +157,7 @@ def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[
         logged = treatment.value(metric)[0] - reference.value(metric)[0]
         delta = logged if corpus or len(ids) == len(r) == len(t) else test.delta
         out.append(Delta(
-            kind=kind, task=treatment.task, metric=metric,
+            kind=kind, task=treatment.label, metric=metric, protocol=treatment.protocol,
             treatment=f"{treatment.arm}/{treatment.model}", reference=f"{reference.arm}/{reference.model}",
             model=treatment.model, arm=treatment.arm, delta=delta,
             lo=math.nan if corpus else test.lo, hi=math.nan if corpus else test.hi,
@@ -163,36 +177,41 @@ def model_pairs(cells: Sequence[Cell]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def build_report(study: Study) -> Report:
+def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN) -> Report:
     """Tables, paired deltas, cost and checks of a study's cells."""
     cells = study.cells
-    tasks = list(dict.fromkeys(c.task for c in cells))
-    headline = {t: headline_metric(next(c for c in cells if c.task == t).metrics, t) for t in tasks}
-    rows = [Row(c.arm, c.model, c.family, c.task, m, *c.value(m), len(c.predictions), c.run_id)
-            for c in cells for m in c.quality_metrics() if not is_retrieval_metric(m)]
-    by = {(c.arm, c.model, c.task): c for c in cells}
+    headline: dict[str, str] = {}
+    for c in cells:  # per task and protocol: `medqa`, `medqa@cot`
+        headline.setdefault(c.label, headline_metric(c.metrics, c.task))
+    rows = [Row(c.arm, c.model, c.family, c.label, m, *c.value(m), len(c.predictions), c.run_id, c.protocol)
+            for c in cells for m in c.quality_metrics() if is_answer_metric(m)]
+    by = {(c.arm, c.model, c.label): c for c in cells}
     deltas: list[Delta] = []
     for c in cells:
-        ref = by.get((study.baseline, c.model, c.task))
+        ref = by.get((study.baseline, c.model, c.label))
         if ref is not None and c.arm != study.baseline:
-            deltas += compare(ref, c, "arm", headline[c.task])
+            deltas += compare(ref, c, "arm", headline[c.label])
     for general, bio in model_pairs(cells):
         for c in cells:
-            if c.model == bio and (g := by.get((c.arm, general, c.task))) is not None:
-                deltas += compare(g, c, "family", headline[c.task])
+            if c.model == bio and (g := by.get((c.arm, general, c.label))) is not None:
+                deltas += compare(g, c, "family", headline[c.label])
     if study.baseline not in {c.arm for c in cells}:
         log.warning("baseline arm '%s' is not in this study (arms: %s): no deltas against it",
                     study.baseline, ", ".join(sorted({c.arm for c in cells})))
     heads = [d for d in deltas if d.headline]
     for d, p in zip(heads, holm([d.p for d in heads]), strict=True):
         d.p_holm = p
-    costs = [{"arm": c.arm, "model": c.model, "task": c.task, "n": len(c.predictions),
-              headline[c.task]: c.value(headline[c.task])[0], **c.cost()} for c in cells]
+    costs = [{"arm": c.arm, "model": c.model, "task": c.label, "n": len(c.predictions),
+              headline[c.label]: c.value(headline[c.label])[0], **c.cost()} for c in cells]
     problems = [p for c in cells for p in check(c)]
     for p in problems:
         log.warning("metric check: %s", p)
+    warnings = parse_warnings(cells, unparsed_threshold)
+    for w in warnings:
+        log.warning("%s", w)
     return Report(study, headline, rows, deltas, costs, problems,
-                  study_strata(cells, study.baseline, headline))
+                  study_strata(cells, study.baseline, headline),
+                  protocol_deltas(cells, headline), verdicts(deltas), warnings, unparsed_threshold)
 
 
 def report_dir(study: Study, out: str | Path | None = None) -> Path:

@@ -10,46 +10,17 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from biorag.errors import BioragError
 from biorag.report.compare import Delta, Report
+from biorag.report.protocols import parsing_table, protocol_tables
+from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds
 from biorag.retrieval.evidence import CELL_KEYS, is_retrieval_metric
 
 BAR_PNG, DELTA_PNG = "bars.png", "deltas.png"
-
-
-@dataclass
-class Table:
-    """A titled table of strings: one model of what the terminal, Markdown and HTML show."""
-
-    title: str
-    headers: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    note: str = ""
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def fmt_ci(value: float, lo: float, hi: float, digits: int = 3, sign: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    v = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-    return v if math.isnan(lo) or math.isnan(hi) else f"{v} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def fmt_seconds(x: float) -> str:
-    return "-" if math.isnan(x) else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -121,7 +92,7 @@ def retrieval_table(report: Report) -> Table | None:
               note="documents ranked by their first chunk; evidence_in_prompt: a gold document among the "
                    "passages packed into the prompt; leak_source_in_index: the item's own source is in the index")
     for c in cells:
-        t.rows.append([c.arm, c.model, c.task, *(fmt_ci(*c.value(m)) for m in metrics)])
+        t.rows.append([c.arm, c.model, c.label, *(fmt_ci(*c.value(m)) for m in metrics)])
     return t
 
 
@@ -143,8 +114,9 @@ def strata_table(report: Report) -> Table | None:
 
 
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
-    extra = [t for t in (retrieval_table(report), strata_table(report)) if t is not None]
-    return [*quality_tables(report), *delta_tables(report, headline_only), *extra, cost_table(report)]
+    extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report)) if t is not None]
+    return [*quality_tables(report), *delta_tables(report, headline_only), *protocol_tables(report), *extra,
+            cost_table(report)]
 
 
 # -- plots ----------------------------------------------------------------------------------
@@ -270,6 +242,8 @@ def markdown(report: Report, images: Sequence[str]) -> str:
     lines += ["## Method", "", METHODS, ""]
     if report.problems:
         lines += ["## Check failures", "", *[f"- {p}" for p in report.problems], ""]
+    if report.warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in report.warnings], ""]
     return "\n".join(lines)
 
 
@@ -294,8 +268,9 @@ def html_page(report: Report, images: dict[str, bytes]) -> str:
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in t.rows]
         parts.append("</table>" + (f"<p class='note'>{e(t.note)}</p>" if t.note else ""))
     parts.append(f"<h2>Method</h2><p>{e(METHODS)}</p>")
-    if report.problems:
-        parts.append("<h2>Check failures</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in report.problems) + "</ul>")
+    for title, items in (("Check failures", report.problems), ("Warnings", report.warnings)):
+        if items:
+            parts.append(f"<h2>{title}</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in items) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -316,8 +291,9 @@ def write_report(report: Report, folder: Path) -> dict[str, Path]:
     files["results_csv"] = _write_csv(folder / "results.csv", [asdict(r) for r in report.rows])
     files["deltas_csv"] = _write_csv(folder / "deltas.csv", [asdict(d) for d in report.deltas])
     files["costs_csv"] = _write_csv(folder / "costs.csv", report.costs)
-    if report.strata:
-        files["strata_csv"] = _write_csv(folder / "strata.csv", [asdict(x) for x in report.strata])
+    for name, items in (("strata", report.strata), ("protocols", report.protocol_deltas)):
+        if items:
+            files[f"{name}_csv"] = _write_csv(folder / f"{name}.csv", [asdict(x) for x in items])
     images = [files[k].name for k in ("bars", "deltas_plot") if k in files]
     files["markdown"] = _write_text(folder / "report.md", markdown(report, images))
     files["html"] = _write_text(folder / "report.html",

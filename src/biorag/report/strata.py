@@ -66,7 +66,7 @@ def strata(reference: Cell, treatment: Cell, metric: str) -> list[Stratum]:
             r = [r_scores[i] for i in ids]
             test = paired_test(r, t, seed=treatment.seed)
             out.append(Stratum(
-                treatment.task, treatment.model, treatment.arm, reference.arm, split, name, metric,
+                treatment.label, treatment.model, treatment.arm, reference.arm, split, name, metric,
                 len(ids), *aggregate(t, seed=treatment.seed), *aggregate(r, seed=treatment.seed),
                 test.delta, test.lo, test.hi, test.p, test.test,
             ))
@@ -75,13 +75,13 @@ def strata(reference: Cell, treatment: Cell, metric: str) -> list[Stratum]:
 
 def study_strata(cells: list[Cell], baseline: str, headline: dict[str, str]) -> list[Stratum]:
     """The strata of every cell that retrieved, against the baseline arm of its model."""
-    by = {(c.arm, c.model, c.task): c for c in cells}
+    by = {(c.arm, c.model, c.label): c for c in cells}
     out: list[Stratum] = []
     for c in cells:
-        ref = by.get((baseline, c.model, c.task))
+        ref = by.get((baseline, c.model, c.label))
         if ref is None or c.arm == baseline:
             continue
-        metric = headline[c.task]
+        metric = headline[c.label]
         if not c.scores(metric) or not ref.scores(metric):
             continue
         out += strata(ref, c, metric)

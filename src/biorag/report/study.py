@@ -44,10 +44,16 @@ class Cell:
     predictions: list[dict[str, Any]] = field(default_factory=list)  # predictions.jsonl rows
     index_manifest: dict[str, Any] | None = None
     adapter_manifest: dict[str, Any] | None = None
+    protocol: str = "task"  # the task's answer protocol
+
+    @property
+    def label(self) -> str:
+        """The task as the report groups it: `medqa`, or `medqa@cot` under another protocol."""
+        return keys.task_label(self.task, self.protocol)
 
     @property
     def name(self) -> str:
-        return f"{self.arm}/{self.model}/{self.task}"
+        return f"{self.arm}/{self.model}/{self.label}"
 
     def quality_metrics(self) -> list[str]:
         """Metric keys (without the task prefix) that were logged with a 95% interval."""
@@ -161,6 +167,7 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
             predictions=[json.loads(x) for x in (preds or "").splitlines() if x.strip()],
             index_manifest=json.loads(index_m) if index_m else None,
             adapter_manifest=json.loads(adapter_m) if adapter_m else None,
+            protocol=tags.get(keys.PROTOCOL) or "task",
         ))
     _warn_duplicates(cells)
     return Study(

@@ -8,6 +8,7 @@ log-probabilities) and `<key>_ll_norm` (argmax per character, lm-eval's `acc_nor
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from biorag.scoring.metrics import (
     LETTERS,
     N_RESAMPLES,
     MetricResult,
+    aggregate,
     compute_metrics,
     mcq_argmax,
     parse_output,
@@ -25,6 +27,36 @@ from biorag.types import Example, Prediction
 
 # metrics that compare one chosen option with gold, so they apply to log-likelihood choices
 OPTION_METRICS = ("accuracy", "macro_f1", "exact_match")
+# how generation went, not how good the answers are: outputs with no (or an ambiguous)
+# answer, and outputs that ran into max_new_tokens before giving one (the runner's)
+UNPARSED = "unparsed_rate"
+TRUNCATED = "truncated_outputs"
+PARSE_KEYS = (UNPARSED, TRUNCATED)
+
+
+def majority_output(cfg: TaskConfig, outputs: Sequence[str], options: Sequence[str]) -> str:
+    """Self-consistency: the first of the sampled outputs whose answer is the most common
+    one (ties: the answer sampled first); outputs with no answer do not vote, and when none
+    has one the first output stands (and counts as unparsed)."""
+    parsed = [parse_output(cfg.answer_type, o, options, cfg.answer_format) for o in outputs]
+    votes = Counter(repr(p) for p in parsed if not unparsed(p))
+    if not votes:
+        return outputs[0]
+    winner = votes.most_common(1)[0][0]
+    return next(o for o, p in zip(outputs, parsed, strict=True) if repr(p) == winner)
+
+
+def decoding(cfg: TaskConfig, seed: int) -> str:
+    """How a cell's outputs were decoded, for its `decoding` tag."""
+    if cfg.temperature == 0:
+        return "greedy (temperature 0)"
+    return (f"sampled at temperature {cfg.temperature}, {cfg.samples} sample(s) with seeds "
+            f"{seed}..{seed + cfg.samples - 1}" + (", majority vote" if cfg.samples > 1 else ""))
+
+
+def unparsed(parsed: object) -> bool:
+    """No answer could be read: none, or an empty one (no codes, no names)."""
+    return parsed is None or parsed == "" or parsed == ()
 
 
 @dataclass
@@ -63,11 +95,15 @@ def score_task(
 
     if outputs is not None:
         parsed = [
-            parse_output(cfg.answer_type, out, ex.options)
+            parse_output(cfg.answer_type, out, ex.options, cfg.answer_format)
             for ex, out in zip(examples, outputs, strict=True)
         ]
         m, skipped = compute_metrics(cfg.metrics, parsed, gold, seed=seed, n_resamples=n_resamples)
         metrics.update(m)
+        if cfg.answer_type != "text":  # free text always parses
+            mean, lo, hi = aggregate([float(unparsed(p)) for p in parsed], seed, n_resamples)
+            per = tuple(float(unparsed(p)) for p in parsed)
+            metrics[UNPARSED] = MetricResult(UNPARSED, mean, lo, hi, len(per), per)
         for p, out, par in zip(preds, outputs, parsed, strict=True):
             p.output, p.parsed = out, par
 

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 TYPES = ("mcq", "nli", "summarisation", "coding", "longdoc", "qa")
 SCORING_MODES = ("loglikelihood", "generate", "both")
 CONTINUATIONS = ("letter", "text")
+ANSWER_FORMATS = ("plain", "final_line", "json")  # the whole output | "Final answer: X" | MedRAG's JSON
 # the answer a task type's outputs are parsed to (scoring.parse_output)
 ANSWER_TYPES = {
     "mcq": "letter",
@@ -78,7 +79,17 @@ class TaskConfig:
     scoring: str = "generate"  # options: loglikelihood | generate | both
     continuation: str = "letter"  # log-likelihood scores " A" ... or " <option text>"
     max_new_tokens: int = 32
-    stop: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)  # generation ends before them
+    # -- answer protocol (experiments/protocol/): "task" is the settings above; another one
+    # (loglikelihood, direct, cot, medrag) sets scoring, template, budget and parsing
+    protocol: str = "task"
+    protocol_question: str = ""  # what a protocol's template asks after an item that is no question
+    answer_format: str = "plain"  # where an answer is read: plain | final_line | json
+    stop_after: list[str] = field(default_factory=list)  # generation ends after them (kept)
+    # -- decoding: greedy by default; self-consistency samples `samples` outputs at
+    # `temperature` (seeds seed, seed+1, ...) and keeps the majority answer
+    temperature: float = 0.0
+    samples: int = 1
     expected_format: str = ""  # what a user-supplied file must look like
 
     def __post_init__(self) -> None:
@@ -93,6 +104,17 @@ class TaskConfig:
             raise ConfigError(
                 f"{where}: loader '{self.loader}' makes {made} items, not {self.type}"
             )
+        if self.protocol != "task":
+            from biorag.tasks.protocols import apply_protocol
+
+            apply_protocol(self)
+        if self.samples < 1 or self.temperature < 0:
+            raise ConfigError(f"{where}: samples must be at least 1 and temperature at least 0")
+        if self.samples > 1 and (self.temperature == 0 or self.scoring == "loglikelihood"):
+            raise ConfigError(f"{where}: samples={self.samples} needs generation at a temperature "
+                              "above 0 (e.g. task.temperature=0.7): greedy samples are all the same")
+        if self.answer_format not in ANSWER_FORMATS:
+            raise ConfigError(f"{where}: " + did_you_mean(self.answer_format, ANSWER_FORMATS, what="answer format"))
         if not self.answer_type:
             self.answer_type = ANSWER_TYPES[self.type]
         elif self.answer_type != ANSWER_TYPES[self.type]:

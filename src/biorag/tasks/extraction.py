@@ -4,6 +4,7 @@ letters). Pure functions; `biorag.scoring.metrics` re-exports them."""
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import unicodedata
@@ -173,8 +174,43 @@ def extract_answers(text: str) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-def parse_output(answer_type: str, text: str, options: Sequence[str] = ()) -> Parsed:
-    """A generated output to the answer a metric compares with gold, by answer type."""
+_FINAL = re.compile(r"(?im)^[\W_]*final\s+answer[\W_]*?(?:is\s*)?[:\-]\s*(.+)$")
+_JSON_CHOICE = re.compile(r'"answer_choice"\s*:\s*"([^"]*)"?')
+
+
+def answer_segments(text: str, answer_format: str) -> list[str] | None:
+    """Where a protocol's answer stands in an output: the text of each "Final answer:" line
+    (final_line), or the `answer_choice` of the output's JSON objects (json: fenced or
+    followed by text; a cut-off object still gives its choice). None when there is none,
+    and the whole output is read instead; "plain" is always the whole output."""
+    text = unicodedata.normalize("NFKC", text or "")
+    if answer_format == "final_line":
+        found = [m.group(1).strip() for m in _FINAL.finditer(text)]
+        return found or None
+    if answer_format == "json":
+        decoder, found = json.JSONDecoder(), []
+        for m in re.finditer(r"\{", text):
+            try:
+                obj, _ = decoder.raw_decode(text, m.start())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and "answer_choice" in obj:
+                found.append(str(obj["answer_choice"]))
+        return found or [m.group(1) for m in _JSON_CHOICE.finditer(text)] or None
+    return None
+
+
+def parse_output(
+    answer_type: str, text: str, options: Sequence[str] = (), answer_format: str = "plain"
+) -> Parsed:
+    """A generated output to the answer a metric compares with gold, by answer type; with a
+    protocol's answer format, read from its answer lines first. Answer lines that disagree
+    give None (no answer), never one of them."""
+    segments = answer_segments(text, answer_format) if answer_format != "plain" else None
+    if segments is not None:
+        answers = {parse_output(answer_type, seg, options) for seg in segments}
+        answers.discard(None)
+        return answers.pop() if len(answers) == 1 else None
     if answer_type == "letter":
         return extract_letter(text, options)
     if answer_type == "label":

@@ -18,6 +18,8 @@ ARM = "arm"
 MODEL = "model"
 MODEL_FAMILY = "model_family"  # general | biomedical
 TASK = "task"
+DECODING = "decoding"  # every backend decodes greedily: "greedy (temperature 0)"
+PROTOCOL = "protocol"  # the task's answer protocol (task | loglikelihood | direct | cot | medrag)
 BASELINE_ARM = "baseline_arm"  # on a parent: the arm the others are compared with
 GIT_SHA = "git_sha"
 INDEX_FINGERPRINT = "index_fingerprint"
@@ -54,6 +56,7 @@ TOKENS = "tokens"
 TOKENS_PER_S = "tokens_per_s"
 RETRIEVAL_LATENCY_MS = "retrieval_latency_ms"
 TRUNCATED_PROMPTS = "truncated_prompts"
+GENERATED_TOKENS = "generated_tokens"  # per item, of generated outputs
 WALL_SECONDS_THIS_SESSION = "wall_seconds_this_session"
 COST = (EVAL_SECONDS, TOKENS)  # per-task metrics that describe cost, not quality
 # a fine-tune run's history
@@ -79,6 +82,11 @@ REPORT_DIR = "report"  # `biorag report` logs its folder here on the parent run
 def metric(task: str, key: str) -> str:
     """The logged name of a task's metric: `<task>/<key>`."""
     return f"{task}/{key}"
+
+
+def task_label(task: str, protocol: str = "task") -> str:
+    """A task as cells and reports name it: `medqa`, or `medqa@cot` under another protocol."""
+    return task if protocol == "task" else f"{task}@{protocol}"
 
 
 def split_metric(name: str) -> tuple[str, str]:
