@@ -68,6 +68,7 @@ class HFGenerator:
         pad = tokenizer.pad_token_id
         pad = tokenizer.eos_token_id if pad is None else pad
         self._pad = 0 if pad is None else pad  # padded positions are masked; any id will do
+        self._stops: dict[tuple[str, ...], Any] = {}  # stop strings -> their criteria, built once
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(base.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
@@ -338,7 +339,7 @@ class HFGenerator:
             encoded.append(ids)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
         ends = [*(stop or ()), *(stop_after or ())]
-        config = greedy_config(self.model, self.tokenizer, self._pad, max_new_tokens, ends)
+        config = greedy_config(self.model, self.tokenizer, self._pad, max_new_tokens, None)
         if temperature > 0:  # sampling from the whole distribution (no top-k / top-p), seeded
             config.do_sample, config.temperature, config.top_k = True, temperature, 0
             torch.manual_seed(seed)
@@ -352,12 +353,22 @@ class HFGenerator:
                 b.advance(len(batch))
         return outputs
 
+    def _stopping(self, stop: tuple[str, ...]) -> Any:
+        """transformers' stop-string criteria, kept: building one scans the whole vocabulary
+        (half a second a string for a 49k vocabulary), which `stop_strings=` does per call."""
+        if stop not in self._stops:
+            from transformers import StoppingCriteriaList
+            from transformers.generation.stopping_criteria import StopStringCriteria
+
+            self._stops[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
+        return self._stops[stop]
+
     def _generate_batch(
         self, batch: list[list[int]], config: Any, stop: list[str] | None
     ) -> list[str]:
         ids, mask = self._padded(batch, left=True)  # every prompt ends at the same column
         device = self.model.device
-        extra = {"tokenizer": self.tokenizer} if stop else {}
+        extra = {"stopping_criteria": self._stopping(tuple(stop))} if stop else {}
         out = self.model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
