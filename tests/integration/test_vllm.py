@@ -134,6 +134,10 @@ def test_vllm_loglikelihoods_and_generations_equal_hf(engines, with_adapter: boo
     kept = full[: full.index(keep) + len(keep)]
     assert vllm_gen.generate([i], max_new_tokens=16, stop_after=[keep]) == [kept]
     assert hf_gen.generate([i], max_new_tokens=16, stop_after=[keep]) == [kept]
+    # self-consistency's samples: seeded, so the same seed draws the same text
+    drawn = vllm_gen.generate(prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    assert drawn == vllm_gen.generate(prompts, max_new_tokens=8, temperature=1.0, seed=3)
+    assert drawn != vllm_gen.generate(prompts, max_new_tokens=8)  # and not the greedy text
 
 
 def test_adapter_changes_the_answers(engines) -> None:
