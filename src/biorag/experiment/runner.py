@@ -37,7 +37,7 @@ from biorag.scoring.evaluate import (
     majority_output,
     unparsed,
 )
-from biorag.scoring.metrics import MetricResult, aggregate
+from biorag.scoring.metrics import N_RESAMPLES, mean_result
 from biorag.tasks.config import TaskConfig
 from biorag.tracking import keys
 from biorag.tracking.runs import (
@@ -192,7 +192,7 @@ def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence
         # before an answer could be read
         per = [float(r.get("gen_tokens", 0) >= task.max_new_tokens - 1 and unparsed(p.parsed))
                for p, r in zip(scores.predictions, records, strict=True)]
-        scores.metrics[TRUNCATED] = MetricResult(TRUNCATED, *aggregate(per, cfg.seed), len(per), tuple(per))
+        scores.metrics[TRUNCATED] = mean_result(TRUNCATED, per, cfg.seed, N_RESAMPLES)
         for p, v in zip(scores.predictions, per, strict=True):
             p.scores[TRUNCATED] = v
     return scores

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from biorag.scoring.metrics import N_RESAMPLES, MetricResult, Parsed, _check, _mean_result, scorer
+from biorag.scoring.metrics import N_RESAMPLES, MetricResult, Parsed, _check, mean_result, scorer
 from biorag.tasks.extraction import normalise_text, strip_punct
 
 FACTOID_ANSWERS = 5  # BioASQ scores the first five answers of a factoid question
@@ -46,9 +46,9 @@ def factoid(
         rank = next((i for i, a in enumerate(_answers(p, FACTOID_ANSWERS), 1) if a in names), 0)
         rr.append(1.0 / rank if rank else 0.0)
     return {
-        "factoid_mrr": _mean_result("factoid_mrr", rr, seed, n_resamples),
-        "factoid_strict_acc": _mean_result("factoid_strict_acc", [float(r == 1.0) for r in rr], seed, n_resamples),
-        "factoid_lenient_acc": _mean_result("factoid_lenient_acc", [float(r > 0) for r in rr], seed, n_resamples),
+        "factoid_mrr": mean_result("factoid_mrr", rr, seed, n_resamples),
+        "factoid_strict_acc": mean_result("factoid_strict_acc", [float(r == 1.0) for r in rr], seed, n_resamples),
+        "factoid_lenient_acc": mean_result("factoid_lenient_acc", [float(r > 0) for r in rr], seed, n_resamples),
     }
 
 
@@ -81,7 +81,7 @@ def list_f1(
         rec.append(re_)
         f1.append(2 * pr * re_ / (pr + re_) if pr + re_ else 0.0)
     return {
-        "list_f1": _mean_result("list_f1", f1, seed, n_resamples),
-        "list_precision": _mean_result("list_precision", prec, seed, n_resamples),
-        "list_recall": _mean_result("list_recall", rec, seed, n_resamples),
+        "list_f1": mean_result("list_f1", f1, seed, n_resamples),
+        "list_precision": mean_result("list_precision", prec, seed, n_resamples),
+        "list_recall": mean_result("list_recall", rec, seed, n_resamples),
     }

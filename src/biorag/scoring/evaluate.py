@@ -17,9 +17,9 @@ from biorag.scoring.metrics import (
     LETTERS,
     N_RESAMPLES,
     MetricResult,
-    aggregate,
     compute_metrics,
     mcq_argmax,
+    mean_result,
     parse_output,
 )
 from biorag.tasks.config import TaskConfig
@@ -101,9 +101,7 @@ def score_task(
         m, skipped = compute_metrics(cfg.metrics, parsed, gold, seed=seed, n_resamples=n_resamples)
         metrics.update(m)
         if cfg.answer_type != "text":  # free text always parses
-            mean, lo, hi = aggregate([float(unparsed(p)) for p in parsed], seed, n_resamples)
-            per = tuple(float(unparsed(p)) for p in parsed)
-            metrics[UNPARSED] = MetricResult(UNPARSED, mean, lo, hi, len(per), per)
+            metrics[UNPARSED] = mean_result(UNPARSED, [float(unparsed(p)) for p in parsed], seed, n_resamples)
         for p, out, par in zip(preds, outputs, parsed, strict=True):
             p.output, p.parsed = out, par
 

@@ -179,7 +179,7 @@ def bootstrap_ci(
     return _interval(stats, confidence)
 
 
-def _mean_result(name: str, values: Sequence[float], seed: int, n_resamples: int) -> MetricResult:
+def mean_result(name: str, values: Sequence[float], seed: int, n_resamples: int) -> MetricResult:
     mean, lo, hi = aggregate(values, seed, n_resamples)
     return MetricResult(name, mean, lo, hi, len(values), tuple(float(v) for v in values))
 
@@ -210,7 +210,7 @@ def accuracy(
     """Share of examples whose parsed answer is the gold one; no answer counts as wrong."""
     _check(parsed, gold)
     return {
-        "accuracy": _mean_result(
+        "accuracy": mean_result(
             "accuracy",
             [float(_same(p, g)) for p, g in zip(parsed, gold, strict=True)],
             seed,
@@ -231,7 +231,7 @@ def exact_match(
             values.append(float(strip_punct(normalise_text(p)) == strip_punct(normalise_text(g))))
         else:
             values.append(float(_same(p, g)))
-    return {"exact_match": _mean_result("exact_match", values, seed, n_resamples)}
+    return {"exact_match": mean_result("exact_match", values, seed, n_resamples)}
 
 
 def _macro_f1_of(yt: np.ndarray, yp: np.ndarray, n_labels: int) -> float:
@@ -282,7 +282,7 @@ def rouge(
         s = scorer.score_multi(refs, str(p or ""))
         for k in keys:
             values[k].append(float(s[k].fmeasure))
-    return {k: _mean_result(k, v, seed, n_resamples) for k, v in values.items()}
+    return {k: mean_result(k, v, seed, n_resamples) for k, v in values.items()}
 
 
 @scorer("bertscore")
@@ -310,7 +310,7 @@ def bertscore(
         model_type=model_type,
         verbose=False,
     )
-    return {"bertscore": _mean_result("bertscore", f1.tolist(), seed, n_resamples)}
+    return {"bertscore": mean_result("bertscore", f1.tolist(), seed, n_resamples)}
 
 
 def _codes(x: Parsed, category: bool) -> set[str]:
