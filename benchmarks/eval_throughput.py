@@ -28,6 +28,11 @@ openai backend over a `vllm serve` of the same model started for the run. Each r
 items/s for letter scoring, option-text scoring and greedy generation (16 new tokens), and
 the ratio of biorag's vllm path to vLLM called directly (target on a GPU: within 1.2x).
 
+    python benchmarks/eval_throughput.py --lm-eval [--n 48 --rounds 2 --budgets 0,256,1024]
+
+measures biorag against lm-evaluation-harness on the same items, model, prompt and batch size
+(letters, option texts, a 5-shot prompt), alternating runs; see benchmarks/lmeval_anchor.py.
+
     python benchmarks/eval_throughput.py --cot --n 16 --cot-tokens 256
 
 prices the chain-of-thought protocol (`task.protocol=cot`) on the embedded task's own CoT
@@ -303,7 +308,19 @@ def main() -> None:
     ap.add_argument("--cot", action="store_true",
                     help="the chain-of-thought protocol instead: batched vs per-item generation, vs log-likelihood")
     ap.add_argument("--cot-tokens", type=int, default=256, help="--cot: max new tokens per item")
+    ap.add_argument("--lm-eval", action="store_true",
+                    help="against lm-evaluation-harness instead: letters, option texts, 5-shot")
+    ap.add_argument("--rounds", type=int, default=2, help="--lm-eval: alternating rounds")
+    ap.add_argument("--budgets", default="", help="--lm-eval: token budgets to try, e.g. 0,256,1024 (0: none)")
     args = ap.parse_args()
+    if args.lm_eval:
+        from biorag import progress
+        from lmeval_anchor import compare
+
+        progress.set_enabled(False)
+        budgets = [int(b) for b in args.budgets.split(",") if b]
+        n = args.n if "--n" in sys.argv else 48
+        return compare(n, args.batch_size, args.rounds, budgets, set_threads(args.threads or os.cpu_count() or 1))
     if args.cot:
         from biorag import progress
 

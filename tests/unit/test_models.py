@@ -121,7 +121,8 @@ def test_option_texts_share_one_context_pass_and_match_direct_scores(tiny: HFGen
         lambda m, args, kw, out: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True
     )
     try:
-        gen = HFGenerator(tiny.model, tiny.tokenizer, batch_size=len(OPTION_TEXTS) * 2)
+        gen = HFGenerator(tiny.model, tiny.tokenizer, batch_size=len(OPTION_TEXTS) * 2,
+                          loglikelihood="shared")
         results = gen.loglikelihood(requests)
     finally:
         hook.remove()
@@ -134,7 +135,8 @@ def test_option_texts_share_one_context_pass_and_match_direct_scores(tiny: HFGen
         assert r.logprob == pytest.approx(_direct_logprob(tiny, context, option), abs=1e-4)
         assert r.n_tokens == len(gen.encode_pair(context, option)[1])
     # the same numbers in batches of one context at a time, and on the row-per-request path
-    one = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1).loglikelihood(requests)
+    one = HFGenerator(tiny.model, tiny.tokenizer, batch_size=1,
+                      loglikelihood="shared").loglikelihood(requests)
     rows = [tiny.loglikelihood([q])[0] for q in requests]
     for a, b, c in zip(results, one, rows, strict=True):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
