@@ -114,6 +114,11 @@ def test_auto_runs_the_cheapest_estimate_and_logs_it(
     assert gen.info["loglikelihood_strategy"] == min(costs, key=costs.__getitem__)
     # one row per option repeats the long context five times: the dearest plan here
     assert costs["rows"] > max(costs["shared"], costs["packed"])
+    # said once, not for every batch of a run
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="biorag.models.hf_scoring"):
+        gen.loglikelihood(REQUESTS)
+    assert not [r for r in caplog.records if "estimated cost" in r.getMessage()]
 
 
 def test_cost_weights_come_from_the_model_shape(tiny: HFGenerator) -> None:

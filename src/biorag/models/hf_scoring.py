@@ -132,9 +132,11 @@ class Scorer:
             return self.strategy
         costs = self.costs(groups, packed=packs)
         best = min(costs, key=costs.__getitem__)
-        log.info("%s: log-likelihood of %d contexts with several continuations: %s (estimated "
-                 "cost %s)", self.gen.name, len(groups), best,
-                 ", ".join(f"{k} {v:,.0f}" for k, v in costs.items()))
+        # said once per generator and whenever the choice changes, not for every batch
+        level = logging.INFO if self.gen.info.get("loglikelihood_strategy") != best else logging.DEBUG
+        log.log(level, "%s: log-likelihood of %d contexts with several continuations: %s "
+                "(estimated cost %s)", self.gen.name, len(groups), best,
+                ", ".join(f"{k} {v:,.0f}" for k, v in costs.items()))
         return best
 
     def costs(self, groups: list[_Group], *, packed: bool = True) -> dict[str, float]:
