@@ -313,33 +313,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="--lm-eval: alternating rounds")
     ap.add_argument("--budgets", default="", help="--lm-eval: token budgets to try, e.g. 0,256,1024 (0: none)")
     args = ap.parse_args()
-    if args.lm_eval:
-        from biorag import progress
-        from lmeval_anchor import compare
-
-        progress.set_enabled(False)
-        budgets = [int(b) for b in args.budgets.split(",") if b]
-        n = args.n if "--n" in sys.argv else 48
-        return compare(n, args.batch_size, args.rounds, budgets, set_threads(args.threads or os.cpu_count() or 1))
-    if args.cot:
-        from biorag import progress
-
-        progress.set_enabled(False)
-        return cot_compare(args.n, args.cot_tokens, args.batch_size, set_threads(args.threads or os.cpu_count() or 1))
     if args.child_load:
         return child_load(args.child_load)
-    if args.backends:
-        from biorag import progress
-
-        progress.set_enabled(False)
-        threads = set_threads(args.threads or os.cpu_count() or 1)
-        return compare_backends(args.backends.split(","), args.n, args.batch_size, threads)
 
     from biorag import progress
-    from biorag.models.loading import load_generator, load_model_config
 
     progress.set_enabled(False)
     threads = set_threads(args.threads or os.cpu_count() or 1)
+    if args.lm_eval:
+        from lmeval_anchor import compare
+
+        budgets = [int(b) for b in args.budgets.split(",") if b]
+        n = args.n if "--n" in sys.argv else 48
+        return compare(n, args.batch_size, args.rounds, budgets, threads)
+    if args.cot:
+        return cot_compare(args.n, args.cot_tokens, args.batch_size, threads)
+    if args.backends:
+        return compare_backends(args.backends.split(","), args.n, args.batch_size, threads)
+
+    from biorag.models.loading import load_generator, load_model_config
+
     if args.load_times:
         with tempfile.TemporaryDirectory() as cache:
             first = run_child([__file__, "--child-load", cache])["load_s"]

@@ -14,7 +14,7 @@ from tests.helpers.tiny_model import build_tiny_model
 from biorag.errors import BioragError, ConfigError
 from biorag.models.config import ModelConfig
 from biorag.models.hf import CPU_TOKEN_BUDGET, HFGenerator
-from biorag.models.hf_scoring import Scorer, cost_weights
+from biorag.models.hf_scoring import Scorer, _Group, cost_weights
 from biorag.models.loading import load_generator
 
 HEADER = ("You are a careful clinician. Answer the question about a phenotype term.\n"
@@ -91,14 +91,25 @@ def test_packed_with_an_additive_mask_for_eager_attention(tiny: HFGenerator) -> 
         assert b.logprob == pytest.approx(a.logprob, abs=1e-5)
 
 
+def _groups(gen: HFGenerator, requests) -> list[_Group]:
+    """The contexts scored against several multi-token options, as the scorer groups them."""
+    by_context: dict[tuple[int, ...], list] = {}
+    for i, (context, option) in enumerate(requests):
+        ctx, cont = gen.encode_pair(context, option)
+        by_context.setdefault(tuple(ctx), []).append((i, cont, len(option)))
+    return [_Group(c, r) for c, r in by_context.items() if len({tuple(x[:-1]) for _, x, _ in r}) > 1]
+
+
 def test_flash_attention_never_packs(tiny: HFGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    gen = _gen(tiny, "auto", batch_size=8, token_budget=60)  # one context a pass: packing pays
+    groups = _groups(gen, REQUESTS)
+    costs = Scorer(gen).costs(groups)
+    assert min(costs, key=costs.__getitem__) == "packed"  # where a 4D mask is honoured
     # flash-attention ignores a 4D mask: packing there would silently score garbage
     monkeypatch.setattr(tiny.model.config, "_attn_implementation", "flash_attention_2")
     with pytest.raises(BioragError, match="packed needs an attention"):
         _gen(tiny, "packed").loglikelihood(REQUESTS[:5])
-    scorer = Scorer(_gen(tiny, "auto"))
-    groups_costs = scorer.costs([], packed=False)
-    assert "packed" not in groups_costs
+    assert Scorer(gen).choose(groups) == min(("rows", "shared"), key=costs.__getitem__)
 
 
 def test_auto_runs_the_cheapest_estimate_and_logs_it(

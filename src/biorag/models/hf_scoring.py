@@ -31,6 +31,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -55,7 +56,7 @@ class _Group:
     ctx: tuple[int, ...]
     requests: list[_Request]
 
-    @property
+    @cached_property  # read by the cost estimate, the batching and the passes
     def tails(self) -> list[tuple[int, ...]]:
         """The distinct continuation[:-1] of its multi-token requests, sorted: what runs after
         the context (each continuation's first token is predicted by the context's last)."""
@@ -94,14 +95,14 @@ class Scorer:
         groups = [_Group(ctx, reqs) for ctx, reqs in by_context.items()
                   if ctx and len({tuple(c[:-1]) for _, c, _ in reqs}) > 1]
         self.chosen = self.choose(groups) if groups else "rows"
-        grouped = {g.ctx for g in groups} if self.chosen != "rows" else set()
+        if self.chosen == "rows":  # every request a row of its own input
+            groups = []
+        grouped = {g.ctx for g in groups}
         by_input: dict[tuple[int, ...], list[_Request]] = defaultdict(list)
         for ctx, reqs in by_context.items():
             if ctx not in grouped:
                 for r in reqs:
                     by_input[ctx + tuple(r[1][:-1])].append(r)
-        if self.chosen == "rows":
-            groups = []
 
         steps = len(by_input) + len(groups) > self.batch_size
         with progress.bar_if(f"{gen.name} log-likelihood", len(requests), steps) as b:
