@@ -60,6 +60,7 @@ class Hit:
     chunk: Chunk
     score: float
     rank: int
+    first_rank: int | None = None  # its rank in the first stage, when a reranker reordered it
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ SCHEMAS = {
     "study": "biorag.experiment.arms:StudyConfig",
     "data": "biorag.finetune.data:DataConfig",
     "protocol": "biorag.tasks.protocols:ProtocolConfig",
+    "reranker": "biorag.retrieval.rerank:RerankerConfig",
 }
 
 

@@ -143,8 +143,19 @@ def search(
         help="IVF-PQ with refine: candidates re-ranked per result (default: as built).",
     ),
     snippet: int = typer.Option(120, "--snippet", help="Characters of each chunk to show."),
+    rerank: str = typer.Option(
+        None, "--rerank",
+        help="Rerank the first stage's candidates with a reranker config: lm (the language model "
+             "scores the question given each passage; offline), medcpt-rerank, bge-reranker, "
+             "ms-marco-minilm (cross-encoders from the hub).",
+    ),
+    candidates: int = typer.Option(50, "--candidates", min=1, help="First-stage hits the reranker sees."),
+    model: str = typer.Option(
+        None, "--model", help="Model config the lm reranker scores with (default: smollm2)."
+    ),
 ) -> None:
-    """Search an index and show a table: rank, score, doc id, title, snippet."""
+    """Search an index and show a table: rank, score, doc id, title, snippet (and, reranked,
+    each hit's first-stage rank)."""
     from biorag.cli.console import console
     from biorag.indexing.index import SearchSettings
     from biorag.retrieval import open_retriever
@@ -161,10 +172,18 @@ def search(
         name, mode, embedder=emb_cfg, rrf_k=rrf_k,
         search=SearchSettings(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor),
     )
+    if rerank:
+        from dataclasses import replace
+
+        from biorag.retrieval.rerank import RerankingRetriever, load_reranker, load_reranker_config
+
+        cfg = load_reranker_config(rerank)
+        retriever = RerankingRetriever(retriever, load_reranker(replace(cfg, model=model or cfg.model)), candidates)
     hits = retriever.retrieve(query, k)
-    t = Table(title=f"{mode} search of {name}: {query!r}")
+    t = Table(title=f"{retriever.mode} search of {name}: {query!r}")
     for col, kw in (
         ("rank", {"justify": "right"}),
+        *((("first stage", {"justify": "right"}),) if rerank else ()),
         ("score", {"justify": "right"}),
         ("doc id", {}),
         ("title", {}),
@@ -175,12 +194,15 @@ def search(
         text = " ".join(h.chunk.text.split())
         t.add_row(
             str(h.rank),
+            *((str(h.first_rank),) if rerank else ()),
             f"{h.score:.4f}",
             h.chunk.doc_id,
             h.chunk.title,
             text[:snippet] + ("…" if len(text) > snippet else ""),
         )
     console.print(t)
+    if rerank:
+        console.print(f"reranked {retriever.scored} candidates in {retriever.seconds:.2f} s")
     if not hits:
         console.print(
             "[yellow]no results[/] (bm25 finds nothing when no query word is in the corpus)"

@@ -17,6 +17,7 @@ _GROUPS = {
     "corpora": "corpus",
     "embedders": "embedder",
     "index-types": "index",
+    "rerankers": "reranker",
     "tasks": "task",
     "models": "model",
     "arms": "arm",

@@ -32,7 +32,8 @@ def evaluate(
 ) -> None:
     """Which retriever should my rag arm use? recall@k, nDCG@10, MRR@10 and evidence-in-prompt
     of each index x mode x task against the items' gold evidence, in seconds: no language
-    model is loaded. Retrieved lists go into the same cache as rag cells, so a later rag
+    model is loaded (except by an LM reranker: arm.retriever.rerank=lm scores with smollm2).
+    Retrieved lists go into the same cache as rag cells, so a later rag
     cell of the same retriever reuses them.
 
     Example: biorag retrieval eval task=hpo-term-mcq --mode dense,bm25,hybrid

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, ListConfig
 
 from biorag.atomic import check_name
 from biorag.errors import ConfigError
@@ -20,21 +20,31 @@ from biorag.tasks.config import TaskConfig
 from biorag.tracking.keys import task_label
 
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+QUERY_MODES = ("query", "input", "question", "question_options")
 
 
 @dataclass
 class RetrieverConfig:
     """Where an arm's passages come from."""
 
-    index: str | None = None  # an index name or folder; null: <corpus>-<embedder>
+    # an index name or folder, or a corpus (its index <corpus>-<embedder>, built if missing);
+    # a list fuses the indexes by RRF, a corpus group (medcorp) standing for its parts;
+    # null: <task corpus>-<embedder>
+    index: Any = None
     corpus: str | None = None  # corpus config to build the index from; null: the task's corpus
     embedder: str = "minilm"  # embedder config (used when the index must be built)
     index_type: str = "flat"  # index config (used when the index must be built)
     build_if_missing: bool = True  # build the index when it does not exist yet
     mode: str = "dense"  # dense | bm25 | hybrid
     k: int = 5  # passages retrieved per example
-    rrf_k: int = 60  # reciprocal rank fusion constant (hybrid)
-    query: str = "query"  # which Example field is the search query: query (default: input) | input
+    rrf_k: int = 60  # reciprocal rank fusion constant (hybrid, several indexes; MedRAG: 100)
+    fetch_k: int = 50  # what each fused retriever fetches (hybrid, several indexes)
+    rerank: str | None = None  # a reranker config (experiments/reranker/); null: no rerank stage
+    candidates: int = 50  # first-stage hits the reranker sees; the best k go on
+    # what is searched with: query (the item's search text, else its input) | input |
+    # question (the question alone, MIRAGE's question-only retrieval) | question_options |
+    # metadata.<field>
+    query: str = "query"
     # gold_source: leave out of each item's hits the documents it was made from (PubMedQA's
     # own abstract, an embedded item's own term or code) and fill k from the rest
     exclude: str = "none"
@@ -49,8 +59,15 @@ class RetrieverConfig:
             raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
         if self.exclude not in EXCLUDE_MODES:
             raise ConfigError(f"retriever.exclude must be one of {', '.join(EXCLUDE_MODES)}, not {self.exclude!r}")
-        if self.k < 1:
-            raise ConfigError(f"retriever.k must be at least 1, not {self.k}")
+        for key in ("k", "fetch_k", "candidates", "rrf_k"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"retriever.{key} must be at least 1, not {getattr(self, key)}")
+        if not (self.query in QUERY_MODES or self.query.startswith("metadata.")):
+            raise ConfigError(f"retriever.query must be one of {', '.join(QUERY_MODES)} or "
+                              f"metadata.<field>, not {self.query!r}")
+        names = self.index if isinstance(self.index, list | tuple | ListConfig) else [self.index]
+        if not all(isinstance(n, str) and n for n in names if self.index is not None):
+            raise ConfigError(f"retriever.index must be a name, a folder or a list of them, not {self.index!r}")
         for key in SEARCH_SETTINGS:
             value = getattr(self, key)
             if value is not None and value < 1:

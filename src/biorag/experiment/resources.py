@@ -38,40 +38,85 @@ class PreparedCell:
     fingerprint: str  # the cell's: names its prediction cache and finds its child run again
 
 
+def index_targets(cfg: RunConfig) -> list[tuple[str, str | None]]:
+    """(index name or folder, corpus to build it from or None) for each index a rag arm
+    searches: `arm.retriever.index` as a name, a folder, a corpus, or a list of these, a
+    corpus group (a union corpus such as medcorp) in a list standing for its parts."""
+    from biorag.config import load_option, options
+    from biorag.corpora import CorpusConfig
+    from biorag.indexing.manifest import is_index
+
+    r = cfg.arm.retriever
+    assert r is not None
+    suffix = "" if r.index_type == "flat" else f"-{r.index_type}"
+    if r.index is None:
+        corpus = r.corpus or cfg.task.corpus
+        if not corpus:
+            raise BioragError(
+                f"arm '{cfg.arm.name}' retrieves, but task '{cfg.task.name}' names no corpus: set "
+                "arm.retriever.index=<index> or arm.retriever.corpus=<corpus>"
+            )
+        return [(f"{corpus}-{r.embedder}{suffix}", corpus)]
+    names = [r.index] if isinstance(r.index, str) else list(r.index)
+    root, corpora = index_root_of(cfg), set(options("corpus"))
+    out: list[tuple[str, str | None]] = []
+    for name in names:
+        if is_index(name) or is_index(root / name) or name not in corpora:
+            out.append((name, (r.corpus or cfg.task.corpus) if len(names) == 1 else None))
+            continue
+        parts = load_option("corpus", name, CorpusConfig).parts if len(names) > 1 else []
+        out.extend((f"{c}-{r.embedder}{suffix}", c) for c in (parts or [name]))
+    return out
+
+
+def index_root_of(cfg: RunConfig) -> Path:
+    from biorag.indexing.manifest import index_root
+
+    return index_root(cfg.index_root)
+
+
 def ensure_index(cfg: RunConfig) -> Retriever | None:
-    """The retriever of a rag arm (building its index when missing), or (None, None)."""
+    """The retriever of a rag arm (building its indexes when missing), or None: one index, or
+    several fused by RRF, then the rerank stage when the arm has one."""
     r = cfg.arm.retriever
     if r is None:
         return None
     from biorag.indexing.index import SEARCH_SETTINGS, SearchSettings
-    from biorag.indexing.manifest import index_root, is_index
+    from biorag.indexing.manifest import is_index
     from biorag.retrieval import open_retriever
 
-    corpus = r.corpus or cfg.task.corpus
-    if not r.index and not corpus:
-        raise BioragError(
-            f"arm '{cfg.arm.name}' retrieves, but task '{cfg.task.name}' names no corpus: set "
-            "arm.retriever.index=<index> or arm.retriever.corpus=<corpus>"
-        )
-    name = r.index or (f"{corpus}-{r.embedder}" + ("" if r.index_type == "flat" else f"-{r.index_type}"))
-    root = index_root(cfg.index_root)
-    path = Path(name) if is_index(name) else root / name
-    if not is_index(path):
-        if not (r.build_if_missing and corpus):
-            raise BioragError(
-                f"index '{name}' of arm '{cfg.arm.name}' does not exist in {root}/. Build it with: "
-                f"biorag index build corpus={corpus or '<corpus>'} embedder={r.embedder} "
-                f"index={r.index_type} name={name}"
-            )
-        from biorag.indexing.build import build_index, load_build_config
-
-        log.info("index %s is missing: building it from corpus %s", name, corpus)
-        overrides = [f"corpus={corpus}", f"embedder={r.embedder}", f"index={r.index_type}", f"name={name}"]
-        if cfg.index_root:
-            overrides.append(f"root={cfg.index_root}")
-        build_index(load_build_config(overrides))
+    root = index_root_of(cfg)
     search = SearchSettings(**{k: getattr(r, k) for k in SEARCH_SETTINGS})
-    return open_retriever(path, r.mode, rrf_k=r.rrf_k, search=search)
+    members = []
+    for name, corpus in index_targets(cfg):
+        path = Path(name) if is_index(name) else root / name
+        if not is_index(path):
+            if not (r.build_if_missing and corpus):
+                raise BioragError(
+                    f"index '{name}' of arm '{cfg.arm.name}' does not exist in {root}/. Build it with: "
+                    f"biorag index build corpus={corpus or '<corpus>'} embedder={r.embedder} "
+                    f"index={r.index_type} name={name}"
+                )
+            from biorag.indexing.build import build_index, load_build_config
+
+            log.info("index %s is missing: building it from corpus %s", name, corpus)
+            overrides = [f"corpus={corpus}", f"embedder={r.embedder}", f"index={r.index_type}", f"name={name}"]
+            if cfg.index_root:
+                overrides.append(f"root={cfg.index_root}")
+            build_index(load_build_config(overrides))
+        members.append(open_retriever(path, r.mode, rrf_k=r.rrf_k, search=search, fetch_k=r.fetch_k))
+    retriever: Retriever = members[0]
+    if len(members) > 1:
+        from biorag.retrieval.fusion import FusedRetriever
+
+        retriever = FusedRetriever(members, rrf_k=r.rrf_k, fetch_k=r.fetch_k)
+        log.info("arm %s fuses %d indexes (%s) by RRF, k=%d, %d fetched from each", cfg.arm.name,
+                 len(members), retriever.index.name, r.rrf_k, r.fetch_k)
+    if r.rerank:
+        from biorag.retrieval.rerank import RerankingRetriever, load_reranker, load_reranker_config
+
+        retriever = RerankingRetriever(retriever, load_reranker(load_reranker_config(r.rerank)), r.candidates)
+    return retriever
 
 
 def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.atomic import artifact_lock
+from biorag.errors import BioragError, did_you_mean
 from biorag.experiment.cache import PredictionCache
 from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.retrieval.evidence import (
@@ -30,7 +31,7 @@ from biorag.retrieval.evidence import (
 )
 from biorag.retrieval.retrievers import Retriever
 from biorag.tracking import keys
-from biorag.types import Example, Hit
+from biorag.types import LETTERS, Example, Hit
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +39,57 @@ log = logging.getLogger(__name__)
 def retriever_fingerprint(retriever: Retriever) -> str:
     """What decides a retriever's ranked lists: the index, the mode and its settings, the
     search-time settings, and the query embedder (its dtype too: bf16 queries rank slightly
-    differently)."""
+    differently); for fused indexes each member's, for a rerank stage the reranker's."""
+    return hashlib.sha256(json.dumps(_identity(retriever), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _identity(retriever: Any) -> dict[str, Any]:
+    if hasattr(retriever, "reranker"):  # a rerank stage over a first stage
+        return {"mode": retriever.mode, "first": _identity(retriever.first), **retriever.identity()}
+    if hasattr(retriever, "members"):  # several indexes fused
+        return {"mode": retriever.mode, "rrf_k": retriever.rrf_k, "fetch_k": retriever.fetch_k,
+                "members": [_identity(m) for m in retriever.members]}
     parts: dict[str, Any] = {"index": retriever.index.fingerprint, "mode": retriever.mode,
                              "search": {k: getattr(retriever.index.config, k, None) for k in SEARCH_SETTINGS}}
-    for name in ("rrf_k", "candidates"):
+    for name in ("rrf_k", "fetch_k"):
         if hasattr(retriever, name):
             parts[name] = getattr(retriever, name)
     dense = getattr(retriever, "dense", retriever)
     embedder = getattr(dense, "embedder", None)
     if embedder is not None:
         parts["embedder"] = embedder.identity()
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return parts
+
+
+def search_query(example: Example, mode: str) -> str:
+    """What a rag arm searches with for `example` (`arm.retriever.query`)."""
+    if mode == "query":
+        return example.query or example.input
+    if mode == "input":
+        return example.input
+    if mode in ("question", "question_options"):
+        text = example.metadata.get("question") or example.query or example.input
+        if mode == "question_options" and example.options:
+            text += "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(example.options))
+        return text
+    field = mode.removeprefix("metadata.")
+    value = example.metadata.get(field)
+    if value is None or value == "":
+        raise BioragError(f"{example.source or example.id}: retriever.query={mode}: "
+                          + did_you_mean(field, sorted(example.metadata), what="metadata field"))
+    return "; ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def queries_cut(retriever: Any, queries: Sequence[str]) -> int:
+    """How many of `queries` a dense query encoder inside `retriever` cuts to its limit (the
+    most over the fused members)."""
+    inner = getattr(retriever, "inner", None) or getattr(retriever, "first", None)
+    if inner is not None:
+        return queries_cut(inner, queries)
+    if hasattr(retriever, "members"):
+        return max(queries_cut(m, queries) for m in retriever.members)
+    dense = getattr(retriever, "dense", retriever)
+    return dense.queries_cut(queries) if hasattr(dense, "queries_cut") else 0
 
 
 class CachedRetriever:
@@ -76,7 +117,8 @@ class CachedRetriever:
         missing = list(dict.fromkeys(q for q, key in zip(queries, keys, strict=True) if key not in self._known))
         if missing:
             found = self.inner.retrieve_batch(missing, k)
-            records = [{"id": _key(q, k), "hits": [[h.chunk.id, h.score] for h in hits]}
+            records = [{"id": _key(q, k), "hits": [[h.chunk.id, h.score, *([h.first_rank] if h.first_rank else [])]
+                                                  for h in hits]}
                        for q, hits in zip(missing, found, strict=True)]
             with artifact_lock(self._store.path, "retrieval cache"):
                 self._store.append(records)
@@ -86,8 +128,8 @@ class CachedRetriever:
         return [self._hits(self._known[key]) for key in keys]
 
     def _hits(self, record: dict[str, Any]) -> list[Hit]:
-        return [Hit(self.index.chunk(self.index.row_of(cid)), float(score), rank)
-                for rank, (cid, score) in enumerate(record["hits"], 1)]
+        return [Hit(self.index.chunk(self.index.row_of(cid)), float(score), rank, *first)
+                for rank, (cid, score, *first) in enumerate(record["hits"], 1)]
 
 
 def _key(query: str, k: int) -> str:
@@ -102,7 +144,7 @@ def cell_retrieval(examples: Sequence[Example], records: Sequence[dict[str, Any]
         log.warning("some predictions were cached without their rankings: no retrieval measures "
                     "for this cell (clear its prediction cache to measure them)")
         return RetrievalScores(), {}
-    runs = [first_per_doc((doc, score) for _, doc, score in r["ranked"]) for r in records]
+    runs = [first_per_doc((doc, score) for _, doc, score, *_ in r["ranked"]) for r in records]
     scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs],
                              [r["prompt_docs"] for r in records], seed=seed)
     leak = source_in_index(examples, retriever.index.doc_ids(), seed=seed)

@@ -23,7 +23,7 @@ from biorag.errors import ConfigError
 from biorag.experiment.cache import cache_root
 from biorag.experiment.plan import plan
 from biorag.experiment.resources import ensure_index
-from biorag.experiment.retrieval import CachedRetriever, trec_files
+from biorag.experiment.retrieval import CachedRetriever, search_query, trec_files
 from biorag.retrieval.evidence import (
     DEPTH,
     EVIDENCE_IN_PROMPT,
@@ -82,7 +82,7 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
         assert spec is not None
         examples = load_examples(cfg.task)
         retriever = CachedRetriever(ensure_index(cfg), cache_root(cfg) / "retrieval")
-        queries = [(getattr(e, spec.query, "") or e.input) for e in examples]
+        queries = [search_query(e, spec.query) for e in examples]
         t0 = time.perf_counter()
         ranked = []
         with progress.bar(f"{spec.mode} {retriever.index.name} {cfg.task.name}", total=len(examples)) as bar:
@@ -98,7 +98,7 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
         runs = [first_per_doc((h.chunk.doc_id, h.score) for h in hits) for hits in ranked]
         scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs], prompt_docs,
                                  recall_at=recall_at, seed=cfg.seed)
-        rows.append(RetrievalRow(retriever.index.name, spec.mode, cfg.task.name, spec.k, len(examples),
+        rows.append(RetrievalRow(retriever.index.name, retriever.mode, cfg.task.name, spec.k, len(examples),
                                  scores.judged, scores.metrics, seconds if retriever.searched else 0.0,
                                  retriever.reused))
         files.append(trec_files(examples, runs, retriever))

@@ -23,11 +23,13 @@ from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.plan import cell_params, plan
 from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
-from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
+from biorag.experiment.retrieval import CachedRetriever, cell_retrieval, queries_cut, search_query
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
 from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
+from biorag.retrieval.fusion import source_share
+from biorag.retrieval.rerank import RerankingRetriever, bind_generator, find, model_key
 from biorag.retrieval.retrievers import Retriever
 from biorag.scoring.evaluate import (
     TRUNCATED,
@@ -104,10 +106,15 @@ def predict(
         for batch in _batches(todo, cfg.batch_size):
             t0 = time.perf_counter()
             ranked: list[list[Hit]] = [[] for _ in batch]
+            cut, rerank_s = [False] * len(batch), None
             if retriever is not None and spec is not None:
-                queries = [(getattr(e, spec.query, "") or e.input) for e in batch]
+                queries = [search_query(e, spec.query) for e in batch]
+                cut = [queries_cut(retriever, [q]) > 0 for q in queries]
+                stage = find(retriever, RerankingRetriever)
+                before = stage.seconds if stage is not None else 0.0
                 # deep enough for every retrieval measure; the prompt gets the top k
                 ranked = retrieve_ranked(retriever, batch, queries, max(k, DEPTH), spec.exclude)
+                rerank_s = (stage.seconds - before) / len(batch) if stage is not None else None
             hits = [h[:k] for h in ranked]
             t_retrieval = time.perf_counter() - t0
             prompts = [build_prompt(task, e, h, generator.count_tokens) for e, h in zip(batch, hits, strict=True)]
@@ -127,8 +134,8 @@ def predict(
                 outputs, samples = _generate(generator, texts, batch, task, cfg.seed)
             t_model = time.perf_counter() - t1
             records = []
-            for e, p, text, out, ll, hs, sampled in zip(batch, prompts, texts, outputs, lls, ranked, samples,
-                                                         strict=True):
+            for e, p, text, out, ll, hs, sampled, c in zip(batch, prompts, texts, outputs, lls, ranked, samples,
+                                                            cut, strict=True):
                 in_prompt = set(p.hit_ids)
                 n_out = generator.count_tokens(out) if out else 0  # the output kept (budget, truncation)
                 n_gen = sum(generator.count_tokens(x) for x in sampled) if sampled else n_out  # all generated
@@ -137,7 +144,9 @@ def predict(
                     "prompt_hash": p.hash,
                     "retrieved": list(p.hit_ids),
                     # documents in rank order (retrieval measures) and those in the prompt
-                    "ranked": [[h.chunk.id, h.chunk.doc_id, h.score] for h in hs],
+                    # with a rerank stage, each hit's first-stage rank follows its rerank score
+                    "ranked": [[h.chunk.id, h.chunk.doc_id, h.score, *([h.first_rank] if h.first_rank else [])]
+                               for h in hs],
                     "prompt_docs": doc_ranking([h for h in hs if h.chunk.id in in_prompt]),
                     "output": out,
                     **({"samples": sampled} if sampled else {}),
@@ -145,6 +154,8 @@ def predict(
                     "tokens": generator.count_tokens(text) + n_gen,
                     "gen_tokens": n_out,
                     "retrieval_s": t_retrieval / len(batch),
+                    "rerank_s": rerank_s,  # part of retrieval_s; None without a rerank stage
+                    "query_cut": c,
                     "model_s": t_model / len(batch),
                     "truncated": p.truncated,
                 })
@@ -274,6 +285,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         generator = models.get(cfg.model, prep.adapter)
         cache = PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
         started = time.perf_counter()
+        bind_generator(prep.retriever, generator, model_key(cfg.model, prep.adapter_fingerprint))
         retriever = CachedRetriever(prep.retriever, cache_root(cfg) / "retrieval") if prep.retriever else None
         with cache.lock():  # one writer per cell's predictions
             records, resumed = predict(cfg, examples, generator, retriever, cache)
@@ -292,9 +304,13 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
             from biorag.contamination import audit_cell_index
 
             log_json_artifact(prep.index_manifest.to_dict(), keys.INDEX_MANIFEST_FILE)
-            audit = audit_cell_index(prep.retriever.index.path, cfg.task.name, examples)
-            set_tags(audit.tags())  # contamination of the index with this task
-            log_json_artifact(audit.to_dict(), keys.CONTAMINATION_FILE)
+            members = getattr(prep.retriever.index, "members", [prep.retriever.index])
+            audits = [audit_cell_index(ix.path, cfg.task.name, examples) for ix in members]
+            # contamination of the index with this task (of a fused set: its worst member)
+            set_tags(max(audits, key=lambda a: a.tasks[0].share).tags())
+            log_json_artifact(audits[0].to_dict() if len(audits) == 1 else
+                              {ix.name: a.to_dict() for ix, a in zip(members, audits, strict=True)},
+                              keys.CONTAMINATION_FILE)
         if prep.adapter_manifest:
             log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
         return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
@@ -311,8 +327,17 @@ def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequenc
         p.scores.update({k: v[p.example_id] for k, v in found.per_example.items() if p.example_id in v})
     for name, text in files.items():
         log_text_artifact(text, name)
+    share = source_share(retriever.index, [cid for r in records for cid in r["retrieved"]])
+    if share:
+        log.info("%s: passages in the prompts by index: %s", cfg.arm.name,
+                 ", ".join(f"{name} {v:.0%}" for name, v in share.items()))
+    cut = sum(bool(r.get("query_cut")) for r in records)
+    if cut:
+        log.info("%s: %d of %d queries were longer than the query encoder reads and were cut",
+                 cfg.arm.name, cut, len(records))
     set_tags({keys.RETRIEVAL_CACHE: f"{retriever.reused} reused, {retriever.searched} searched",
-              keys.RETRIEVER_FINGERPRINT: retriever.fingerprint})
+              keys.RETRIEVER_FINGERPRINT: retriever.fingerprint, keys.RETRIEVAL_QUERY: cfg.arm.retriever.query,
+              keys.RETRIEVAL_SOURCES: json.dumps({k: round(v, 4) for k, v in share.items()}) if share else "single"})
 
 
 def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -327,6 +352,7 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]
         out[keys.metric(task, key + keys.CI_HIGH)] = hi
     model_s = sum(r["model_s"] for r in records)
     retrieval_s = sum(r["retrieval_s"] for r in records)
+    reranked = [r["rerank_s"] for r in records if r.get("rerank_s") is not None]
     tokens = sum(r["tokens"] for r in records)
     n = len(records)
     cost = {
@@ -336,6 +362,9 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]
         keys.TOKENS: tokens,
         keys.TOKENS_PER_S: tokens / max(model_s, 1e-9),
         keys.RETRIEVAL_LATENCY_MS: 1000 * retrieval_s / max(n, 1),
+        # NaN without a rerank stage (closed-book, first stage only); part of the latency above
+        keys.RERANK_SECONDS: sum(reranked) if reranked else nan,
+        keys.QUERIES_CUT: sum(bool(r.get("query_cut")) for r in records),
         keys.TRUNCATED_PROMPTS: sum(1 for r in records if r.get("truncated")),
         keys.GENERATED_TOKENS: sum(r.get("gen_tokens", 0) for r in records) / max(n, 1),
     }

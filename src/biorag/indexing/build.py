@@ -213,10 +213,11 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
             if shard_no < state["shards_done"]:
                 bar.advance(len(shard))
                 continue
-            texts = [passage_text(c, cfg.chunking.include_title) for c in shard]
+            texts = embedder.passage_inputs(shard, cfg.chunking.include_title)
             # longest first across the whole shard, as sentence-transformers sorts within
             # one encode call: batches of like lengths pad least
-            order = np.argsort([-len(t) for t in texts], kind="stable").tolist()
+            order = np.argsort([-(len(t) if isinstance(t, str) else sum(map(len, t))) for t in texts],
+                               kind="stable").tolist()
             step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
             vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
             for start in range(0, len(order), step):

@@ -303,8 +303,18 @@ class BioragIndex:
     def check_embedder(self, identity: dict[str, Any]) -> None:
         """Refuse an embedder other than the one the index was built with, naming both."""
         built = self.embedder
-        keys = ("model", "revision", "dimension", "normalize", "query_prompt", "query_model")
-        diff = [k for k in keys if built.get(k) != identity.get(k)]
+        keys = ("model", "revision", "dimension", "normalize", "query_prompt", "query_model",
+                "query_revision", "query_pooling", "query_normalize")
+        # fields an older manifest lacks are not compared (its queries were made the one way)
+        diff = [k for k in keys if k in built and built.get(k) != identity.get(k)]
+        if built.get("query_model") != identity.get("query_model"):
+            raise IndexMismatchError(
+                f"index '{self.name}' was built for queries encoded by "
+                f"{built.get('query_model') or built.get('model')} (embedder '{built.get('name')}') but the query "
+                f"embedder '{identity.get('name')}' encodes them with "
+                f"{identity.get('query_model') or identity.get('model')}. Search with embedder={built.get('name')} "
+                "or rebuild the index."
+            )
         if diff:
             raise IndexMismatchError(
                 f"index '{self.name}' was built with embedder '{built.get('name')}' "

@@ -51,6 +51,10 @@ class DenseRetriever:
     def retrieve(self, query: str, k: int = 5) -> list[Hit]:
         return self.retrieve_batch([query], k)[0]
 
+    def queries_cut(self, queries: Sequence[str]) -> int:
+        """How many queries are longer than the query encoder reads (it cuts them)."""
+        return self.embedder.queries_cut(list(queries))
+
     def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         vectors = self.embedder.embed_queries(list(queries))
         scores, rows = self.index.search(vectors, k)
@@ -121,16 +125,16 @@ class HybridRetriever:
         dense: DenseRetriever,
         bm25: BM25Retriever,
         rrf_k: int = DEFAULT_RRF_K,
-        candidates: int = 50,
+        fetch_k: int = 50,
     ) -> None:
-        self.dense, self.bm25, self.rrf_k, self.candidates = dense, bm25, rrf_k, candidates
+        self.dense, self.bm25, self.rrf_k, self.fetch_k = dense, bm25, rrf_k, fetch_k
         self.index = dense.index
 
     def retrieve(self, query: str, k: int = 5) -> list[Hit]:
         return self.retrieve_batch([query], k)[0]
 
     def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
-        n = max(k, self.candidates)
+        n = max(k, self.fetch_k)
         dense = self.dense.retrieve_batch(queries, n)
         sparse = self.bm25.retrieve_batch(queries, n)
         out = []
@@ -159,13 +163,25 @@ def embedder_for(index: BioragIndex, cfg: EmbedderConfig | None = None) -> Embed
         cfg = EmbedderConfig(
             name=built["name"],
             model=built["model"],
+            revision=_pinned(built.get("revision")),
             query_model=built.get("query_model"),
+            query_revision=_pinned(built.get("query_revision")) if built.get("query_model") else None,
             query_prompt=built.get("query_prompt", ""),
             passage_prompt=built.get("passage_prompt", ""),
             normalize=built.get("normalize", True),
+            query_normalize=built.get("query_normalize"),
+            pooling=built.get("pooling"),
+            query_pooling=built.get("query_pooling"),
+            title_pair=built.get("title_pair", False),
             max_seq_length=built.get("max_seq_length") or None,
+            query_max_seq_length=built.get("query_max_seq_length") or None,
         )
     return load_embedder(cfg)
+
+
+def _pinned(revision: str | None) -> str | None:
+    """A recorded revision to load again: a hub commit or tag, not a package version or 'local'."""
+    return None if not revision or revision in ("main", "local", "unknown") or "==" in revision else revision
 
 
 def open_retriever(
@@ -176,6 +192,7 @@ def open_retriever(
     rrf_k: int = DEFAULT_RRF_K,
     root: str | None = None,
     search: SearchSettings | None = None,
+    fetch_k: int = 50,
 ) -> Retriever:
     """A retriever over a built index, by name or path; `search` sets nprobe / ef_search /
     k_factor for this retriever (None: as the index was built)."""
@@ -188,4 +205,4 @@ def open_retriever(
     dense = DenseRetriever(idx, emb)
     if mode == "dense":
         return dense
-    return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k)
+    return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k, fetch_k=fetch_k)

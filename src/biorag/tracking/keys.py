@@ -27,6 +27,8 @@ ADAPTER_FINGERPRINT = "adapter_fingerprint"
 RESUMED_PREDICTIONS = "resumed_predictions"  # predictions taken from an interrupted run's cache
 RETRIEVAL_CACHE = "retrieval_cache"  # a rag cell: queries reused from the retrieval cache / searched
 RETRIEVER_FINGERPRINT = "retriever_fingerprint"  # index + mode + settings + query embedder
+RETRIEVAL_QUERY = "retrieval_query"  # what a rag cell searched with (arm.retriever.query)
+RETRIEVAL_SOURCES = "retrieval_sources"  # fused indexes: each one's share of the prompts' passages
 SKIPPED_METRICS = "skipped_metrics"  # metrics whose optional package is missing, and why
 VERSIONS = "versions."  # prefix: the model backend's library versions (`Generator.info`)
 # a fine-tune run
@@ -55,6 +57,8 @@ EXAMPLES_PER_S = "examples_per_s"
 TOKENS = "tokens"
 TOKENS_PER_S = "tokens_per_s"
 RETRIEVAL_LATENCY_MS = "retrieval_latency_ms"
+RERANK_SECONDS = "rerank_seconds"  # a rerank stage's time in the cell (NaN without one)
+QUERIES_CUT = "queries_cut"  # queries longer than the query encoder reads
 TRUNCATED_PROMPTS = "truncated_prompts"
 GENERATED_TOKENS = "generated_tokens"  # per item, of generated outputs
 WALL_SECONDS_THIS_SESSION = "wall_seconds_this_session"

@@ -1,0 +1,123 @@
+"""Fusion across indexes: each index searched by its own retriever, the ranked lists fused by
+reciprocal rank fusion (MedRAG's RRF-2 / RRF-4 over MedCorp's corpora).
+
+`IndexSet` lets the rest of biorag treat the members as one index: chunk ids are looked up in
+the member that holds them, `doc_ids` is the union, and `source_of` says which member a chunk
+came from (the per-source share of a cell's passages).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from biorag.errors import BioragError
+from biorag.indexing.index import BioragIndex
+from biorag.retrieval.retrievers import Retriever, reciprocal_rank_fusion
+from biorag.types import Chunk, Hit
+
+MEDRAG_RRF_K = 100  # the constant MedRAG fuses its retrievers with (RRF-2 / RRF-4)
+
+
+@dataclass
+class IndexSetManifest:
+    """What a fused cell logs as its index manifest: each member's, and the summed build time."""
+
+    name: str
+    fingerprint: str
+    members: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "fingerprint": self.fingerprint,
+                "build_seconds": sum(m.build_seconds or 0.0 for m in self.members),
+                "members": [m.to_dict() for m in self.members]}
+
+
+class IndexSet:
+    """Several built indexes read as one: global rows are member rows offset by the sizes
+    of the members before it."""
+
+    def __init__(self, members: Sequence[BioragIndex]) -> None:
+        if len(members) < 2:
+            raise BioragError("an index set needs at least two indexes")
+        names = [m.name for m in members]
+        if len(set(names)) != len(names):
+            raise BioragError(f"an index is named twice in the fused list: {', '.join(names)}")
+        self.members = list(members)
+        self.config = members[0].config  # search-time settings are the arm's, the same for all
+        self._offsets = np.cumsum([0, *(len(m) for m in members)]).tolist()
+        self.name = "+".join(names)
+        self.fingerprint = hashlib.sha256(
+            json.dumps([m.fingerprint for m in members]).encode()).hexdigest()[:16]
+        self.manifest = IndexSetManifest(self.name, self.fingerprint, [m.manifest for m in members])
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    def _member(self, row: int) -> tuple[BioragIndex, int]:
+        i = int(np.searchsorted(self._offsets, row, side="right")) - 1
+        return self.members[i], row - self._offsets[i]
+
+    def chunk(self, row: int) -> Chunk:
+        member, local = self._member(row)
+        return member.chunk(local)
+
+    def row_of(self, chunk_id: str) -> int:
+        """The global row of a chunk id: the first member holding it (KeyError when none does)."""
+        for offset, member in zip(self._offsets, self.members, strict=False):
+            try:
+                return offset + member.row_of(chunk_id)
+            except KeyError:
+                continue
+        raise KeyError(chunk_id)
+
+    def source_of(self, chunk_id: str) -> str:
+        """The name of the member a chunk id is looked up in."""
+        return self.members[int(np.searchsorted(self._offsets, self.row_of(chunk_id), side="right")) - 1].name
+
+    def doc_ids(self) -> set[str]:
+        return set().union(*(m.doc_ids() for m in self.members))
+
+
+class FusedRetriever:
+    """One retriever per index, each fetching `fetch_k`, fused by RRF with constant `rrf_k`."""
+
+    def __init__(self, members: Sequence[Retriever], rrf_k: int = MEDRAG_RRF_K, fetch_k: int = 50) -> None:
+        modes = {m.mode for m in members}
+        if len(modes) != 1:
+            raise BioragError(f"fused retrievers must share one mode, not {', '.join(sorted(modes))}")
+        self.members = list(members)
+        self.rrf_k, self.fetch_k = rrf_k, fetch_k
+        self.mode = f"fused-{modes.pop()}"
+        self.index = IndexSet([m.index for m in members])
+
+    def retrieve(self, query: str, k: int = 5) -> list[Hit]:
+        return self.retrieve_batch([query], k)[0]
+
+    def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
+        n = max(k, self.fetch_k)
+        lists = [m.retrieve_batch(queries, n) for m in self.members]
+        out = []
+        for per_query in zip(*lists, strict=True):
+            by_id: dict[str, Chunk] = {}
+            for hits in per_query:
+                for h in hits:
+                    by_id.setdefault(h.chunk.id, h.chunk)
+            fused = reciprocal_rank_fusion([[h.chunk.id for h in hits] for hits in per_query], self.rrf_k)[:k]
+            out.append([Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(fused, 1)])
+        return out
+
+
+def source_share(index: Any, chunk_ids: Sequence[str]) -> dict[str, float]:
+    """The share of `chunk_ids` each member of an index set supplied ({} for one index)."""
+    if not isinstance(index, IndexSet) or not chunk_ids:
+        return {}
+    counts = dict.fromkeys((m.name for m in index.members), 0)
+    for cid in chunk_ids:
+        counts[index.source_of(cid)] += 1
+    return {name: c / len(chunk_ids) for name, c in counts.items()}
