@@ -38,8 +38,9 @@ def _corpus(path: Path, prefix: str, n: int = 24) -> Path:
     with path.open("w") as f:
         for i in range(n):
             t = TOPICS[i % len(TOPICS)]
-            f.write(json.dumps({"id": f"{prefix}{i}", "title": f"{t} note {i}",
-                                "text": f"Patient {i} presents with {t}. Plan: treat the {t} and review."}) + "\n")
+            text = (f"Patient {i} presents with {t}. Plan: treat the {t} and review." if prefix == "l"
+                    else f"Review of {t} {i}: the patient has {t} with fever, treat and review.")
+            f.write(json.dumps({"id": f"{prefix}{i}", "title": f"{t} note {i}", "text": text}) + "\n")
     return path
 
 
@@ -154,12 +155,19 @@ def test_fusion_over_two_indexes_equals_rrf_by_hand(indexes) -> None:
     left, right = open_retriever(indexes["left"], "dense"), open_retriever(indexes["right"], "dense")
     fused = FusedRetriever([left, right], rrf_k=MEDRAG_RRF_K, fetch_k=8)
     query = "seizure review"
-    want = reciprocal_rank_fusion([[h.chunk.id for h in left.retrieve(query, 8)],
-                                   [h.chunk.id for h in right.retrieve(query, 8)]], k=100)[:6]
+    lists = [left.retrieve(query, 8), right.retrieve(query, 8)]
     got = fused.retrieve(query, 6)
-    assert [(h.chunk.id, h.score) for h in got] == [(c, pytest.approx(s)) for c, s in want]
-    # by hand: the top of either list scores 1 / (100 + 1)
-    assert got[0].score == pytest.approx(1 / 101)
+    # by hand: the corpora are disjoint, so each chunk scores 1 / (100 + its rank) and the two
+    # lists' chunks of one rank tie, the higher first-stage score first
+    by_hand = sorted(((1 / (100 + h.rank), h.score, h.chunk.id) for hits in lists for h in hits), reverse=True)
+    assert [(h.chunk.id, h.score) for h in got] == [(c, pytest.approx(s)) for s, _, c in by_hand[:6]]
+    assert got[0].score == pytest.approx(1 / 101) and got[1].score == pytest.approx(1 / 101)
+    top = max(lists, key=lambda hits: hits[0].score)[0]
+    assert got[0].chunk.id == top.chunk.id
+    # the same fusion the hybrid retriever uses, given the tie-break
+    best = {h.chunk.id: h.score for hits in lists for h in hits}
+    assert [c for c, _ in reciprocal_rank_fusion([[h.chunk.id for h in hits] for hits in lists], k=100,
+                                                 tiebreak=best)[:6]] == [h.chunk.id for h in got]
     ix = fused.index
     assert isinstance(ix, IndexSet) and len(ix) == 48 and ix.name == "left+right"
     assert {ix.source_of(h.chunk.id) for h in got} == {"left", "right"}

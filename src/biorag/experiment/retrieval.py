@@ -47,7 +47,7 @@ def _identity(retriever: Any) -> dict[str, Any]:
     if hasattr(retriever, "reranker"):  # a rerank stage over a first stage
         return {"mode": retriever.mode, "first": _identity(retriever.first), **retriever.identity()}
     if hasattr(retriever, "members"):  # several indexes fused
-        return {"mode": retriever.mode, "rrf_k": retriever.rrf_k, "fetch_k": retriever.fetch_k,
+        return {"mode": retriever.mode, "rrf_k": retriever.rrf_k, "fetch_k": retriever.fetch_k, "tiebreak": "score",
                 "members": [_identity(m) for m in retriever.members]}
     parts: dict[str, Any] = {"index": retriever.index.fingerprint, "mode": retriever.mode,
                              "search": {k: getattr(retriever.index.config, k, None) for k in SEARCH_SETTINGS}}

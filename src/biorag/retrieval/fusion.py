@@ -85,7 +85,8 @@ class IndexSet:
 
 
 class FusedRetriever:
-    """One retriever per index, each fetching `fetch_k`, fused by RRF with constant `rrf_k`."""
+    """One retriever per index, each fetching `fetch_k`, fused by RRF with constant `rrf_k`;
+    RRF ties go to the higher first-stage score."""
 
     def __init__(self, members: Sequence[Retriever], rrf_k: int = MEDRAG_RRF_K, fetch_k: int = 50) -> None:
         modes = {m.mode for m in members}
@@ -105,10 +106,15 @@ class FusedRetriever:
         out = []
         for per_query in zip(*lists, strict=True):
             by_id: dict[str, Chunk] = {}
+            best: dict[str, float] = {}
             for hits in per_query:
                 for h in hits:
                     by_id.setdefault(h.chunk.id, h.chunk)
-            fused = reciprocal_rank_fusion([[h.chunk.id for h in hits] for hits in per_query], self.rrf_k)[:k]
+                    best[h.chunk.id] = max(h.score, best.get(h.chunk.id, h.score))
+            # disjoint corpora give every rank a tie (each list's top scores 1/(k+1)); one mode
+            # and one embedder over all members make their own scores the fair tie-break
+            fused = reciprocal_rank_fusion([[h.chunk.id for h in hits] for hits in per_query], self.rrf_k,
+                                           tiebreak=best)[:k]
             out.append([Hit(by_id[cid], score, rank) for rank, (cid, score) in enumerate(fused, 1)])
         return out
 

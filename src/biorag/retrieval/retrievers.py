@@ -101,18 +101,20 @@ class BM25Retriever:
 
 
 def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[str]], k: int = DEFAULT_RRF_K
+    rankings: Sequence[Sequence[str]], k: int = DEFAULT_RRF_K, tiebreak: dict[str, float] | None = None
 ) -> list[tuple[str, float]]:
     """Fuse ranked id lists: score(d) = sum over lists of 1 / (k + rank), rank from 1.
 
-    Ties are broken by first appearance, so the result is deterministic.
+    Ties are broken by `tiebreak` (higher first: the retrievers' own scores, where they are
+    comparable), then by first appearance, so the result is deterministic.
     """
     scores: dict[str, float] = {}
     for ranking in rankings:
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     order = {item: i for i, item in enumerate(dict.fromkeys(x for r in rankings for x in r))}
-    return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+    tb = tiebreak or {}
+    return sorted(scores.items(), key=lambda kv: (-kv[1], -tb.get(kv[0], 0.0), order[kv[0]]))
 
 
 class HybridRetriever:
