@@ -33,7 +33,7 @@ def build_tiny_bert(path: Path, *, seed: int = 0, cross_encoder: bool = False) -
                       cls_token="[CLS]", mask_token="[MASK]").save_pretrained(path)
     # a wide initialisation: random scores that differ visibly between inputs
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128, num_labels=1, initializer_range=0.5)
+                     intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=0.5)
     torch.manual_seed(seed)
     (BertForSequenceClassification if cross_encoder else BertModel)(cfg).save_pretrained(path)
     return path
