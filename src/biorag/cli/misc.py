@@ -69,7 +69,8 @@ def ls(
     if what not in _GROUPS:
         raise ConfigError(did_you_mean(what, known, what="listing"))
     group = _GROUPS[what]
-    t = Table(title=f"{what} ({group}/ in the config folders; use as {group}=NAME)")
+    use = {"reranker": "arm.retriever.rerank=NAME or index search --rerank NAME"}.get(group, f"{group}=NAME")
+    t = Table(title=f"{what} ({group}/ in the config folders; use as {use})")
     t.add_column("name")
     t.add_column("description", overflow="fold")
     t.add_column("from", overflow="fold")
