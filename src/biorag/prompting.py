@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from biorag.errors import ConfigError
 from biorag.tasks.config import TaskConfig
-from biorag.types import LETTERS, Example, Hit, adds_title
+from biorag.tasks.longhealth import DOCUMENT_SEED
+from biorag.types import LETTERS, Example, Hit, adds_title, answer_text
 
 CountTokens = Callable[[str], int]
 LONG_INPUT_TYPES = ("summarisation", "coding")  # their input is cut to `document_tokens`
 MIN_PARTIAL_TOKENS = 32  # a passage cut shorter than this is left out rather than kept
+CLUE_DOCUMENT_SEP = "\n\n--------------\n\n"  # between shuffled LongHealth texts, as CLUE joins them
 
 
 def approx_tokens(text: str) -> int:
@@ -71,6 +74,7 @@ def check_template(cfg: TaskConfig) -> None:
     try:
         _template(cfg.template)
         _template(cfg.system)
+        _template(cfg.shot_answer)
     except TemplateError as e:
         raise ConfigError(f"task {cfg.name}: template: {e}") from None
 
@@ -97,11 +101,15 @@ def pack(
     count_tokens: CountTokens = approx_tokens,
     fmt: Callable[[int, str], str] = lambda i, t: t,
     sep: str = "\n\n",
+    shuffle_seed: int | None = None,
 ) -> tuple[str, int, bool]:
     """Join formatted texts in order while they fit `budget`; the first that does not fit is
-    cut (when at least MIN_PARTIAL_TOKENS remain) and packing stops.
+    cut (when at least MIN_PARTIAL_TOKENS remain) and packing stops. With `shuffle_seed`, the
+    packed texts are then put in a seeded random order (LongHealth under CLUE: which texts
+    fit is decided before the order is mixed).
     Returns (packed text, number of texts used, whether one was cut)."""
     parts: list[str] = []
+    cut_one = False
     for i, t in enumerate(texts):
         block = fmt(i, t)
         joined = sep.join([*parts, block])
@@ -112,8 +120,11 @@ def pack(
         cut = truncate_to_tokens(block, room, count_tokens) if room >= MIN_PARTIAL_TOKENS else ""
         if cut:
             parts.append(cut)
-        return sep.join(parts), len(parts), True
-    return sep.join(parts), len(parts), False
+        cut_one = True
+        break
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(parts)
+    return sep.join(parts), len(parts), cut_one
 
 
 def _passage(i: int, hit: Hit) -> str:
@@ -127,20 +138,40 @@ def build_prompt(
     hits: Sequence[Hit] | None = None,
     count_tokens: CountTokens | None = None,
 ) -> Prompt:
-    """Render the task's template for one example, with retrieved passages when given."""
+    """Render the task's template for one example, with retrieved passages when given, after
+    its few-shot items (`example.shots`) as user/assistant turns."""
     count = count_tokens or approx_tokens
     check_template(cfg)
     hits = list(hits or [])
     context, n_hits, cut_context = (
         pack(hits, cfg.context_tokens, count, fmt=_passage) if hits else ("", 0, False)
     )
+    variables, cut_item = _item_variables(cfg, example, count)
+    variables["context"] = context
+    try:
+        user = _template(cfg.template).render(**variables).strip()
+        # the system message is a template too (MedRAG's differs with and without passages)
+        system = _template(cfg.system).render(**variables).strip() if "{" in cfg.system else cfg.system.strip()
+        turns = []
+        for shot in example.shots:
+            shown, _ = _item_variables(cfg, shot, count)
+            shown.update(context="", gold=answer_text(shot.gold))
+            turns += [{"role": "user", "content": _template(cfg.template).render(**shown).strip()},
+                      {"role": "assistant", "content": _template(cfg.shot_answer).render(**shown).strip()}]
+    except TemplateError as e:
+        raise ConfigError(f"task {cfg.name}: template: {e}") from None
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [*turns, {"role": "user", "content": user}]
+    return Prompt(messages, tuple(h.chunk.id for h in hits[:n_hits]), cut_context or cut_item)
+
+
+def _item_variables(cfg: TaskConfig, example: Example, count: CountTokens) -> tuple[dict, bool]:
+    """What the template sees of one item (all but `context`), and whether a document was cut."""
+    seed = example.metadata.get(DOCUMENT_SEED)
+    fmt = _document_fmt(len(example.documents)) if seed is None else (lambda i, t: t.strip())
     documents, _, cut_docs = (
-        pack(
-            list(example.documents),
-            cfg.document_tokens,
-            count,
-            fmt=_document_fmt(len(example.documents)),
-        )
+        pack(list(example.documents), cfg.document_tokens, count, fmt=fmt,
+             sep="\n\n" if seed is None else CLUE_DOCUMENT_SEP, shuffle_seed=seed)
         if example.documents
         else ("", 0, False)
     )
@@ -153,22 +184,11 @@ def build_prompt(
         "input": body,
         "options": [(LETTERS[i], o) for i, o in enumerate(example.options)],
         "letters": list(LETTERS[: len(example.options)]),
-        "context": context,
         "documents": documents,
         "protocol_question": cfg.protocol_question,
         "example": example,
     }
-    try:
-        user = _template(cfg.template).render(**variables).strip()
-        # the system message is a template too (MedRAG's differs with and without passages)
-        system = _template(cfg.system).render(**variables).strip() if "{" in cfg.system else cfg.system.strip()
-    except TemplateError as e:
-        raise ConfigError(f"task {cfg.name}: template: {e}") from None
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": user})
-    return Prompt(
-        messages, tuple(h.chunk.id for h in hits[:n_hits]), cut_context or cut_docs or cut_input
-    )
+    return variables, cut_docs or cut_input
 
 
 def _document_fmt(n: int) -> Callable[[int, str], str]:

@@ -36,7 +36,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "nli": "biorag.tasks.loaders:load_nli",
         "summarisation": "biorag.tasks.loaders:load_summarisation",
         "coding": "biorag.tasks.loaders:load_coding",
-        "longdoc": "biorag.tasks.loaders:load_longdoc",
+        "longdoc": "biorag.tasks.longhealth:load_longdoc",
         "mirage": "biorag.tasks.mirage:load_mirage",
         "bioasq": "biorag.tasks.bioasq:load_bioasq",
         "hpo-term-mcq": "biorag.tasks.embedded:generate_hpo_term_mcq",
@@ -53,6 +53,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "code_f1_category": "biorag.scoring.metrics:code_f1_category",
         "factoid": "biorag.scoring.answers:factoid",
         "list_f1": "biorag.scoring.answers:list_f1",
+        "umls_f1": "biorag.scoring.clue:umls_f1",
+        "clue_accuracy": "biorag.scoring.clue:clue_accuracy",
+        "clue_icd": "biorag.scoring.clue:clue_icd",
     },
     "model_backend": {
         "hf": "biorag.models.hf:HFGenerator",

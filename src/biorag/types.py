@@ -81,6 +81,8 @@ class Example:
     source_docs: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # "file.jsonl:12", for error messages
+    # solved items put before this one as user/assistant turns (few-shot); never scored
+    shots: tuple[Example, ...] = ()
 
 
 @dataclass

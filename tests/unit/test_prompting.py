@@ -37,7 +37,8 @@ def hit(i: int, text: str, title: str = "") -> Hit:
 def example_for(cfg: TaskConfig) -> Example:
     meta = {"question": "Q?", "case": "", "premise": "P.", "hypothesis": "H.", "subject": "anatomy"}
     if cfg.type == "summarisation":
-        return Example(id="x", task=cfg.name, input="A long question about knees.", gold="knees?")
+        return Example(id="x", task=cfg.name, input="A long question about knees.", gold="knees?",
+                       metadata=meta)
     if cfg.type == "coding":
         return Example(id="x", task=cfg.name, input="Asthma.", gold=("J45.909",))
     if cfg.type == "nli":

@@ -50,12 +50,15 @@ FIXTURE_TASKS = {
         ["entailment", "contradiction", "neutral", "entailment"],
     ),
     "meqsum": ("meqsum.csv", ["1-0001.xml", "1-0002.xml", "1-0003.xml"], None),
-    "problem-summary": ("problem_summary.jsonl", ["note-01", "note-02"], None),
+    "problem-summary": ("../clue/ProblemSummary/BioNLP2023-1A-Test.csv",
+                        ["1001.txt", "1002.txt", "1003.txt", "1004.txt", "1005.txt", "1006.txt"], None),
     "medisumcode": (
-        "coding.jsonl",
-        ["dc-01", "dc-02", "dc-03"],
-        [("I50.22", "E11.9"), ("J45.909", "I10"), ("J18.9",)],
+        "../clue/MeDiSumCode/MeDiSumCode.json",
+        ["20001", "20002", "20003", "20004"],
+        [("J189", "J441", "I10"), ("E1010", "E876"), ("N179", "E871", "E860"), ("I214", "E785")],
     ),
+    "medisumqa": ("../clue/MeDiSumQA/MeDiSumQA.json",
+                  ["10001-DS-21", "10002-DS-7", "10003-DS-3", "10004-DS-12"], None),
     "longhealth": ("longhealth.json", ["patient_01-q1", "patient_01-q2"], ["B", "C"]),
     "mirage-medqa": ("mirage/benchmark.json", ["medqa-0000", "medqa-0001"], ["A", "B"]),
     "mirage-pubmedqa": ("mirage/benchmark.json", ["pubmedqa-10000001", "pubmedqa-10000002"], ["A", "B"]),
@@ -330,7 +333,8 @@ def test_nli_summarisation_coding_and_longdoc_scores() -> None:
     assert 0 < s.metrics["rougeL"].per_example[2] < 1
     assert "bertscore" in s.skipped or "bertscore" in s.metrics
 
-    coding = fixture_task("medisumcode")
+    coding = load_task_config("medisumcode", [f"task.path={FIXTURES / 'coding.jsonl'}",  # plain jsonl
+                                              "task.fields.id=id", "task.fields.codes=codes"])
     s = score_task(coding, load_examples(coding), ["I50.22, E11.9", "Codes: j45909 I10", "none"])
     assert s.metrics["code_f1"].value == pytest.approx(8 / 9)  # tp 4, fp 0, fn 1
     assert s.metrics["exact_match"].per_example == (1.0, 1.0, 0.0)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.errors import BioragError
+from biorag.report.clue import clue_tables
 from biorag.report.compare import Delta, Report
 from biorag.report.protocols import parsing_table, protocol_tables
 from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds
@@ -116,7 +117,7 @@ def strata_table(report: Report) -> Table | None:
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
     extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report)) if t is not None]
     return [*quality_tables(report), *delta_tables(report, headline_only), *protocol_tables(report), *extra,
-            cost_table(report)]
+            *clue_tables(report.study.cells), cost_table(report)]
 
 
 # -- plots ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from biorag.scoring.metrics import (
     compute_metrics,
     mcq_argmax,
     mean_result,
+    metric_info,
     parse_output,
 )
 from biorag.tasks.config import TaskConfig
@@ -52,6 +53,17 @@ def decoding(cfg: TaskConfig, seed: int) -> str:
         return "greedy (temperature 0)"
     return (f"sampled at temperature {cfg.temperature}, {cfg.samples} sample(s) with seeds "
             f"{seed}..{seed + cfg.samples - 1}" + (", majority vote" if cfg.samples > 1 else ""))
+
+
+def double_count_first(result: MetricResult, seed: int, n_resamples: int) -> MetricResult:
+    """CLUE's mean with its first item counted twice (`update_results` starts each list with
+    the first value and then appends it again), kept under `clue_compat` to match CLUE's
+    published MedNLI and MeDiSumCode numbers. Corpus-level metrics are left as they are; the
+    per-example values stay one per item."""
+    if metric_info(result.name).corpus_level or not result.per_example:
+        return result
+    again = mean_result(result.name, (result.per_example[0], *result.per_example), seed, n_resamples)
+    return MetricResult(result.name, again.value, again.lo, again.hi, result.n, result.per_example)
 
 
 def unparsed(parsed: object) -> bool:
@@ -98,7 +110,10 @@ def score_task(
             parse_output(cfg.answer_type, out, ex.options, cfg.answer_format)
             for ex, out in zip(examples, outputs, strict=True)
         ]
-        m, skipped = compute_metrics(cfg.metrics, parsed, gold, seed=seed, n_resamples=n_resamples)
+        m, skipped = compute_metrics(cfg.metrics, parsed, gold, seed=seed, n_resamples=n_resamples,
+                                     outputs=outputs)
+        if cfg.clue_compat and cfg.double_count_first:
+            m = {k: double_count_first(r, seed, n_resamples) for k, r in m.items()}
         metrics.update(m)
         if cfg.answer_type != "text":  # free text always parses
             metrics[UNPARSED] = mean_result(UNPARSED, [float(unparsed(p)) for p in parsed], seed, n_resamples)

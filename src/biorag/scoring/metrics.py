@@ -83,6 +83,7 @@ class MetricInfo:
     keys: tuple[str, ...]  # the keys the scorer returns
     corpus_level: bool = False  # computed over the corpus (micro/macro), not a mean of examples
     headline: int | None = None  # rank for heading a task's table (lower first); None: never
+    raw: bool = False  # scores the raw outputs, not the parsed answers (CLUE's own rules)
 
 
 # log-likelihood variants of an option metric (`biorag.scoring.evaluate`), in headline order:
@@ -90,11 +91,11 @@ class MetricInfo:
 LL_SUFFIXES = ("_ll_norm", "_ll", "")
 
 
-def scorer(*keys: str, corpus_level: bool = False, headline: int | None = None) -> Callable:
+def scorer(*keys: str, corpus_level: bool = False, headline: int | None = None, raw: bool = False) -> Callable:
     """Mark a metric function with its `MetricInfo`."""
 
     def mark(fn: Callable) -> Callable:
-        fn.info = MetricInfo(tuple(keys), corpus_level, headline)  # type: ignore[attr-defined]
+        fn.info = MetricInfo(tuple(keys), corpus_level, headline, raw)  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -350,7 +351,7 @@ def _code_scores(
     return out
 
 
-@scorer("code_precision", "code_recall", "code_f1", corpus_level=True, headline=2)
+@scorer("code_f1", "code_precision", "code_recall", corpus_level=True, headline=2)  # F1 heads
 def code_f1(
     parsed: Sequence[Parsed], gold: Sequence, *, seed: int = 0, n_resamples: int = N_RESAMPLES
 ) -> dict[str, MetricResult]:
@@ -374,17 +375,22 @@ def compute_metrics(
     *,
     seed: int = 0,
     n_resamples: int = N_RESAMPLES,
+    outputs: Sequence[str] | None = None,
 ) -> tuple[dict[str, MetricResult], dict[str, str]]:
     """Run registered scorers by name: (results by key, {metric: reason} for the ones whose
-    optional package is missing, which are also logged as warnings)."""
+    optional package is missing, which are also logged as warnings). Scorers marked `raw`
+    read the `outputs` instead of the parsed answers (and are left out without them)."""
     from biorag import registry
 
     results: dict[str, MetricResult] = {}
     skipped: dict[str, str] = {}
     for name in names:
         fn = registry.resolve("scorer", name)
+        raw = getattr(getattr(fn, "info", None), "raw", False)
+        if raw and outputs is None:
+            continue
         try:
-            results.update(fn(parsed, gold, seed=seed, n_resamples=n_resamples))
+            results.update(fn(outputs if raw else parsed, gold, seed=seed, n_resamples=n_resamples))
         except MetricUnavailable as e:
             log.warning("metric %s skipped: %s", name, e)
             skipped[name] = str(e)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 TYPES = ("mcq", "nli", "summarisation", "coding", "longdoc", "qa")
 SCORING_MODES = ("loglikelihood", "generate", "both")
 CONTINUATIONS = ("letter", "text")
+SHOT_SOURCES = ("auto", "train", "heldout", "clue")
 ANSWER_FORMATS = ("plain", "final_line", "json")  # the whole output | "Final answer: X" | MedRAG's JSON
 # the answer a task type's outputs are parsed to (scoring.parse_output)
 ANSWER_TYPES = {
@@ -90,6 +91,25 @@ class TaskConfig:
     # `temperature` (seeds seed, seed+1, ...) and keeps the majority answer
     temperature: float = 0.0
     samples: int = 1
+    # -- few-shot: `shots` solved items as user/assistant turns before the item (protocol=clue).
+    # shots_from: train (drawn from shots_path, a training file of the same format; every item
+    # is scored) | heldout (a seeded draw from the task's own items, set aside, never scored)
+    # | clue (CLUE's own: the items shuffled with Python's random.seed(1), the first `shots` set
+    # aside) | auto (train when shots_path is set, else heldout)
+    shots: int = 0
+    shots_from: str = "auto"
+    shots_path: str | None = None
+    shot_answer: str = "{{ gold }}"  # the assistant turn of a shot (Jinja: gold, metadata)
+    # -- LongHealth (CLUE): 1 the patient's documents | 2 plus other patients' documents | 3
+    # other patients' documents only (gold: the abstention option F); `variants` prompts per
+    # question, each with its own document order (and its own distractors in 2 and 3)
+    setting: int = 1
+    variants: int = 1
+    # -- CLUE's scoring quirks, reproduced (protocol=clue-compat; off by default): sampling at
+    # temperature 1 where CLUE set none, and `double_count_first`, its means that count the
+    # first item twice (MedNLI, MeDiSumCode)
+    clue_compat: bool = False
+    double_count_first: bool = False
     expected_format: str = ""  # what a user-supplied file must look like
 
     def __post_init__(self) -> None:
@@ -113,6 +133,13 @@ class TaskConfig:
         if self.samples > 1 and (self.temperature == 0 or self.scoring == "loglikelihood"):
             raise ConfigError(f"{where}: samples={self.samples} needs generation at a temperature "
                               "above 0 (e.g. task.temperature=0.7): greedy samples are all the same")
+        if self.shots < 0 or self.shots_from not in SHOT_SOURCES:
+            raise ConfigError(f"{where}: shots must be 0 or more and shots_from one of "
+                              f"{', '.join(SHOT_SOURCES)}")
+        if self.shots_from == "train" and not self.shots_path:
+            raise ConfigError(f"{where}: shots_from=train needs task.shots_path=TRAINING_FILE")
+        if self.setting not in (1, 2, 3) or self.variants < 1:
+            raise ConfigError(f"{where}: setting must be 1, 2 or 3 and variants at least 1")
         if self.answer_format not in ANSWER_FORMATS:
             raise ConfigError(f"{where}: " + did_you_mean(self.answer_format, ANSWER_FORMATS, what="answer format"))
         if not self.answer_type:
@@ -170,7 +197,7 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     from biorag.config import read_yaml, to_typed
 
     path = task_config_path(name)
-    base = read_yaml(path)
+    base = _extended(read_yaml(path), path)
     if base.get("name") is None:
         base.name = path.stem
     elif base.name != path.stem and path.parent.name == "task":
@@ -185,3 +212,19 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     except Exception as e:
         raise ConfigError(f"task {base.name}: {e}") from None
     return to_typed(merged, TaskConfig, where=f"task {base.name}")
+
+
+def _extended(cfg, path: Path, depth: int = 0):
+    """A task YAML over the tasks its Hydra `defaults` list names (`defaults: [longhealth,
+    _self_]`: LongHealth's settings 2 and 3 are its setting 1 with `setting` changed), as
+    Hydra composes it for experiment runs."""
+    from biorag.config import read_yaml
+
+    parents = [d for d in cfg.get("defaults") or [] if d != "_self_"]
+    if not parents:
+        return cfg
+    if depth > 8 or not all(isinstance(d, str) for d in parents):
+        raise ConfigError(f"{path}: defaults: list task names (e.g. [longhealth, _self_])")
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"])
+    merged = [_extended(read_yaml(task_config_path(d)), path, depth + 1) for d in parents]
+    return OmegaConf.merge(*merged, own)

@@ -29,7 +29,6 @@ from biorag.types import Example
 # the registry names every loader as biorag.tasks.loaders:load_x
 __all__ = [
     "load_coding",
-    "load_longdoc",
     "load_mcq",
     "load_medmcqa",
     "load_medqa",
@@ -315,77 +314,3 @@ def load_mmlu(cfg: TaskConfig, problems: list[Problem] | None = None) -> list[Ex
         return _mcq(cfg, ex_id, question, options, gold, row, subject=subject)
 
     return build(cfg, convert, problems, records=records(), id_field=f["id"])
-
-
-# -- long-document QA ----------------------------------------------------------------------
-
-LONGDOC_FIELDS = {
-    "id": "id",
-    "documents": "documents",
-    "question": "question",
-    "options": "options",
-    "answer": "answer",
-}
-
-
-def _documents(value: Any, field: str) -> tuple[str, ...]:
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not any(str(d).strip() for d in value):
-        raise RowError("expected a non-empty list (or object) of document texts", field=field)
-    return tuple(str(d) for d in value if str(d).strip())
-
-
-def load_longdoc(cfg: TaskConfig, problems: list[Problem] | None = None) -> list[Example]:
-    """Long-document multiple choice: one record per question (documents, question, options,
-    answer), or LongHealth's own benchmark JSON ({patient: {texts, questions}})."""
-    f = resolve_fields(cfg, LONGDOC_FIELDS, ("documents", "question", "options", "answer"))
-
-    def convert(rec: dict, row: int | None) -> Example | list[Example]:
-        if "texts" in rec and "questions" in rec:
-            return _longhealth_patient(cfg, rec, row)
-        docs = _documents(get(rec, f["documents"]), f["documents"])
-        question = text(rec, f["question"])
-        options = _options(rec, f["options"])
-        gold = _gold_letter(get(rec, f["answer"]), options, cfg.answer_base, f["answer"])
-        return _mcq(
-            cfg, example_id(cfg, rec, f["id"], row), question, options, gold, row, documents=docs
-        )
-
-    return build(cfg, convert, problems, id_field=f["id"])
-
-
-def _longhealth_patient(cfg: TaskConfig, rec: dict, row: int | None) -> list[Example]:
-    patient = str(rec.get(KEY) or rec.get("patient_id") or row)
-    docs = _documents(rec["texts"], "texts")
-    if not isinstance(rec["questions"], list) or not rec["questions"]:
-        raise RowError("expected a non-empty list of questions", field="questions")
-    out = []
-    for j, q in enumerate(rec["questions"]):
-        where = f"questions[{j}]"
-        if not isinstance(q, dict):
-            raise RowError("not an object", field=where)
-        try:
-            question = text(q, "question")
-            options = tuple(text(q, f"answer_{c}") for c in "abcde" if f"answer_{c}" in q)
-            if len(options) < 2:
-                raise RowError("fewer than 2 options (answer_a, answer_b, ...)", field="answer_a")
-            gold = _gold_letter(get(q, "correct"), options, cfg.answer_base, "correct")
-        except RowError as e:
-            raise RowError(str(e), field=f"{where}.{e.field}") from None
-        out.append(
-            _mcq(
-                cfg,
-                f"{patient}-q{q.get('No', j + 1)}",
-                question,
-                options,
-                gold,
-                row,
-                documents=docs,
-                patient=patient,
-                diagnosis=str(rec.get("diagnosis", "")),
-            )
-        )
-    return out

@@ -7,7 +7,9 @@ cell's params and fingerprint say which one ran. `task` (the default) is the tas
 settings. Shipped: `loglikelihood` (options ranked by log-probability, as
 lm-evaluation-harness), `direct` (a short generated letter), `cot` (zero-shot step-by-step
 reasoning ending "Final answer: X") and `medrag` (MedRAG / MIRAGE's system prompt and JSON
-answer, with or without retrieved documents).
+answer, with or without retrieved documents) and `clue` (CLUE's own system prompts, few-shot
+counts and answer phrasing, set task by task under `tasks:`; `clue-compat` is `clue` with
+CLUE's scoring quirks reproduced).
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class ProtocolConfig:
     max_new_tokens: int | None = None  # at least this many (a task's larger budget stays)
     stop: list[str] | None = None  # null: the task's own
     stop_after: list[str] = field(default_factory=list)
+    # task name -> TaskConfig fields set for that task (CLUE's prompts, shots and metrics);
+    # when given, the protocol applies to these tasks only
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clue_compat: bool = False  # CLUE's scoring quirks (biorag.tasks.config.TaskConfig)
+    # report groups: level -> {benchmark task: {metric, tasks}} (protocol clue: CLUE's levels)
+    levels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base: str | None = None  # a protocol this one extends (its YAML merged under this one)
 
 
 def protocol_names() -> list[str]:
@@ -45,9 +54,16 @@ def protocol_names() -> list[str]:
 
 
 def load_protocol(name: str) -> ProtocolConfig:
-    from biorag.config import load_option
+    from omegaconf import OmegaConf
 
-    return load_option("protocol", name, ProtocolConfig)
+    from biorag.config import option_path, read_yaml, to_typed
+
+    path = option_path("protocol", name)
+    raw = read_yaml(path)
+    if raw.get("base"):
+        parent = read_yaml(option_path("protocol", raw.base))
+        raw = OmegaConf.merge(OmegaConf.masked_copy(parent, [k for k in parent if k != "name"]), raw)
+    return to_typed(raw, ProtocolConfig, where=str(path))
 
 
 def apply_protocol(task: Any) -> None:
@@ -64,6 +80,9 @@ def apply_protocol(task: Any) -> None:
     if task.type not in p.applies_to:
         raise ProtocolNotApplicable(f"task {task.name}: protocol {p.name} applies to "
                                     f"{', '.join(p.applies_to)} tasks, not {task.type}")
+    if p.tasks and task.name not in p.tasks:
+        raise ProtocolNotApplicable(f"task {task.name}: protocol {p.name} is set for the tasks "
+                                    f"{', '.join(p.tasks)} only")
     task.scoring = p.scoring
     if p.template is not None:
         task.template = p.template
@@ -75,3 +94,34 @@ def apply_protocol(task: Any) -> None:
         task.stop = list(p.stop)
     task.stop_after = list(p.stop_after)
     task.answer_format = p.answer_format
+    own = _own_settings(task) if p.tasks.get(task.name) else {}
+    for key, value in (p.tasks.get(task.name) or {}).items():
+        if not hasattr(task, key) or key in ("name", "type", "loader", "protocol"):
+            raise ConfigError(f"protocol {p.name}: tasks.{task.name}.{key} is not a task setting")
+        if key in own and getattr(task, key) != own[key]:
+            continue  # the user's override (task.document_tokens=...) wins over the protocol's
+        setattr(task, key, list(value) if isinstance(value, (list, tuple)) else value)
+    if p.clue_compat:
+        task.clue_compat = True
+        if task.temperature == 0:  # CLUE builds SamplingParams without one: vLLM's default 1.0
+            task.temperature = 1.0
+
+
+def _own_settings(task: Any) -> dict[str, Any]:
+    """The task's settings as its YAML (or the schema's defaults) gives them, before overrides."""
+    import dataclasses
+
+    from biorag.config import read_yaml
+    from biorag.tasks.config import _extended, task_config_path
+
+    values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+              for f in dataclasses.fields(task)
+              if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    try:
+        path = task_config_path(task.name)
+    except ConfigError:  # a task built in code, not from a YAML
+        return values
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(_extended(read_yaml(path), path), resolve=True)
+    return {**values, **{k: v for k, v in raw.items() if k in values}}

@@ -18,7 +18,7 @@ from biorag.types import Example
 log = logging.getLogger(__name__)
 
 KEY = "__key__"  # the key of a record in a JSON object of records (PubMedQA's PMIDs)
-SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".xlsx")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
         )
         raise InputError(f"no such file.{hint}", file=path_str)
     suffix = path.suffix.lower()
+    if suffix == ".json" and _json_lines(path):  # CLUE's data scripts write JSON lines as .json
+        suffix = ".jsonl"
     if suffix in (".jsonl", ".ndjson"):
         with path.open(encoding="utf-8") as fh:
             for line_no, line in enumerate(fh, 1):
@@ -119,6 +121,15 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
             for rec in reader:
                 yield reader.line_num, dict(rec)
+    elif suffix == ".xlsx":  # MeQSum ships as a spreadsheet: its first sheet, a row a record
+        import pandas as pd
+
+        try:
+            frame = pd.read_excel(path, dtype=str, keep_default_na=False)
+        except ImportError:
+            raise InputError("reading .xlsx needs openpyxl (pip install openpyxl)", file=path_str) from None
+        for i, rec in enumerate(frame.to_dict("records"), 2):  # row 1 is the header
+            yield i, rec
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -128,6 +139,20 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
         raise InputError(
             f"unsupported file type '{suffix}'; use one of {', '.join(SUFFIXES)}", file=path_str
         )
+
+
+def _json_lines(path: Path) -> bool:
+    """Whether a .json file holds one object a line rather than one JSON value."""
+    with path.open(encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+        second = next((line for line in fh if line.strip()), "")
+    if not first.lstrip().startswith("{") or not second.lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def read_json(cfg: TaskConfig, what: str, where: str) -> tuple[str, Any]:

@@ -51,23 +51,36 @@ def load_nli(cfg: TaskConfig, problems: list[Problem] | None = None) -> list[Exa
     return build(cfg, convert, problems, id_field=f["id"])
 
 
-SUMMARISATION_FIELDS = {"id": "id", "text": "text", "summary": "summary"}
+SUMMARISATION_FIELDS = {"id": "id", "text": "text", "summary": "summary", "question": None}
 
 
 def load_summarisation(cfg: TaskConfig, problems: list[Problem] | None = None) -> list[Example]:
-    """Text to summary (MeQSum: CHQ -> Summary); `text` may name several columns, joined."""
+    """Text to summary (MeQSum: CHQ -> Summary); `text` may name several columns, joined (each
+    also a template variable under its own name, as CLUE's prompts use them). With a
+    `question` field, a question about the text with a short answer (MeDiSumQA)."""
     f = resolve_fields(cfg, SUMMARISATION_FIELDS, ("text", "summary"))
+    sections = [c.strip() for c in f["text"].split(",")] if "," in f["text"] else []
 
     def convert(rec: dict, row: int | None) -> Example:
+        metadata = {_identifier(c): text(rec, c, required=False) for c in sections}
+        if f["question"]:
+            metadata["question"] = text(rec, f["question"])
         return Example(
             id=example_id(cfg, rec, f["id"], row),
             task=cfg.name,
             input=text(rec, f["text"]),
             gold=text(rec, f["summary"]),
+            query=metadata.get("question", ""),
+            metadata=metadata,
             source=f"{source_label(cfg)}:{row}",
         )
 
     return build(cfg, convert, problems, id_field=f["id"])
+
+
+def _identifier(column: str) -> str:
+    """A column name as a template variable ("Subjective Sections" -> Subjective_Sections)."""
+    return re.sub(r"\W", "_", column.strip())
 
 
 CODING_FIELDS = {"id": "id", "text": "text", "codes": "codes"}
@@ -84,6 +97,8 @@ def load_coding(cfg: TaskConfig, problems: list[Problem] | None = None) -> list[
         items = re.split(r"[,;|\s]+", value) if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
             raise RowError("expected a list of codes or a delimited string", field=f["codes"])
+        # CLUE's MeDiSumCode: [{"code": "I5030", ...}, ...] (MIMIC-IV diagnoses_icd rows)
+        items = [c.get("code", "") if isinstance(c, dict) else c for c in items]
         codes = tuple(dict.fromkeys(str(c).strip().upper() for c in items if str(c).strip()))
         if not codes:
             raise RowError("no codes", field=f["codes"])
