@@ -419,7 +419,8 @@ def test_a_study_runs_each_multiple_choice_task_under_each_protocol() -> None:
     got = {(c.task.name, c.task.protocol) for c in cells}
     assert {("nejm-case-challenge", "loglikelihood"), ("nejm-case-challenge", "cot"),
             ("longhealth", "cot"), ("meqsum", "task"), ("mednli", "task")} <= got
-    assert ("meqsum", "cot") not in got and len(cells) == 8 * (3 * 2 + 4)  # 8 models
+    assert ("meqsum", "cot") not in got and ("medisumqa", "task") in got
+    assert len(cells) == 8 * (3 * 2 + 5)  # 8 models; 3 multiple-choice tasks, 5 others
     with pytest.raises(ConfigError, match="not summarisation"):
         plan(["task=meqsum", "task.protocol=cot"])  # asked for by name: an error, not a skip
 
