@@ -16,6 +16,7 @@ from biorag.tasks.records import Problem
 from biorag.types import Example
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple] = set()  # shot draws already warned about (a run loads its items twice)
 
 __all__ = ["Problem", "TaskConfig", "load_examples", "load_task_config", "task_names"]
 
@@ -69,6 +70,9 @@ def with_shots(cfg: TaskConfig, examples: list[Example]) -> list[Example]:
             aside = set(random.Random(cfg.seed).sample(range(len(examples)), k))
             shots = [e for i, e in enumerate(examples) if i in aside]
             scored = [e for i, e in enumerate(examples) if i not in aside]
-        log.warning("task %s: %d shot(s) taken from the task's own items (%s: %s), not scored",
-                    cfg.name, k, source, ", ".join(e.id for e in shots))
+        said = (cfg.name, source, tuple(e.id for e in shots))
+        (log.debug if said in _WARNED else log.warning)(
+            "task %s: %d shot(s) taken from the task's own items (%s: %s), not scored",
+            cfg.name, k, source, ", ".join(e.id for e in shots))
+        _WARNED.add(said)
     return [dataclasses.replace(e, shots=tuple(shots)) for e in scored]
