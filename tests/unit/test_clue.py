@@ -302,3 +302,12 @@ def test_report_levels_and_quirks_by_hand() -> None:
     (q,) = quirks(cells)
     assert q.task == "mednli" and q.double_count == pytest.approx(3 / 5 - 0.5)
     assert q.sampling == pytest.approx(0.5 - 0.75) and q.n == 4
+
+
+def test_ls_protocols_lists_clue_and_its_compat_twin() -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    r = CliRunner().invoke(app, ["ls", "protocols"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "clue-compat" in r.output and "cot" in r.output

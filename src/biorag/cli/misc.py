@@ -22,6 +22,7 @@ _GROUPS = {
     "models": "model",
     "arms": "arm",
     "studies": "study",
+    "protocols": "protocol",  # answer protocols (task.protocol=NAME)
     "data": "data",  # fine-tuning sets (biorag finetune data=NAME)
 }
 _REGISTRY = {
