@@ -122,6 +122,20 @@ def load_option(group: str, name_or_path: str | os.PathLike, schema: type[T]) ->
     return to_typed(read_yaml(path), schema, where=str(path))
 
 
+def extended(cfg: Any, path: str | os.PathLike, group: str, depth: int = 0) -> Any:
+    """A group option's YAML over the options its Hydra `defaults` list names (`defaults:
+    [longhealth, _self_]` in experiments/task/: LongHealth's settings 2 and 3 are its setting 1
+    with `setting` changed), as Hydra composes it for experiment runs."""
+    parents = [d for d in cfg.get("defaults") or [] if d != "_self_"]
+    if not parents:
+        return cfg
+    if depth > 8 or not all(isinstance(d, str) for d in parents):
+        raise ConfigError(f"{path}: defaults: list {group} names (e.g. [longhealth, _self_])")
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"])
+    merged = [extended(read_yaml(option_path(group, d)), path, group, depth + 1) for d in parents]
+    return OmegaConf.merge(*merged, own)
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """A config file as OmegaConf reads it; a YAML syntax error names the file."""
     try:

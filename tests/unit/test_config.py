@@ -45,9 +45,9 @@ def test_every_group_yaml_validates(path: Path) -> None:
     assert text.startswith("#"), f"{path} must start with a comment giving the command that uses it"
     raw = OmegaConf.load(path)
     if group == "task":  # LongHealth's settings 2 and 3 extend its task (Hydra `defaults`)
-        from biorag.tasks.config import _extended
+        from biorag.config import extended
 
-        raw = _extended(raw, path)
+        raw = extended(raw, path, "task")
     cfg = to_typed(raw, _schema(group), where=str(path))
     if hasattr(cfg, "name"):
         assert cfg.name == path.stem, f"{path}: name must equal the file name"

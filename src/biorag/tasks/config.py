@@ -194,10 +194,10 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
 
     `load_task_config("medqa", ["task.path=my/medqa.jsonl", "n=50"])`
     """
-    from biorag.config import read_yaml, to_typed
+    from biorag.config import extended, read_yaml, to_typed
 
     path = task_config_path(name)
-    base = _extended(read_yaml(path), path)
+    base = extended(read_yaml(path), path, "task")
     if base.get("name") is None:
         base.name = path.stem
     elif base.name != path.stem and path.parent.name == "task":
@@ -212,19 +212,3 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     except Exception as e:
         raise ConfigError(f"task {base.name}: {e}") from None
     return to_typed(merged, TaskConfig, where=f"task {base.name}")
-
-
-def _extended(cfg, path: Path, depth: int = 0):
-    """A task YAML over the tasks its Hydra `defaults` list names (`defaults: [longhealth,
-    _self_]`: LongHealth's settings 2 and 3 are its setting 1 with `setting` changed), as
-    Hydra composes it for experiment runs."""
-    from biorag.config import read_yaml
-
-    parents = [d for d in cfg.get("defaults") or [] if d != "_self_"]
-    if not parents:
-        return cfg
-    if depth > 8 or not all(isinstance(d, str) for d in parents):
-        raise ConfigError(f"{path}: defaults: list task names (e.g. [longhealth, _self_])")
-    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "defaults"])
-    merged = [_extended(read_yaml(task_config_path(d)), path, depth + 1) for d in parents]
-    return OmegaConf.merge(*merged, own)

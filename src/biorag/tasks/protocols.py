@@ -111,17 +111,16 @@ def _own_settings(task: Any) -> dict[str, Any]:
     """The task's settings as its YAML (or the schema's defaults) gives them, before overrides."""
     import dataclasses
 
-    from biorag.config import read_yaml
-    from biorag.tasks.config import _extended, task_config_path
+    from biorag.config import extended, option_path, read_yaml
 
     values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
               for f in dataclasses.fields(task)
               if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
     try:
-        path = task_config_path(task.name)
+        path = option_path("task", task.name)
     except ConfigError:  # a task built in code, not from a YAML
         return values
     from omegaconf import OmegaConf
 
-    raw = OmegaConf.to_container(_extended(read_yaml(path), path), resolve=True)
+    raw = OmegaConf.to_container(extended(read_yaml(path), path, "task"), resolve=True)
     return {**values, **{k: v for k, v in raw.items() if k in values}}
