@@ -29,6 +29,7 @@ from biorag.retrieval.evidence import (
     trec_qrels,
     trec_run,
 )
+from biorag.retrieval.rerank import stages
 from biorag.retrieval.retrievers import Retriever
 from biorag.tracking import keys
 from biorag.types import LETTERS, Example, Hit
@@ -47,8 +48,7 @@ def _identity(retriever: Any) -> dict[str, Any]:
     if hasattr(retriever, "reranker"):  # a rerank stage over a first stage
         return {"mode": retriever.mode, "first": _identity(retriever.first), **retriever.identity()}
     if hasattr(retriever, "members"):  # several indexes fused
-        return {"mode": retriever.mode, "rrf_k": retriever.rrf_k, "fetch_k": retriever.fetch_k, "tiebreak": "score",
-                "members": [_identity(m) for m in retriever.members]}
+        return {"mode": retriever.mode, **retriever.identity(), "members": [_identity(m) for m in retriever.members]}
     parts: dict[str, Any] = {"index": retriever.index.fingerprint, "mode": retriever.mode,
                              "search": {k: getattr(retriever.index.config, k, None) for k in SEARCH_SETTINGS}}
     for name in ("rrf_k", "fetch_k"):
@@ -80,16 +80,15 @@ def search_query(example: Example, mode: str) -> str:
     return "; ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
-def queries_cut(retriever: Any, queries: Sequence[str]) -> int:
-    """How many of `queries` a dense query encoder inside `retriever` cuts to its limit (the
-    most over the fused members)."""
-    inner = getattr(retriever, "inner", None) or getattr(retriever, "first", None)
-    if inner is not None:
-        return queries_cut(inner, queries)
-    if hasattr(retriever, "members"):
-        return max(queries_cut(m, queries) for m in retriever.members)
-    dense = getattr(retriever, "dense", retriever)
-    return dense.queries_cut(queries) if hasattr(dense, "queries_cut") else 0
+def queries_cut(retriever: Any, queries: Sequence[str]) -> list[bool]:
+    """Which of `queries` a dense query encoder inside `retriever` cuts to its limit (any of
+    the fused members' encoders), from one tokenizer call per encoder."""
+    last = list(stages(retriever))[-1]  # under caches and rerank stages, the first stage
+    if hasattr(last, "members"):
+        flags = [queries_cut(m, queries) for m in last.members]
+        return [any(f) for f in zip(*flags, strict=True)]
+    dense = getattr(last, "dense", last)  # a hybrid retriever's dense half
+    return dense.queries_over(queries) if hasattr(dense, "queries_over") else [False] * len(queries)
 
 
 class CachedRetriever:

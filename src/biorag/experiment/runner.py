@@ -109,7 +109,7 @@ def predict(
             cut, rerank_s = [False] * len(batch), None
             if retriever is not None and spec is not None:
                 queries = [search_query(e, spec.query) for e in batch]
-                cut = [queries_cut(retriever, [q]) > 0 for q in queries]
+                cut = queries_cut(retriever, queries)
                 stage = find(retriever, RerankingRetriever)
                 before = stage.seconds if stage is not None else 0.0
                 # deep enough for every retrieval measure; the prompt gets the top k

@@ -144,14 +144,19 @@ class Embedder:
         """Tokens a query is cut to (special tokens included)."""
         return int(self._query_model.max_seq_length or 0)
 
-    def queries_cut(self, texts: list[str]) -> int:
-        """How many of `texts` (with the query prompt) are longer than the query encoder reads."""
+    def queries_over(self, texts: list[str]) -> list[bool]:
+        """Which of `texts` (with the query prompt) are longer than the query encoder reads
+        (one tokenizer call for all of them)."""
         limit = self.query_max_length
         if not limit or not texts:
-            return 0
+            return [False] * len(texts)
         prompt = self.cfg.query_prompt
         ids = self._query_model.tokenizer([prompt + t for t in texts], add_special_tokens=True)["input_ids"]
-        return sum(len(x) > limit for x in ids)
+        return [len(x) > limit for x in ids]
+
+    def queries_cut(self, texts: list[str]) -> int:
+        """How many of `texts` (with the query prompt) are longer than the query encoder reads."""
+        return sum(self.queries_over(texts))
 
     def passage_inputs(self, chunks: list[Any], include_title: bool) -> list[Any]:
         """What is encoded for each chunk: a (title, text) pair (`title_pair`), or one string."""

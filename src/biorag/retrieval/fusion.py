@@ -97,6 +97,11 @@ class FusedRetriever:
         self.mode = f"fused-{modes.pop()}"
         self.index = IndexSet([m.index for m in members])
 
+    def identity(self) -> dict[str, Any]:
+        """What decides the fused lists beside the members' own (the retrieval-cache key):
+        `tiebreak` names the rule that breaks RRF ties (by first-stage score)."""
+        return {"rrf_k": self.rrf_k, "fetch_k": self.fetch_k, "tiebreak": "score"}
+
     def retrieve(self, query: str, k: int = 5) -> list[Hit]:
         return self.retrieve_batch([query], k)[0]
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,11 +161,17 @@ class RerankingRetriever:
         return {"reranker": self.reranker.identity(), "candidates": self.candidates}
 
 
+def stages(retriever: Any) -> Iterator[Any]:
+    """`retriever` and the stages it wraps, outermost first (a cache's inner retriever, a
+    rerank stage's first stage), down to the one that searches (or fuses) indexes."""
+    while retriever is not None:
+        yield retriever
+        retriever = getattr(retriever, "inner", None) or getattr(retriever, "first", None)
+
+
 def find(retriever: Any, kind: type) -> Any:
     """The retriever of type `kind` inside `retriever` (a cache, a rerank stage), or None."""
-    while retriever is not None and not isinstance(retriever, kind):
-        retriever = getattr(retriever, "inner", None) or getattr(retriever, "first", None)
-    return retriever
+    return next((r for r in stages(retriever) if isinstance(r, kind)), None)
 
 
 def bind_generator(retriever: Any, generator: Any, model_key: str) -> None:

@@ -51,9 +51,9 @@ class DenseRetriever:
     def retrieve(self, query: str, k: int = 5) -> list[Hit]:
         return self.retrieve_batch([query], k)[0]
 
-    def queries_cut(self, queries: Sequence[str]) -> int:
-        """How many queries are longer than the query encoder reads (it cuts them)."""
-        return self.embedder.queries_cut(list(queries))
+    def queries_over(self, queries: Sequence[str]) -> list[bool]:
+        """Which queries are longer than the query encoder reads (it cuts them)."""
+        return self.embedder.queries_over(list(queries))
 
     def retrieve_batch(self, queries: Sequence[str], k: int = 5) -> list[list[Hit]]:
         vectors = self.embedder.embed_queries(list(queries))
