@@ -95,8 +95,8 @@ def test_dual_encoder_encodes_queries_and_documents_with_their_own_models(models
     assert ident["model"] == str(models["doc"]) and ident["query_model"] == str(models["query"])
     assert ident["revision"] == ident["query_revision"] == "local"
     assert ident["query_max_seq_length"] == 12 and ident["max_seq_length"] == 96 and ident["title_pair"]
-    # the query side cuts at its own limit, and says how many queries it cut
-    assert emb.queries_cut(["fever", " ".join(["fever"] * 30)]) == 1
+    # the query side cuts at its own limit, and says which queries it cut
+    assert emb.queries_over(["fever", " ".join(["fever"] * 30)]) == [False, True]
 
 
 def test_manifest_lists_both_models_and_a_search_with_another_query_model_is_refused(indexes, models) -> None:

@@ -154,10 +154,6 @@ class Embedder:
         ids = self._query_model.tokenizer([prompt + t for t in texts], add_special_tokens=True)["input_ids"]
         return [len(x) > limit for x in ids]
 
-    def queries_cut(self, texts: list[str]) -> int:
-        """How many of `texts` (with the query prompt) are longer than the query encoder reads."""
-        return sum(self.queries_over(texts))
-
     def passage_inputs(self, chunks: list[Any], include_title: bool) -> list[Any]:
         """What is encoded for each chunk: a (title, text) pair (`title_pair`), or one string."""
         from biorag.types import titled

@@ -82,17 +82,16 @@ def levels(cells: list[Cell], seed: int = 0, n_resamples: int = N_RESAMPLES) -> 
         groups[(c.arm, c.model, c.protocol)][c.task] = c
     out = []
     rng = np.random.default_rng(seed)
+    known = {p: protocol_levels(p) for p in {c.protocol for c in cells}}  # each YAML read once
     for (arm, model, protocol), by_task in sorted(groups.items()):
-        for level, entries in protocol_levels(protocol).items():
+        for level, entries in known[protocol].items():
             present, missing = [], []
-            for bench, spec in entries.items():
-                metric = spec["metric"]
+            for bench, (metric, tasks) in _entries({level: entries}).items():
                 got = [(by_task[t].value(metric)[0], np.array(list(by_task[t].scores(metric).values())))
-                       for t in spec.get("tasks") or [bench] if t in by_task]
+                       for t in tasks if t in by_task]
                 got = [(v, s) for v, s in got if not math.isnan(v) and len(s)]
-                wanted = len(spec.get("tasks") or [bench])
-                if len(got) < wanted:
-                    missing.append(bench if not got else f"{bench} ({wanted - len(got)} of {wanted} settings)")
+                if len(got) < len(tasks):
+                    missing.append(bench if not got else f"{bench} ({len(tasks) - len(got)} of {len(tasks)} settings)")
                 if got:
                     present.append((bench, got))
             if not present:
