@@ -38,6 +38,10 @@ class IndexMismatchError(BioragError):
     """An index used with another embedder (or settings) than it was built with."""
 
 
+class ContaminationError(BioragError):
+    """Training items that are (or overlap) the evaluation items they must be kept apart from."""
+
+
 def did_you_mean(name: str, known: Iterable[str], what: str = "name") -> str:
     """A message for an unknown name that lists the close matches and all known names."""
     known = sorted(set(known))

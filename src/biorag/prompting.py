@@ -157,12 +157,23 @@ def build_prompt(
             shown, _ = _item_variables(cfg, shot, count)
             shown.update(context="", gold=answer_text(shot.gold))
             turns += [{"role": "user", "content": _template(cfg.template).render(**shown).strip()},
-                      {"role": "assistant", "content": _template(cfg.shot_answer).render(**shown).strip()}]
+                      {"role": "assistant", "content": answer_turn(cfg, shot, count)}]
     except TemplateError as e:
         raise ConfigError(f"task {cfg.name}: template: {e}") from None
     messages = [{"role": "system", "content": system}] if system else []
     messages += [*turns, {"role": "user", "content": user}]
     return Prompt(messages, tuple(h.chunk.id for h in hits[:n_hits]), cut_context or cut_item)
+
+
+def answer_turn(cfg: TaskConfig, example: Example, count_tokens: CountTokens | None = None) -> str:
+    """The task's `shot_answer` for a solved item: what an assistant turn answering it says
+    (a few-shot turn, a fine-tuning response)."""
+    shown, _ = _item_variables(cfg, example, count_tokens or approx_tokens)
+    shown.update(context="", gold=answer_text(example.gold))
+    try:
+        return _template(cfg.shot_answer).render(**shown).strip()
+    except TemplateError as e:
+        raise ConfigError(f"task {cfg.name}: shot_answer: {e}") from None
 
 
 def _item_variables(cfg: TaskConfig, example: Example, count: CountTokens) -> tuple[dict, bool]:

@@ -25,16 +25,22 @@ def finetune(
     overrides: list[str] = typer.Argument(None, help=FINETUNE_HELP, show_default=False),
     force: bool = typer.Option(False, "--force", help="Retrain even when an identical adapter exists."),
     show_config: bool = typer.Option(False, "--cfg", help="Print the resolved config and exit."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap",
+                                       help="RAFT: train even when training items overlap evaluation items."),
 ) -> None:
     """Train a LoRA (QLoRA with model.load_in_4bit=true) adapter with peft and the Trainer.
 
     Objectives (set by the data config): continued pre-training on a corpus, packed into
-    train.seq_len-token blocks, or instruction tuning on JSONL prompt/response pairs or
-    chat messages with the loss on the responses only. LoRA goes on peft's default modules
-    for the model type unless lora.target_modules says otherwise.
+    train.seq_len-token blocks; instruction tuning on JSONL prompt/response pairs or chat
+    messages with the loss on the responses only; or RAFT (objective raft): a task's
+    training items, each prompt carrying k retrieved passages as the rag arm gets them, the
+    gold passage in a data.raft.p_gold share (0.8) and distractors otherwise, the loss on
+    the answer. LoRA goes on peft's default modules for the model type unless
+    lora.target_modules says otherwise.
 
     Before training, the data is audited for n-gram overlap with the tasks in audit.tasks
-    (a warning above audit.threshold). The training is its own MLflow run (loss per step,
+    (a warning above audit.threshold); RAFT training items are audited against the
+    evaluation items and refused when any overlaps (--allow-overlap trains anyway). The training is its own MLflow run (loss per step,
     the adapter folder as an artifact). Writes adapters/NAME/ (peft files + manifest.json),
     which `arm=lora` and `arm=lora_rag` load. A killed run started again with the same
     command resumes from its last checkpoint; an unchanged one is a no-op.
@@ -42,6 +48,8 @@ def finetune(
     Example (the embedded default, a few minutes on a laptop CPU):
 
       biorag finetune model=smollm2 data=hpo-mini name=smollm2-hpo
+
+      biorag finetune model=smollm2 data=raft-embedded name=smollm2-raft
     """
     from biorag.cli.console import console
     from biorag.config import to_yaml
@@ -52,7 +60,7 @@ def finetune(
     if show_config:
         console.print(to_yaml(cfg), highlight=False)
         return
-    result = run_finetune(cfg, force=force)
+    result = run_finetune(cfg, force=force, allow_overlap=allow_overlap)
     m = result.manifest
     r = m["results"]
     if result.up_to_date:
@@ -67,7 +75,8 @@ def finetune(
         f"[green]trained adapter '{m['name']}'[/] at {result.path}: {r['steps']} steps{resumed}, "
         f"train loss {r['train_loss']:.4f}{eval_loss}, {r['tokens_per_second']:.0f} tokens/s, "
         f"{r['wall_seconds']:.0f}s wall.\nMLflow run {m['mlflow']['run_id']} "
-        f"(experiment '{m['mlflow']['experiment']}'). Use it with: biorag experiment run arm=lora "
+        f"(experiment '{m['mlflow']['experiment']}'). Use it with: biorag experiment run "
+        f"arm={'raft' if m['data']['objective'] == 'raft' else 'lora'} "
         f"model={m['base_model']['name']} arm.adapter={m['name']}"
     )
 

@@ -32,6 +32,11 @@ def report(
     """Compare a study's arms: every metric with 95% CIs, paired tests against the baseline arm
     and between general and biomedical models, cost beside quality, plots, Markdown and HTML.
 
+    When the arms form the RAG x fine-tune 2x2 (base, rag, lora, lora_rag; raft beside them),
+    the report adds the main effects of retrieval and fine-tuning and their interaction, with
+    paired bootstrap CIs, sign-flip tests (Holm-adjusted), their cost, an interaction plot
+    and a sentence per model and task on which cell is best.
+
     Examples:
 
       biorag report                     (the latest study run)

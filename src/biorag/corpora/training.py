@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,44 @@ from biorag.types import titled
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("pretrain", "sft")
+OBJECTIVES = ("pretrain", "sft", "raft")
 SFT_FORMATS = ("auto", "prompt_response", "messages")
+
+
+@dataclass
+class RaftSettings:
+    """Retrieval-augmented fine-tuning (RAFT, Zhang et al. 2024): SFT examples made from a
+    task's training items, each prompt rendered with the task's rag template and k passages
+    retrieved as `arm` retrieves them at test time: the gold evidence plus distractors in a
+    `p_gold` share of the examples, distractors only in the rest."""
+
+    tasks: list[str] = field(default_factory=list)  # tasks whose training items are rendered
+    arm: str = "rag"  # the arm whose retriever (index, k, mode, reranker) the prompts get
+    # run overrides as the study sets them (task.*, arm.retriever.*): the prompts must be the
+    # ones the raft arm sees at test time
+    overrides: list[str] = field(default_factory=list)
+    # task overrides that give the training items instead of the evaluation items: another
+    # seed for an embedded task (task.seed=1), task.split=train or task.path=TRAIN_FILE
+    train: list[str] = field(default_factory=list)
+    # task overrides of the evaluation items kept out, besides `overrides` (task.n=200: the
+    # first 200 items of an embedded task, so any task.n up to 200 stays disjoint)
+    exclude: list[str] = field(default_factory=list)
+    n: int | None = 100  # training items per task (after leaving out evaluation items); null: all
+    p_gold: float = 0.8  # share of examples whose prompt holds the gold passage (RAFT's P)
+    depth: int = 20  # passages retrieved per item to draw distractors from
+    seed: int = 0  # which examples get the gold passage, and where it goes among the k
+    rationale: bool = False  # the response quotes the gold passage before the answer
+    # leave out training items that are, or share an n-gram with, an evaluation item (false:
+    # keep them, and the audit before training refuses unless --allow-overlap)
+    keep_apart: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p_gold <= 1:
+            raise ConfigError(f"data.raft.p_gold is a share (0..1), not {self.p_gold}")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"data.raft.n must be at least 1, not {self.n}")
+        if self.depth < 1:
+            raise ConfigError(f"data.raft.depth must be at least 1, not {self.depth}")
 
 
 @dataclass
@@ -31,7 +67,8 @@ class DataConfig:
     name: str = "???"
     description: str = ""
     # pretrain: continued pre-training on corpora (packed to train.seq_len);
-    # sft: instruction tuning on JSONL prompt/response pairs or chat messages
+    # sft: instruction tuning on JSONL prompt/response pairs or chat messages;
+    # raft: retrieval-augmented SFT on a task's training items (see `raft`)
     objective: str = "pretrain"
     # pretrain: corpus configs (experiments/corpus/<name>.yaml or YAML paths), read in order
     corpora: list[str] = field(default_factory=list)
@@ -44,6 +81,7 @@ class DataConfig:
     response_field: str = "response"
     messages_field: str = "messages"
     system: str | None = None  # sft: a system message put first in every example
+    raft: RaftSettings = field(default_factory=RaftSettings)
 
     def __post_init__(self) -> None:
         where = f"data {self.name}"
@@ -53,6 +91,8 @@ class DataConfig:
             raise ConfigError(f"{where}: format must be one of {', '.join(SFT_FORMATS)}, not {self.format!r}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"{where}: limit must be at least 1, not {self.limit}")
+        if self.objective == "raft" and not self.raft.tasks:
+            raise ConfigError(f"{where}: objective raft needs raft.tasks (the tasks to train for)")
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -143,6 +183,11 @@ def data_texts(data: DataConfig) -> Iterator[tuple[str, str]]:
     if data.objective == "pretrain":
         for corpus, doc_id, text in corpus_documents(data):
             yield f"{corpus}:{doc_id}", text
+    elif data.objective == "raft":
+        from biorag.tasks.splits import item_text, training_splits
+
+        for split in training_splits(data.raft):
+            yield from ((e.id, item_text(e)) for e in split.cut().train)
     else:
         for ex_id, messages in sft_examples(data):
             yield ex_id, "\n".join(m["content"] for m in messages)
@@ -152,6 +197,8 @@ def data_source_fingerprint(data: DataConfig) -> str:
     """What the source data is (package versions, file hashes), without reading it whole."""
     if data.objective == "pretrain":
         sources = corpus_fingerprints(data)
+    elif data.objective == "raft":
+        sources = {"raft": json.dumps(asdict(data.raft), sort_keys=True)}
     else:
         sources = {"file": f"sha256:{file_hash(Path(data.path or ''))}"}
     payload = {"sources": sources, "limit": data.limit}

@@ -138,6 +138,15 @@ def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:
     return str(path), manifest
 
 
+def check_adapter_items(cfg: RunConfig, adapter: str | None, manifest: dict[str, Any] | None,
+                        examples: list[Example]) -> None:
+    """A RAFT adapter must not have been trained on the cell's evaluation items."""
+    if adapter and manifest:
+        from biorag.finetune.adapters import check_disjoint
+
+        check_disjoint(adapter, manifest, cfg.task.name, examples, cfg.arm.name)
+
+
 class GeneratorCache:
     """Keeps the last loaded model, so cells of one model (base, rag) load it once. A backend
     whose engine serves several adapters (vllm with `enable_lora`) has `with_adapter`: the
@@ -180,6 +189,7 @@ def prepare(cfg: RunConfig) -> PreparedCell:
     retriever = ensure_index(cfg)
     index_manifest = retriever.index.manifest if retriever is not None else None
     adapter, adapter_manifest = resolve_adapter(cfg)
+    check_adapter_items(cfg, adapter, adapter_manifest, examples)
     index_fp = index_manifest.fingerprint if index_manifest else "none"
     adapter_fp = (adapter_manifest or {}).get("fingerprint", "none") if adapter else "none"
     if adapter and adapter_fp == "none":

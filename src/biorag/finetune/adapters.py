@@ -75,3 +75,28 @@ def check_base(path: str | Path, manifest: dict[str, Any], model: ModelConfig, a
             f"adapter {path} was {why}; {who} model '{model.name}'. Train an adapter for it "
             f"(biorag finetune model={model.name} ...) or pick the adapter's base model."
         )
+
+
+def item_fingerprints(examples: Any, by_id: bool = True) -> list[str]:
+    """Short hashes of what makes each item itself (`biorag.tasks.splits.item_keys`), as a
+    RAFT manifest keeps its training items without their text."""
+    import hashlib
+
+    from biorag.tasks.splits import item_keys
+
+    return sorted({hashlib.sha256(k.encode()).hexdigest()[:16] for e in examples for k in item_keys(e, by_id)})
+
+
+def check_disjoint(path: str | Path, manifest: dict[str, Any], task: str, examples: Any, arm: str = "") -> None:
+    """Raise a BioragError when the adapter was trained on any of these evaluation items of
+    `task` (a RAFT manifest lists its training items per task; other adapters pass)."""
+    trained = set(((manifest.get("data") or {}).get("train_items") or {}).get(task) or [])
+    if not trained:
+        return
+    both = [e.id for e in examples if set(item_fingerprints([e])) & trained]
+    if both:
+        raise BioragError(
+            f"adapter {path} of arm '{arm}' was trained on {len(both)} of the {len(examples)} evaluation items "
+            f"of task '{task}' ({', '.join(both[:3])}{', ...' if len(both) > 3 else ''}): its scores would be "
+            "inflated. Evaluate fewer items (task.n) or retrain the adapter with data.raft.exclude covering them."
+        )

@@ -38,6 +38,8 @@ class TrainingData:
     texts: list[tuple[str, str]]  # (id, text) of every document / example, for the audit
     fingerprint: str
     stats: dict[str, Any]
+    # RAFT: each task's training items and the evaluation items they were kept apart from
+    splits: list[Any] | None = None
 
 
 # -- tokenising -----------------------------------------------------------------------------
@@ -153,6 +155,12 @@ def render_sft(
     from how the model will see it.
     """
     text, spans = _render_turns(messages, tokenizer, use_template)
+    return tokenise_spans(text, spans, tokenizer, encoder)
+
+
+def tokenise_spans(text: str, spans: list[tuple[int, int]], tokenizer: Any, encoder: Any) -> tuple[list[int], list[int]]:
+    """`text` tokenised once, whole; a token takes loss when it starts inside one of the
+    character `spans` (BOS first when the model's tokenizer adds one)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
     labels = [t if any(a <= start < b for a, b in spans) else IGNORE for t, (start, _) in zip(ids, offsets, strict=True)]

@@ -69,6 +69,10 @@ def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> TrainingData:
     t = cfg.train
     if cfg.data.objective == "pretrain":
         data = pretrain_data(cfg.data, tokenizer, t.seq_len, t.seed, t.eval_fraction)
+    elif cfg.data.objective == "raft":
+        from biorag.finetune.raft import raft_data
+
+        data = raft_data(cfg, tokenizer)
     else:
         data = sft_data(cfg.data, tokenizer, t.seq_len, t.seed, t.eval_fraction, chat=cfg.model.chat)
     if t.eval_limit is not None:
@@ -77,13 +81,15 @@ def prepare_data(cfg: FinetuneConfig, tokenizer: Any) -> TrainingData:
 
 
 def run_finetune(
-    cfg: FinetuneConfig, *, force: bool = False, callbacks: list[Any] | None = None
+    cfg: FinetuneConfig, *, force: bool = False, callbacks: list[Any] | None = None,
+    allow_overlap: bool = False,
 ) -> FinetuneResult:
     """Train (or resume, or skip) the adapter `cfg` describes; returns where it is.
 
     One fine-tune of a name at a time (a second waits for the first, then finds its adapter
     up to date). The MLflow store and the target folder are checked before any data is read;
-    a run that fails before its first checkpoint leaves nothing behind."""
+    a run that fails before its first checkpoint leaves nothing behind. RAFT data whose
+    training items overlap the evaluation items is refused unless `allow_overlap`."""
     from biorag.tracking.runs import check_store
 
     if cfg.model.backend not in ("hf", "vllm"):
@@ -95,11 +101,11 @@ def run_finetune(
         guard_target(final, MANIFEST_FILE, "adapter")
     uri = check_store()
     with artifact_lock(final, "adapter"):
-        return _finetune_locked(cfg, final, uri, force, callbacks or [])
+        return _finetune_locked(cfg, final, uri, force, callbacks or [], allow_overlap)
 
 
 def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
-                     callbacks: list[Any]) -> FinetuneResult:
+                     callbacks: list[Any], allow_overlap: bool = False) -> FinetuneResult:
     from biorag.finetune.train import last_checkpoint, load_tokenizer
 
     started = time.perf_counter()
@@ -111,9 +117,11 @@ def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
     if not force and existing.get("fingerprint") == fingerprint:
         log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
         return FinetuneResult(final, existing, up_to_date=True)
+    report, warnings = _audit(cfg, data, allow_overlap)  # before anything is trained
     state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
     try:
-        return _train(cfg, tokenizer, data, fingerprint, state, final, partial, uri, started, callbacks)
+        return _train(cfg, tokenizer, data, fingerprint, state, final, partial, uri, started, callbacks,
+                      report, warnings)
     except BioragError:
         if last_checkpoint(partial / CHECKPOINTS) is None:  # nothing worth resuming from
             shutil.rmtree(partial, ignore_errors=True)
@@ -121,7 +129,8 @@ def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
 
 
 def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint: str, state: dict[str, Any],
-           final: Path, partial: Path, uri: str, started: float, callbacks: list[Any]) -> FinetuneResult:
+           final: Path, partial: Path, uri: str, started: float, callbacks: list[Any],
+           report: AuditReport | None, warnings: list[str]) -> FinetuneResult:
     from biorag.config import flatten, to_yaml
     from biorag.finetune.train import (
         SessionClock,
@@ -144,7 +153,6 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
     )
 
     name = final.name
-    report, warnings = _audit(cfg, data)
     reopened = bool(state.get("run_id"))
     with open_run(cfg.experiment, state.get("run_id"), name, uri) as run_id:
         if not state.get("run_id"):
@@ -218,9 +226,21 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
                           warnings=warnings, model=model)
 
 
-def _audit(cfg: FinetuneConfig, data: TrainingData) -> tuple[AuditReport | None, list[str]]:
+def _audit(cfg: FinetuneConfig, data: TrainingData, allow_overlap: bool = False
+           ) -> tuple[AuditReport | None, list[str]]:
     from biorag.contamination import audit_texts, load_task_examples, warn_if_contaminated
 
+    if data.splits is not None:  # RAFT: against the evaluation items the items are kept apart from
+        from biorag.finetune.raft import overlap, refuse_overlap
+
+        report, found = overlap(cfg, data)
+        if not allow_overlap:
+            refuse_overlap(cfg.data.name, found)
+        said = [f"{len(ids)} evaluation item(s) of task '{t}' overlap the RAFT training items (--allow-overlap)"
+                for t, ids in found.items()]
+        for w in said:
+            log.warning("%s", w)
+        return report, said
     if not cfg.audit.tasks:
         return None, []
     tasks = load_task_examples(cfg.audit.tasks)

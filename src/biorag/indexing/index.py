@@ -250,6 +250,7 @@ class BioragIndex:
             )
         self._columns = {name: self._chunks.column(name) for name in self._chunks.column_names}
         self._rows: dict[str, int] | None = None
+        self._doc_rows: dict[str, list[int]] | None = None
 
     @property
     def name(self) -> str:
@@ -287,6 +288,14 @@ class BioragIndex:
     def doc_ids(self) -> set[str]:
         """Every document id with a chunk in the index."""
         return set(self._columns["doc_id"].to_pylist())
+
+    def rows_of_doc(self, doc_id: str) -> list[int]:
+        """The rows of a document's chunks, in order; empty when it is not in the index."""
+        if self._doc_rows is None:
+            self._doc_rows = {}
+            for i, d in enumerate(self._columns["doc_id"].to_pylist()):
+                self._doc_rows.setdefault(d, []).append(i)
+        return self._doc_rows.get(doc_id, [])
 
     def chunk_texts(self) -> list[str]:
         return self._columns["text"].to_pylist()

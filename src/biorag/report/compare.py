@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biorag.report.factorial import Factorial, factorials
 from biorag.report.protocols import (
     UNPARSED_WARN,
     ProtocolDelta,
@@ -136,6 +137,7 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)  # each comparison under each protocol
     warnings: list[str] = field(default_factory=list)  # cells with too many unparsed answers
     unparsed_threshold: float = UNPARSED_WARN
+    factorials: list[Factorial] = field(default_factory=list)  # RAG x fine-tune, per model and task
 
 
 def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[Delta]:
@@ -198,9 +200,12 @@ def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN) -> Rep
     if study.baseline not in {c.arm for c in cells}:
         log.warning("baseline arm '%s' is not in this study (arms: %s): no deltas against it",
                     study.baseline, ", ".join(sorted({c.arm for c in cells})))
-    heads = [d for d in deltas if d.headline]
-    for d, p in zip(heads, holm([d.p for d in heads]), strict=True):
-        d.p_holm = p
+    designs = factorials(cells, headline)
+    # one Holm family: the headline deltas, the factorial effects and each best-cell test
+    family = [*(d for d in deltas if d.headline), *(e for f in designs for e in f.effects),
+              *(f.best for f in designs if f.best is not None)]
+    for x, p in zip(family, holm([x.p for x in family]), strict=True):
+        x.p_holm = p
     costs = [{"arm": c.arm, "model": c.model, "task": c.label, "n": len(c.predictions),
               headline[c.label]: c.value(headline[c.label])[0], **c.cost()} for c in cells]
     problems = [p for c in cells for p in check(c)]
@@ -211,7 +216,7 @@ def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN) -> Rep
         log.warning("%s", w)
     return Report(study, headline, rows, deltas, costs, problems,
                   study_strata(cells, study.baseline, headline),
-                  protocol_deltas(cells, headline), verdicts(deltas), warnings, unparsed_threshold)
+                  protocol_deltas(cells, headline), verdicts(deltas), warnings, unparsed_threshold, designs)
 
 
 def report_dir(study: Study, out: str | Path | None = None) -> Path:

@@ -8,7 +8,6 @@ import csv
 import html
 import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,13 +15,20 @@ from typing import Any
 
 from biorag.errors import BioragError
 from biorag.report.clue import clue_tables
-from biorag.report.compare import Delta, Report
+from biorag.report.compare import Report
+from biorag.report.factorial import factorial_tables
+from biorag.report.plots import (
+    BAR_PNG,
+    DELTA_PNG,
+    FACTORIAL_PNG,
+    bar_chart,
+    delta_plot,
+    interaction_plot,
+    write_bytes,
+)
 from biorag.report.protocols import parsing_table, protocol_tables
 from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds
 from biorag.retrieval.evidence import CELL_KEYS, is_retrieval_metric
-
-BAR_PNG, DELTA_PNG = "bars.png", "deltas.png"
-
 
 # -- tables ---------------------------------------------------------------------------------
 
@@ -116,97 +122,8 @@ def strata_table(report: Report) -> Table | None:
 
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
     extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report)) if t is not None]
-    return [*quality_tables(report), *delta_tables(report, headline_only), *protocol_tables(report), *extra,
-            *clue_tables(report.study.cells), cost_table(report)]
-
-
-# -- plots ----------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def bar_chart(report: Report, path: Path) -> Path:
-    """Grouped bars per task (models on the axis, one bar per arm) with 95% interval whiskers."""
-    plt = _pyplot()
-    tasks = list(report.headline)
-    arms = list(dict.fromkeys(r.arm for r in report.rows))
-    models = list(dict.fromkeys(r.model for r in report.rows))
-    per_task = max(3.5, 1.5 + 0.6 * len(models) * len(arms))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(per_task * len(tasks), 4.2), squeeze=False)
-    width = 0.8 / max(len(arms), 1)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        head = report.headline[task]
-        rows = {(r.arm, r.model): r for r in report.rows if r.task == task and r.metric == head}
-        for i, arm in enumerate(arms):
-            xs, ys, err = [], [], [[], []]
-            for j, model in enumerate(models):
-                r = rows.get((arm, model))
-                if r is None:
-                    continue
-                xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(r.value)
-                err[0].append(max(r.value - r.lo, 0) if not math.isnan(r.lo) else 0)
-                err[1].append(max(r.hi - r.value, 0) if not math.isnan(r.hi) else 0)
-            ax.bar(xs, ys, width, yerr=err, capsize=4, label=arm)
-        ax.set_xticks(range(len(models)), models)
-        ax.set_title(task, fontsize=10)
-        ax.set_ylabel(f"{head} (95% CI)")
-        ax.set_ylim(0, max(1.0, *(r.hi for r in rows.values() if not math.isnan(r.hi))) * 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(title="arm", fontsize=8)
-    fig.suptitle(f"{report.study.experiment}: headline metric by arm", fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def delta_plot(report: Report, path: Path) -> Path | None:
-    """Forest plot of the headline deltas with their 95% intervals; None when there are none."""
-    deltas = [d for d in report.deltas if d.headline]
-    if not deltas:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(deltas)))
-    ys = list(range(len(deltas)))[::-1]
-    colours = {"arm": "tab:blue", "family": "tab:green"}
-    for y, d in zip(ys, deltas, strict=True):
-        lo = d.delta - d.lo if not math.isnan(d.lo) else 0
-        hi = d.hi - d.delta if not math.isnan(d.hi) else 0
-        ax.errorbar([d.delta], [y], xerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", capsize=4,
-                    color=colours.get(d.kind, "k"))
-        ax.annotate(f"p={fmt_p(d.p)}", (d.delta, y), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=7)
-    ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(ys, [_label(d) for d in deltas], fontsize=8)
-    ax.set_xlabel("delta of the headline metric (95% paired-bootstrap CI)")
-    from matplotlib.lines import Line2D
-
-    kinds = {"arm": "arm vs baseline arm", "family": "biomedical vs general model"}
-    present = list(dict.fromkeys(d.kind for d in deltas))
-    ax.legend([Line2D([], [], marker="o", ls="", color=colours[k]) for k in present],
-              [kinds[k] for k in present], fontsize=8, loc="best")
-    ax.set_title(f"{report.study.experiment}: paired deltas", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _label(d: Delta) -> str:
-    return f"{d.task}: {d.treatment} vs {d.reference} ({d.metric})"
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    _pyplot().close(fig)
-    _write_bytes(path, buf.getvalue())
-    return path
+    return [*quality_tables(report), *delta_tables(report, headline_only), *factorial_tables(report.factorials),
+            *protocol_tables(report), *extra, *clue_tables(report.study.cells), cost_table(report)]
 
 
 # -- documents ------------------------------------------------------------------------------
@@ -225,7 +142,14 @@ METHODS = (
     "fewer than 25 pairs are discordant, else chi-square with continuity correction), a paired "
     "bootstrap for continuous scores (p from the bootstrap distribution shifted to no difference). "
     "Macro-F1 and micro code-F1 are corpus-level: their test uses the per-example scores "
-    "(correctness, per-example F1) and no delta interval is given."
+    "(correctness, per-example F1) and no delta interval is given. "
+    "A study whose arms form the RAG x fine-tune 2x2 (base, rag, lora, lora_rag on one retriever and one "
+    "adapter) gets the main effects of retrieval and of fine-tuning and their interaction, each the mean of "
+    "per-item contrasts (e.g. interaction = (lora_rag - lora) - (rag - base)) over the items all four cells "
+    "scored, with a paired bootstrap interval and a two-sided sign-flip permutation test (exact up to 16 "
+    "non-zero contrasts, else 10,000 seeded flips); an adapter seen only with retrieval (raft) is compared "
+    "with rag and lora_rag. Holm's adjustment runs over every headline test: the deltas, the factorial "
+    "effects and each best-cell test."
 )
 
 
@@ -289,28 +213,24 @@ def write_report(report: Report, folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {"bars": bar_chart(report, folder / BAR_PNG)}
     if (p := delta_plot(report, folder / DELTA_PNG)) is not None:
         files["deltas_plot"] = p
+    if (p := interaction_plot(report.factorials, folder / FACTORIAL_PNG)) is not None:
+        files["factorial_plot"] = p
     files["results_csv"] = _write_csv(folder / "results.csv", [asdict(r) for r in report.rows])
     files["deltas_csv"] = _write_csv(folder / "deltas.csv", [asdict(d) for d in report.deltas])
     files["costs_csv"] = _write_csv(folder / "costs.csv", report.costs)
-    for name, items in (("strata", report.strata), ("protocols", report.protocol_deltas)):
+    effects = [e for f in report.factorials for e in f.effects]
+    for name, items in (("strata", report.strata), ("protocols", report.protocol_deltas), ("factorial", effects)):
         if items:
             files[f"{name}_csv"] = _write_csv(folder / f"{name}.csv", [asdict(x) for x in items])
-    images = [files[k].name for k in ("bars", "deltas_plot") if k in files]
+    images = [files[k].name for k in ("bars", "deltas_plot", "factorial_plot") if k in files]
     files["markdown"] = _write_text(folder / "report.md", markdown(report, images))
     files["html"] = _write_text(folder / "report.html",
                                 html_page(report, {n: (folder / n).read_bytes() for n in images}))
     return files
 
 
-def _write_bytes(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def _write_text(path: Path, text: str) -> Path:
-    return _write_bytes(path, text.encode())
+    return write_bytes(path, text.encode())
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:

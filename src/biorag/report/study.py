@@ -45,6 +45,10 @@ class Cell:
     index_manifest: dict[str, Any] | None = None
     adapter_manifest: dict[str, Any] | None = None
     protocol: str = "task"  # the task's answer protocol
+    # the arm's levels in the RAG x fine-tune design: its retriever settings (None:
+    # closed-book) and its adapter (None: no fine-tune)
+    retriever: str | None = None
+    adapter: str | None = None
 
     @property
     def label(self) -> str:
@@ -100,6 +104,17 @@ def finetune_seconds(manifest: dict[str, Any]) -> float:
             if isinstance(scope.get(k), int | float):
                 return float(scope[k])
     return math.nan
+
+
+def retriever_levels(params: dict[str, str]) -> str | None:
+    """An arm's retriever as logged (`arm.retriever.*`), one string; None when closed-book."""
+    if params.get(keys.ARM_RETRIEVAL) != "True":
+        return None
+    return json.dumps({k: v for k, v in sorted(params.items()) if k.startswith(keys.ARM_RETRIEVER)})
+
+
+def _none(value: str | None) -> str | None:
+    return None if value in (None, "", "None", "null") else value
 
 
 def resolve_parent(target: str | None = None, reader: StoreReader | None = None) -> RunRecord:
@@ -162,12 +177,13 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
             run_id=run.run_id, arm=tags.get(keys.ARM, "?"), model=tags.get(keys.MODEL, "?"),
             task=tags.get(keys.TASK, "?"),
             family=tags.get(keys.MODEL_FAMILY) or params.get(keys.MODEL_FAMILY_PARAM, "general"),
-            counterpart=None if counterpart in (None, "", "None", "null") else counterpart,
+            counterpart=_none(counterpart),
             seed=int(params.get(keys.SEED, 0) or 0), metrics=dict(run.metrics),
             predictions=[json.loads(x) for x in (preds or "").splitlines() if x.strip()],
             index_manifest=json.loads(index_m) if index_m else None,
             adapter_manifest=json.loads(adapter_m) if adapter_m else None,
             protocol=tags.get(keys.PROTOCOL) or "task",
+            retriever=retriever_levels(params), adapter=_none(params.get(keys.ARM_ADAPTER)),
         ))
     _warn_duplicates(cells)
     return Study(

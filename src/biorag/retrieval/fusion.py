@@ -83,6 +83,10 @@ class IndexSet:
     def doc_ids(self) -> set[str]:
         return set().union(*(m.doc_ids() for m in self.members))
 
+    def rows_of_doc(self, doc_id: str) -> list[int]:
+        return [offset + r for offset, m in zip(self._offsets, self.members, strict=False)
+                for r in m.rows_of_doc(doc_id)]
+
 
 class FusedRetriever:
     """One retriever per index, each fetching `fetch_k`, fused by RRF with constant `rrf_k`;

@@ -19,6 +19,8 @@ import numpy as np
 from biorag.scoring.metrics import N_RESAMPLES, aggregate
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's test is exact (binomial)
+SIGN_FLIP_EXACT = 16  # non-zero contrasts up to which the sign-flip test enumerates every assignment
+SIGN_FLIPS = 10_000  # random sign assignments above that
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,26 @@ def paired_test(
         stat, p, b, c, method = mcnemar(r, t)
         return PairedTest(delta, lo, hi, p, method, stat, r.size, b, c)
     return PairedTest(delta, lo, hi, p_boot, "paired-bootstrap", delta, r.size)
+
+
+def sign_flip(contrasts: Sequence[float], seed: int = 0, n_resamples: int = SIGN_FLIPS) -> float:
+    """Two-sided paired permutation test that per-item contrasts have mean zero: under the
+    null each contrast's sign is as likely flipped. p is the share of sign assignments whose
+    |sum| is at least the observed |sum| (the observed one counted): over all 2^m assignments
+    of the m non-zero contrasts when m <= SIGN_FLIP_EXACT, else over `n_resamples` seeded
+    random ones, (1 + #{|sum*| >= |sum|}) / (n_resamples + 1)."""
+    x = np.asarray(contrasts, dtype=float)
+    nz = x[x != 0]
+    if nz.size == 0:
+        return 1.0
+    observed = abs(nz.sum()) - 1e-12
+    if nz.size <= SIGN_FLIP_EXACT:
+        bits = (np.arange(2 ** nz.size)[:, None] >> np.arange(nz.size)) & 1
+        sums = (1 - 2 * bits) @ nz
+        return float(np.mean(np.abs(sums) >= observed))
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_resamples, nz.size))
+    extreme = int(np.sum(np.abs(signs @ nz) >= observed))
+    return (1 + extreme) / (n_resamples + 1)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -47,6 +47,9 @@ RUN_NAME = "mlflow.runName"
 SEED = "seed"
 MODEL_COUNTERPART = "model.counterpart"  # a model's general/biomedical counterpart
 MODEL_FAMILY_PARAM = "model.family"
+ARM_RETRIEVAL = "arm.retrieval"  # "True" when the arm retrieves
+ARM_RETRIEVER = "arm.retriever."  # prefix: the arm's retriever settings
+ARM_ADAPTER = "arm.adapter"  # the arm's adapter name (None: no fine-tune)
 
 # -- metrics: `<task>/<key>`, each quality metric with `_ci_low` / `_ci_high` ---------------
 CI_LOW = "_ci_low"
