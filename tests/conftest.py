@@ -38,6 +38,8 @@ def _isolated_stores(tmp_path, monkeypatch: pytest.MonkeyPatch):
     """Indexes, MLflow and caches of a test go under its own tmp_path."""
     monkeypatch.setenv("BIORAG_INDEX_DIR", str(tmp_path / "indexes"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # embedders stay on torch; the tests of the ONNX path turn `auto`'s measurement on
+    monkeypatch.setenv("BIORAG_ONNX_AUTO", "0")
     from biorag import progress
 
     progress.set_enabled(False)

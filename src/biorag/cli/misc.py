@@ -134,6 +134,18 @@ def doctor() -> None:
             + f"; dtype auto on CPU = {'bf16' if cpu_bf16() else 'fp32'}"
             + (" (BIORAG_CPU_BF16=0)" if native and not cpu_bf16() else ""),
         )
+        from biorag.indexing import onnx_backend
+        from biorag.indexing.embedding import mps_available
+
+        t.add_row("Apple MPS", "yes: embedder.device auto uses it" if mps_available() else "no")
+        if cuda or mps_available() or cpu_bf16():
+            backend = "torch (a GPU or bf16 units: measured fastest)"
+        elif onnx_backend.auto_allowed():
+            backend = ("measured on a model's first build: onnx-int8 where faster and within the "
+                       "quality guard, else torch fp32")
+        else:
+            backend = "torch fp32 (onnxruntime missing or BIORAG_ONNX_AUTO=0)"
+        t.add_row("embedding backend auto", backend)
     except ImportError:
         t.add_row("torch", "[red]not installed[/]")
     try:

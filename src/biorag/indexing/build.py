@@ -2,8 +2,7 @@
 
 Chunks are embedded in shards written to `<root>/.<name>.partial/`; a build killed at any
 point and started again with the same settings skips the finished shards and ends with the
-same vectors. The index folder appears (by rename) only when complete.
-"""
+same vectors. The index folder appears (by rename) only when complete."""
 
 from __future__ import annotations
 
@@ -121,8 +120,10 @@ def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
     embedder = {
         k: v
         for k, v in asdict(cfg.embedder).items()
-        if k not in ("name", "description", "batch_size", "device", "dtype")
+        if k not in ("name", "description", "batch_size", "device", "dtype", "backend", "quantize")
     }
+    if cfg.embedder.backend != "auto":  # a forced backend is another build; auto's is recorded
+        embedder["backend"] = cfg.embedder.backend_label()
     embedder["revision"] = model_revision(cfg.embedder)
     payload = {
         "corpus": corpus,
@@ -199,7 +200,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     name = final.name
     resumed = state["shards_done"]
 
-    embedder = load_embedder(cfg.embedder)
+    embedder = load_embedder(cfg.embedder, state.get("embedder_backend"))  # resumed: as before
     splitter = make_splitter(cfg.chunking, embedder.token_ids)
     content_hash = hashlib.sha256()
     docs = _hashing(iter(reader), content_hash)
@@ -228,6 +229,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
             del texts, vectors
             release_freed_memory()
             state["shards_done"] = shard_no + 1
+            state["embedder_backend"] = embedder.backend_label
             state["chunks_done"] = n_chunks
             write_json(partial / STATE_FILE, state)
             if on_shard_done is not None:

@@ -46,8 +46,18 @@ class EmbedderConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     # auto: fp16 on CUDA, bf16 on a CPU with native bf16 units (biorag.hardware), else fp32
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    # auto: torch on a GPU or a CPU with bf16 units; elsewhere the first passages of a build
+    # are encoded both ways and ONNX Runtime is kept where it is faster and keeps cosine >= 0.99
+    # to fp32 (biorag.indexing.onnx_backend); a search follows the backend its index was built
+    # with. torch | onnx (CPU only) force one.
+    backend: str = "auto"
+    quantize: str | None = None  # the onnx backend's weights: int8 (null: int8) | none (fp32)
     trust_remote_code: bool = False
     description: str = ""
+
+    def backend_label(self) -> str:
+        """A forced backend as manifests record it: torch, onnx (fp32) or onnx-int8."""
+        return "torch" if self.backend == "torch" else ("onnx" if self.quantize == "none" else "onnx-int8")
 
 
 def resolve_model_path(model: str) -> str:
@@ -83,19 +93,37 @@ def model_revision(cfg: EmbedderConfig, model: str | None = None, revision: str 
     return "local" if Path(model).exists() else "main"
 
 
-def load_embedder(cfg: EmbedderConfig) -> Embedder:
-    """An Embedder for `cfg` (the weights are shared with any loaded before in this process)."""
-    return Embedder(cfg)
+def load_embedder(cfg: EmbedderConfig, backend: str | None = None) -> Embedder:
+    """An Embedder for `cfg` (the weights are shared with any loaded before in this process);
+    `backend` (torch, onnx, onnx-int8) fixes the backend, as a resumed build's first shards had."""
+    embedder = Embedder(cfg)
+    if backend:
+        embedder.use_backend(backend)
+    return embedder
 
 
 def pick_device(requested: str = "auto") -> str:
+    """auto: CUDA, else Apple's MPS where torch reports it, else the CPU."""
     import torch
 
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
         return "cuda"
+    if mps_available():
+        return "mps"
     return "cpu"
+
+
+def mps_available() -> bool:
+    """Whether torch can run on an Apple-silicon GPU (Metal Performance Shaders)."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except RuntimeError:
+        return False
 
 
 class Embedder:
@@ -106,8 +134,18 @@ class Embedder:
             if getattr(cfg, key) not in (None, *POOLING_MODES):
                 raise BioragError(f"embedder.{key} must be one of {', '.join(POOLING_MODES)} "
                                   f"(or null: the model's own), not {getattr(cfg, key)!r}")
+        from biorag.indexing import onnx_backend
+
+        if cfg.backend not in onnx_backend.BACKENDS:
+            raise BioragError(f"embedder.backend must be one of {', '.join(onnx_backend.BACKENDS)}, "
+                              f"not {cfg.backend!r}")
+        if cfg.quantize not in onnx_backend.QUANTIZE:
+            raise BioragError(f"embedder.quantize must be int8, none or null, not {cfg.quantize!r}")
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        if cfg.backend == "onnx" and self.device != "cpu":
+            raise BioragError(f"embedder.backend=onnx runs on the CPU; this embedder's device is "
+                              f"{self.device} (set embedder.device=cpu, or embedder.backend=torch)")
         self._model = self._load(cfg.model, cfg.revision, cfg.pooling, cfg.max_seq_length)
         q_pooling = cfg.query_pooling or cfg.pooling
         q_length = cfg.query_max_seq_length or cfg.max_seq_length
@@ -125,6 +163,93 @@ class Embedder:
         self.query_revision = (model_revision(cfg, cfg.query_model, cfg.query_revision)
                                if cfg.query_model else self.revision)
         self.query_normalize = cfg.normalize if cfg.query_normalize is None else cfg.query_normalize
+        self._torch = (self._model, self._query_model)
+        self.choice: dict[str, Any] | None = None  # what `auto` measured, when it measured
+        self.backend: str | None = None  # torch | onnx; None: auto, decided by the first passages
+        self.quantize = cfg.quantize or "int8"
+        if cfg.backend != "auto":
+            self.use_backend("torch" if cfg.backend == "torch" else onnx_backend.variant(cfg.quantize))
+        elif self.device != "cpu" or self.dtype != "float32" or not onnx_backend.auto_allowed():
+            self.use_backend("torch")  # measured: with bf16 units torch bf16 is the fastest
+        elif (cached := onnx_backend.cached_choice(self._choice_key())) is not None:
+            self.choice = cached
+            self.use_backend(cached["backend"])
+
+    @property
+    def backend_label(self) -> str:
+        """What the manifest records: torch, onnx (fp32) or onnx-int8."""
+        from biorag.indexing import onnx_backend
+
+        return onnx_backend.variant(self.quantize) if self.backend == "onnx" else "torch"
+
+    def use_backend(self, label: str) -> None:
+        """Encode with torch, or with ONNX Runtime ('onnx', 'onnx-int8'; the quantisation
+        as the label says, else as configured)."""
+        if label == "torch":
+            self._model, self._query_model = self._torch
+            self.backend = "torch"
+            return
+        from biorag.indexing import onnx_backend
+
+        if label not in ("onnx", "onnx-int8"):
+            raise BioragError(f"unknown embedding backend {label!r} (torch, onnx or onnx-int8)")
+        if not onnx_backend.available():
+            raise BioragError("the onnx embedding backend needs onnxruntime (pip install onnxruntime)")
+        self.quantize = "int8" if label == "onnx-int8" else "none"
+        doc, query = self._torch
+        self._model = self._onnx(doc, self.cfg.model, self.cfg.revision, self.cfg.pooling, self.cfg.max_seq_length)
+        if query is doc:
+            self._query_model = self._model
+        else:
+            q_revision = self.cfg.query_revision or (self.cfg.revision if not self.cfg.query_model else None)
+            self._query_model = self._onnx(query, self.cfg.query_model or self.cfg.model, q_revision,
+                                           self.cfg.query_pooling or self.cfg.pooling,
+                                           self.cfg.query_max_seq_length or self.cfg.max_seq_length)
+        self.backend = "onnx"
+
+    def _onnx(self, st_model: Any, model: str, revision: str | None, pooling: str | None,
+              max_len: int | None) -> Any:
+        from biorag.indexing import onnx_backend
+
+        path = resolve_model_path(model)
+        return onnx_backend.onnx_model(_sentence_transformer.__wrapped__, path,
+                                       model_revision(self.cfg, model, revision), self.quantize,
+                                       "cpu", "float32", revision, self.cfg.trust_remote_code,
+                                       pooling, max_len or st_model.max_seq_length)
+
+    def follow(self, built: dict[str, Any]) -> None:
+        """Take the backend an index was built with, when this embedder's is `auto`."""
+        if self.cfg.backend == "auto":
+            self.use_backend(built.get("backend") or "torch")
+
+    def _choice_key(self) -> str:
+        import torch
+
+        from biorag.indexing import onnx_backend
+
+        return "|".join([onnx_backend.cpu_name(), f"threads={torch.get_num_threads()}", self.cfg.model,
+                         self.revision, str(self.cfg.query_model), onnx_backend.variant(self.cfg.quantize)])
+
+    def _decide(self, texts: list[Any]) -> None:
+        """`auto` on a CPU without bf16 units: measure both backends on these passages."""
+        from biorag.indexing import onnx_backend
+
+        if len(texts) < 32:  # too few to time: torch, and nothing cached
+            self.use_backend("torch")
+            return
+        torch_model = self._torch[0]
+        label = onnx_backend.variant(self.cfg.quantize)
+        self.use_backend(label)
+        onnx_model = self._model
+        choice = onnx_backend.calibrate(
+            lambda t: self._encode(torch_model, t, self.cfg.passage_prompt, self.cfg.normalize, False),
+            lambda t: self._encode(onnx_model, t, self.cfg.passage_prompt, self.cfg.normalize, False),
+            texts, label)
+        log.info("embedder %s: onnx %s is %.2fx torch fp32 here, cosine %.4f: using %s", self.cfg.name,
+                 self.backend_label, choice["speedup"], choice["cosine"], choice["backend"])
+        self.choice = choice
+        onnx_backend.save_choice(self._choice_key(), choice)
+        self.use_backend(choice["backend"])
 
     def _load(self, model: str, revision: str | None, pooling: str | None, max_len: int | None) -> Any:
         dtype = self.cfg.dtype
@@ -173,9 +298,13 @@ class Embedder:
 
     def embed_passages(self, texts: list[Any], show_progress: bool = False) -> np.ndarray:
         """Passage vectors of strings, or of (title, text) pairs with `title_pair`."""
+        if self.backend is None:
+            self._decide(texts)
         return self._encode(self._model, texts, self.cfg.passage_prompt, self.cfg.normalize, show_progress)
 
     def embed_queries(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        if self.backend is None:  # not yet told an index's backend (`follow`): torch
+            self.use_backend("torch")
         return self._encode(self._query_model, texts, self.cfg.query_prompt, self.query_normalize, show_progress)
 
     def _encode(self, model: Any, texts: list[Any], prompt: str, normalize: bool, show_progress: bool) -> np.ndarray:
@@ -210,7 +339,9 @@ class Embedder:
             "passage_prompt": self.cfg.passage_prompt,
             "max_seq_length": int(self._model.max_seq_length or 0),
             "query_max_seq_length": self.query_max_length,
-            "dtype": self.dtype,  # recorded, not checked: an fp32 query searches a bf16 build
+            # recorded, not checked (onnx-int8: int8 weights, fp32 activations)
+            "dtype": self.dtype if self.backend != "onnx" else ("int8" if self.quantize == "int8" else "float32"),
+            "backend": self.backend_label,  # checked: queries are encoded as the passages were
         }
 
 

@@ -313,7 +313,7 @@ class BioragIndex:
         """Refuse an embedder other than the one the index was built with, naming both."""
         built = self.embedder
         keys = ("model", "revision", "dimension", "normalize", "query_prompt", "query_model",
-                "query_revision", "query_pooling", "query_normalize")
+                "query_revision", "query_pooling", "query_normalize", "backend")
         # fields an older manifest lacks are not compared (its queries were made the one way)
         diff = [k for k in keys if k in built and built.get(k) != identity.get(k)]
         if built.get("query_model") != identity.get("query_model"):
@@ -323,6 +323,13 @@ class BioragIndex:
                 f"embedder '{identity.get('name')}' encodes them with "
                 f"{identity.get('query_model') or identity.get('model')}. Search with embedder={built.get('name')} "
                 "or rebuild the index."
+            )
+        if diff == ["backend"]:
+            raise IndexMismatchError(
+                f"index '{self.name}' holds passages encoded by the {built['backend']} backend, but the "
+                f"query embedder encodes with {identity.get('backend')}; search with "
+                f"embedder.backend={str(built['backend']).split('-')[0]} (or auto, which follows the "
+                "index), or rebuild the index"
             )
         if diff:
             raise IndexMismatchError(

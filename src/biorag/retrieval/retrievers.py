@@ -45,6 +45,7 @@ class DenseRetriever:
     mode = "dense"
 
     def __init__(self, index: BioragIndex, embedder: Embedder) -> None:
+        embedder.follow(index.embedder)  # `auto` encodes queries as the index's passages were
         index.check_embedder(embedder.identity())
         self.index, self.embedder = index, embedder
 
