@@ -287,10 +287,16 @@ def _one_biorag(args: argparse.Namespace) -> dict[str, Any]:
         fp32 = Path(args.root) / f"bench-{args.corpus}-{args.n}-biorag-fp32"
         if fp32.exists():
             import faiss
+            import numpy as np
+
+            from biorag.indexing.onnx_backend import recall_at_10
 
             vectors = faiss.read_index(str(result.path / "index.faiss")).reconstruct_n(0, n)
             out["max_abs_diff_vs_biorag"] = _max_diff_vs_biorag(str(fp32), vectors)
-            out["recall_at_10"], out["cosine"] = _recall_vs_fp32(str(fp32), vectors)
+            ref = faiss.read_index(str(fp32 / "index.faiss")).reconstruct_n(0, n)
+            # the first 1,000 chunks as queries against fp32's exact neighbours
+            out["recall_at_10"] = recall_at_10(ref, vectors, queries=1000)
+            out["cosine"] = float(np.mean(np.sum(ref * vectors, axis=1)))
     return out
 
 
@@ -314,27 +320,6 @@ def _max_diff_vs_biorag(index_path: str, vectors: Any) -> float:
     built = faiss.read_index(str(Path(index_path) / "index.faiss"))
     ref = built.reconstruct_n(0, built.ntotal)
     return float(np.abs(ref - np.asarray(vectors, dtype=np.float32)).max())
-
-
-def _recall_vs_fp32(index_path: str, vectors: Any, queries: int = 1000) -> tuple[float, float]:
-    """Recall@10 of `vectors`' neighbours against the fp32 build's exact ones (the first
-    `queries` chunks as queries, each left out of its own list), and the mean cosine."""
-    import faiss
-    import numpy as np
-
-    built = faiss.read_index(str(Path(index_path) / "index.faiss"))
-    ref = built.reconstruct_n(0, built.ntotal)
-    fast = np.asarray(vectors, dtype=np.float32)
-    q = min(queries, len(ref))
-
-    def top(v: Any) -> Any:
-        sims = v[:q] @ v.T
-        sims[np.arange(q), np.arange(q)] = -np.inf
-        return np.argsort(-sims, axis=1, kind="stable")[:, :10]
-
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top(ref), top(fast), strict=True)]))
-    cosine = float(np.mean(np.sum(ref * fast, axis=1)))
-    return recall, cosine
 
 
 def _one_raw(args: argparse.Namespace) -> dict[str, Any]:

@@ -57,7 +57,9 @@ class EmbedderConfig:
 
     def backend_label(self) -> str:
         """A forced backend as manifests record it: torch, onnx (fp32) or onnx-int8."""
-        return "torch" if self.backend == "torch" else ("onnx" if self.quantize == "none" else "onnx-int8")
+        from biorag.indexing.onnx_backend import variant
+
+        return "torch" if self.backend == "torch" else variant(self.quantize)
 
 
 def resolve_model_path(model: str) -> str:
@@ -146,14 +148,17 @@ class Embedder:
         if cfg.backend == "onnx" and self.device != "cpu":
             raise BioragError(f"embedder.backend=onnx runs on the CPU; this embedder's device is "
                               f"{self.device} (set embedder.device=cpu, or embedder.backend=torch)")
-        self._model = self._load(cfg.model, cfg.revision, cfg.pooling, cfg.max_seq_length)
+        doc_source = (cfg.model, cfg.revision, cfg.pooling, cfg.max_seq_length)
+        self._model = self._load(*doc_source)
         q_pooling = cfg.query_pooling or cfg.pooling
         q_length = cfg.query_max_seq_length or cfg.max_seq_length
         if cfg.query_model or (q_pooling, q_length) != (cfg.pooling, cfg.max_seq_length):
             q_revision = cfg.query_revision or (cfg.revision if not cfg.query_model else None)
-            self._query_model = self._load(cfg.query_model or cfg.model, q_revision, q_pooling, q_length)
+            query_source = (cfg.query_model or cfg.model, q_revision, q_pooling, q_length)
+            self._query_model = self._load(*query_source)
         else:
-            self._query_model = self._model
+            query_source, self._query_model = doc_source, self._model
+        self._sources = (doc_source, query_source)  # model, revision, pooling, length: each side
         self.dimension = int(self._model.get_embedding_dimension())
         q_dim = int(self._query_model.get_embedding_dimension())
         if q_dim != self.dimension:
@@ -165,10 +170,10 @@ class Embedder:
         self.query_normalize = cfg.normalize if cfg.query_normalize is None else cfg.query_normalize
         self._torch = (self._model, self._query_model)
         self.choice: dict[str, Any] | None = None  # what `auto` measured, when it measured
-        self.backend: str | None = None  # torch | onnx; None: auto, decided by the first passages
-        self.quantize = cfg.quantize or "int8"
+        # torch | onnx | onnx-int8, as manifests record it; None: auto, decided by the first passages
+        self.backend: str | None = None
         if cfg.backend != "auto":
-            self.use_backend("torch" if cfg.backend == "torch" else onnx_backend.variant(cfg.quantize))
+            self.use_backend(cfg.backend_label())
         elif self.device != "cpu" or self.dtype != "float32" or not onnx_backend.auto_allowed():
             self.use_backend("torch")  # measured: with bf16 units torch bf16 is the fastest
         elif (cached := onnx_backend.cached_choice(self._choice_key())) is not None:
@@ -177,14 +182,11 @@ class Embedder:
 
     @property
     def backend_label(self) -> str:
-        """What the manifest records: torch, onnx (fp32) or onnx-int8."""
-        from biorag.indexing import onnx_backend
-
-        return onnx_backend.variant(self.quantize) if self.backend == "onnx" else "torch"
+        """What the manifest records: torch, onnx (fp32) or onnx-int8 (undecided: torch)."""
+        return self.backend or "torch"
 
     def use_backend(self, label: str) -> None:
-        """Encode with torch, or with ONNX Runtime ('onnx', 'onnx-int8'; the quantisation
-        as the label says, else as configured)."""
+        """Encode with torch, or with ONNX Runtime: 'onnx' (fp32) or 'onnx-int8'."""
         if label == "torch":
             self._model, self._query_model = self._torch
             self.backend = "torch"
@@ -195,25 +197,19 @@ class Embedder:
             raise BioragError(f"unknown embedding backend {label!r} (torch, onnx or onnx-int8)")
         if not onnx_backend.available():
             raise BioragError("the onnx embedding backend needs onnxruntime (pip install onnxruntime)")
-        self.quantize = "int8" if label == "onnx-int8" else "none"
-        doc, query = self._torch
-        self._model = self._onnx(doc, self.cfg.model, self.cfg.revision, self.cfg.pooling, self.cfg.max_seq_length)
-        if query is doc:
-            self._query_model = self._model
-        else:
-            q_revision = self.cfg.query_revision or (self.cfg.revision if not self.cfg.query_model else None)
-            self._query_model = self._onnx(query, self.cfg.query_model or self.cfg.model, q_revision,
-                                           self.cfg.query_pooling or self.cfg.pooling,
-                                           self.cfg.query_max_seq_length or self.cfg.max_seq_length)
-        self.backend = "onnx"
+        quantize = "int8" if label == "onnx-int8" else "none"
+        (doc, query), (doc_source, query_source) = self._torch, self._sources
+        self._model = self._onnx(doc, quantize, *doc_source)
+        self._query_model = self._model if query is doc else self._onnx(query, quantize, *query_source)
+        self.backend = label
 
-    def _onnx(self, st_model: Any, model: str, revision: str | None, pooling: str | None,
+    def _onnx(self, st_model: Any, quantize: str, model: str, revision: str | None, pooling: str | None,
               max_len: int | None) -> Any:
         from biorag.indexing import onnx_backend
 
         path = resolve_model_path(model)
         return onnx_backend.onnx_model(_sentence_transformer.__wrapped__, path,
-                                       model_revision(self.cfg, model, revision), self.quantize,
+                                       model_revision(self.cfg, model, revision), quantize,
                                        "cpu", "float32", revision, self.cfg.trust_remote_code,
                                        pooling, max_len or st_model.max_seq_length)
 
@@ -340,7 +336,7 @@ class Embedder:
             "max_seq_length": int(self._model.max_seq_length or 0),
             "query_max_seq_length": self.query_max_length,
             # recorded, not checked (onnx-int8: int8 weights, fp32 activations)
-            "dtype": self.dtype if self.backend != "onnx" else ("int8" if self.quantize == "int8" else "float32"),
+            "dtype": {"onnx": "float32", "onnx-int8": "int8"}.get(self.backend_label, self.dtype),
             "backend": self.backend_label,  # checked: queries are encoded as the passages were
         }
 
