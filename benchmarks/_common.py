@@ -105,10 +105,12 @@ def emit(result: dict[str, Any]) -> None:
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 
-def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_child(argv: Sequence[str], env: dict[str, str] | None = None,
+              timeout: float | None = None) -> dict[str, Any]:
     """Run `python <argv>` in a fresh process and return the result it emitted.
 
-    The child's stderr (progress bars, warnings) is kept and shown only when it fails.
+    The child's stderr (progress bars, warnings) is kept and shown only when it fails. Past
+    `timeout` seconds the child is killed and `subprocess.TimeoutExpired` raised.
     """
     proc = subprocess.run(
         [sys.executable, *argv],
@@ -116,6 +118,7 @@ def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> dict[st
         text=True,
         env={**os.environ, **(env or {})},
         check=False,
+        timeout=timeout,
     )
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):

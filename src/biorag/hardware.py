@@ -2,7 +2,8 @@
 
 On CUDA that is half precision. On a CPU with native bfloat16 arithmetic (AVX512-BF16 or AMX
 tiles: recent Xeon and EPYC) bf16 inference runs 1.7x the speed of fp32 for the embedded
-models, with embeddings within cosine 0.996 and sequence log-likelihoods within 0.1%, and
+models, with embeddings within cosine 0.996 and log-likelihoods within 0.44 nats (one pick in
+48 flipped, the same accuracy: `benchmarks/cpu_llm.py`), and
 LoRA training keeps fp32 weights under bf16 autocast (mixed precision, 1.4x); on other CPUs
 bf16 is emulated and slower, so `auto` stays fp32 there. `BIORAG_CPU_BF16=0` (or an
 explicit `dtype: float32` for inference) keeps fp32 everywhere.
@@ -29,6 +30,18 @@ def cpu_has_native_bf16() -> bool:
         except RuntimeError:  # a torch built without the probe's backend
             continue
     return False
+
+
+def mps_available() -> bool:
+    """Whether torch can run on an Apple-silicon GPU (Metal Performance Shaders): `device:
+    auto` then embeds, scores and trains there. Untested on Apple hardware in biorag's CI."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    try:
+        return bool(mps is not None and mps.is_available())
+    except RuntimeError:
+        return False
 
 
 def cpu_bf16() -> bool:

@@ -10,7 +10,7 @@ import pytest
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.errors import BioragError, IndexMismatchError
 from biorag.indexing import onnx_backend
-from biorag.indexing.embedding import Embedder, EmbedderConfig, pick_device
+from biorag.indexing.embedding import Embedder, EmbedderConfig
 
 pytest.importorskip("onnxruntime")
 
@@ -102,14 +102,3 @@ def test_bad_settings_are_refused() -> None:
         Embedder(EmbedderConfig(name="m", model=MINILM, backend="tensorrt"))
     with pytest.raises(BioragError, match="runs on the CPU"):
         Embedder(EmbedderConfig(name="m", model=MINILM, backend="onnx", device="cuda"))
-
-
-def test_auto_device_picks_mps_where_torch_reports_it(monkeypatch) -> None:
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert pick_device("auto") == "mps"
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device("auto") == "cpu"
-    assert pick_device("cpu") == "cpu"

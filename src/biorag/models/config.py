@@ -39,9 +39,10 @@ class ModelConfig:
     counterpart: str | None = None
     # Hub revision (branch, tag or commit) to pin; null means the default branch.
     revision: str | None = None
-    # auto | float32 | bfloat16 | float16; auto = bfloat16 on CUDA, float32 on CPU.
+    # auto | float32 | bfloat16 | float16; auto = bfloat16 on CUDA, float16 on MPS (float32 to
+    # train), bfloat16 on a CPU with native bf16 units, else float32 (biorag.hardware).
     dtype: str = "auto"
-    # auto | cpu | cuda | cuda:N; auto = CUDA when torch sees a GPU.
+    # auto | cpu | cuda | cuda:N | mps; auto = CUDA when torch sees a GPU, else Apple's MPS.
     device: str = "auto"
     # Sequences per forward pass (log-likelihood) or per `generate` call.
     batch_size: int = 8
@@ -84,9 +85,9 @@ class ModelConfig:
         if self.backend not in registry.names("model_backend"):
             raise ConfigError(f"model '{self.name}': " + did_you_mean(
                 self.backend, registry.names("model_backend"), what="model.backend"))
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(
-                f"model '{self.name}': device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+                f"model '{self.name}': device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
             )
         if self.source != "hub" and not self.source.startswith("package:"):
             raise ConfigError(

