@@ -34,6 +34,7 @@ from biorag.errors import BioragError, ConfigError
 from biorag.hardware import release_freed_memory
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
+from biorag.indexing.chunkstore import ROW_GROUP_ROWS
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
 from biorag.indexing.index import (
     SEARCH_SETTINGS,
@@ -379,14 +380,13 @@ def _training_sample(cfg: IndexConfig, partial: Path, n_shards: int, n: int) -> 
 def _merge_chunk_shards(partial: Path, n_shards: int) -> None:
     import pyarrow.parquet as pq
 
-    tmp = partial / f"{CHUNKS_FILE}.tmp"
-    writer = None
+    tmp, writer = partial / f"{CHUNKS_FILE}.tmp", None
     try:
         for shard_no in range(n_shards):
             table = pq.read_table(_shard_paths(partial, shard_no)[0])
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
+                writer = pq.ParquetWriter(tmp, table.schema, write_statistics=False)
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)  # the unit a search reads
     finally:
         if writer is not None:
             writer.close()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from biorag.errors import BioragError, IndexMismatchError, did_you_mean
+from biorag.indexing.chunkstore import ChunkStore
 from biorag.indexing.manifest import (
     CHUNKS_FILE,
     INDEX_FILE,
@@ -223,7 +224,6 @@ class BioragIndex:
         search: SearchSettings | None = None,
     ) -> None:
         import faiss
-        import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.manifest = IndexManifest.read(self.path)
@@ -243,12 +243,11 @@ class BioragIndex:
         self.faiss = to_gpu(index) if want_gpu(self.config) else index
         if self.manifest.index.type != "hnsw":
             set_search_params(self.faiss, self.config)
-        self._chunks = pq.read_table(self.path / CHUNKS_FILE, memory_map=True)
-        if self._chunks.num_rows != self.faiss.ntotal:
+        self.chunks = ChunkStore(self.path / CHUNKS_FILE)  # read lazily, row group by row group
+        if len(self.chunks) != self.faiss.ntotal:
             raise BioragError(
-                f"{self.path}: {self._chunks.num_rows} chunks but {self.faiss.ntotal} vectors; rebuild with --force"
+                f"{self.path}: {len(self.chunks)} chunks but {self.faiss.ntotal} vectors; rebuild with --force"
             )
-        self._columns = {name: self._chunks.column(name) for name in self._chunks.column_names}
         self._rows: dict[str, int] | None = None
         self._doc_rows: dict[str, list[int]] | None = None
 
@@ -265,40 +264,31 @@ class BioragIndex:
         return self.manifest.embedder
 
     def __len__(self) -> int:
-        return self._chunks.num_rows
+        return len(self.chunks)
 
     def chunk(self, row: int) -> Chunk:
-        c = self._columns
-        return Chunk(
-            id=c["id"][row].as_py(),
-            doc_id=c["doc_id"][row].as_py(),
-            text=c["text"][row].as_py(),
-            title=c["title"][row].as_py(),
-            start=c["start"][row].as_py(),
-            end=c["end"][row].as_py(),
-            ordinal=c["ordinal"][row].as_py(),
-        )
+        return self.chunks.chunk(row)
 
     def row_of(self, chunk_id: str) -> int:
         """The row of a chunk id (KeyError when absent); the id map is built on first use."""
         if self._rows is None:
-            self._rows = {cid: i for i, cid in enumerate(self._columns["id"].to_pylist())}
+            self._rows = {cid: i for i, cid in enumerate(self.chunks.column("id"))}
         return self._rows[chunk_id]
 
     def doc_ids(self) -> set[str]:
         """Every document id with a chunk in the index."""
-        return set(self._columns["doc_id"].to_pylist())
+        return set(self.chunks.column("doc_id"))
 
     def rows_of_doc(self, doc_id: str) -> list[int]:
         """The rows of a document's chunks, in order; empty when it is not in the index."""
         if self._doc_rows is None:
             self._doc_rows = {}
-            for i, d in enumerate(self._columns["doc_id"].to_pylist()):
+            for i, d in enumerate(self.chunks.column("doc_id")):
                 self._doc_rows.setdefault(d, []).append(i)
         return self._doc_rows.get(doc_id, [])
 
     def chunk_texts(self) -> list[str]:
-        return self._columns["text"].to_pylist()
+        return self.chunks.column("text")
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row numbers of the k nearest chunks for each query vector (-1: none)."""

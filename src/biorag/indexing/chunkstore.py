@@ -1,0 +1,86 @@
+"""The chunk store of an index, read lazily: `chunks.parquet` row by row id, not whole.
+
+Opening reads the Parquet footer only (row counts per row group), so a store of tens of
+millions of chunks opens in well under a second. `chunk(row)` decodes the one row group that
+holds the row (builds write groups of at most `ROW_GROUP_ROWS` chunks, without column
+statistics, which would copy texts into the footer) and keeps the last few decoded; a search
+returning k hits reads at most k groups. Whole columns — the ids behind
+`row_of`, the document ids, the texts BM25 needs — are read only when asked for, one column at
+a time, and kept. Groups are read with plain reads, not memory-mapped, so the resident set
+holds the decoded groups only (at 1M chunks: +13 MB to open, +52 MB after 1,000 random hits,
+3 ms a hit; reading the whole table, as before: 2.2 s and +1.3 GB).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biorag.errors import BioragError
+from biorag.types import Chunk
+
+ROW_GROUP_ROWS = 1024  # chunks per Parquet row group in a built store: the unit of a lazy read
+COLUMNS = ("id", "doc_id", "text", "title", "start", "end", "ordinal")
+
+
+class ChunkStore:
+    """Chunks by row number from a Parquet file, decoding only the row groups asked for."""
+
+    def __init__(self, path: Path, *, cached_groups: int = 16) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise BioragError(f"{self.path}: not a readable chunk store ({e}); rebuild the index with --force") from None
+        meta = self._file.metadata
+        missing = [c for c in COLUMNS if c not in self._file.schema_arrow.names]
+        if missing:
+            raise BioragError(f"{self.path}: the chunk store lacks column(s) {', '.join(missing)}; "
+                              "rebuild the index with --force")
+        self.num_rows = meta.num_rows
+        # row r lives in group g where starts[g] <= r < starts[g + 1]
+        self._starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        self._cached_groups = max(cached_groups, 1)
+        self._groups: OrderedDict[int, Any] = OrderedDict()  # group number -> its pyarrow table
+        self._columns: dict[str, list[Any]] = {}
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    @property
+    def row_groups(self) -> int:
+        return len(self._starts) - 1
+
+    def chunk(self, row: int) -> Chunk:
+        """The chunk at `row` (IndexError outside 0..len-1)."""
+        if not 0 <= row < self.num_rows:
+            raise IndexError(f"row {row} is outside the chunk store's {self.num_rows} rows")
+        group = int(np.searchsorted(self._starts, row, side="right")) - 1
+        table, i = self._group(group), row - int(self._starts[group])
+        return Chunk(**{name: table.column(name)[i].as_py() for name in COLUMNS})
+
+    def chunks(self, rows: Sequence[int]) -> list[Chunk]:
+        return [self.chunk(int(r)) for r in rows]
+
+    def column(self, name: str) -> list[Any]:
+        """One whole column as a list, read on first use and kept."""
+        if name not in self._columns:
+            self._columns[name] = self._file.read(columns=[name]).column(name).to_pylist()
+        return self._columns[name]
+
+    def _group(self, group: int) -> Any:
+        if group in self._groups:
+            self._groups.move_to_end(group)
+            return self._groups[group]
+        # one thread: a single small group decodes faster without the pool's hand-offs
+        table = self._file.read_row_group(group, columns=list(COLUMNS), use_threads=False)
+        self._groups[group] = table
+        if len(self._groups) > self._cached_groups:
+            self._groups.popitem(last=False)
+        return table
