@@ -30,7 +30,7 @@ COLUMNS = ("id", "doc_id", "text", "title", "start", "end", "ordinal")
 class ChunkStore:
     """Chunks by row number from a Parquet file, decoding only the row groups asked for."""
 
-    def __init__(self, path: Path, *, cached_groups: int = 16) -> None:
+    def __init__(self, path: Path, *, cached_groups: int = 64) -> None:
         import pyarrow.parquet as pq
 
         self.path = Path(path)
