@@ -7,7 +7,7 @@ statistics, which would copy texts into the footer) and keeps the last few decod
 returning k hits reads at most k groups. Whole columns — the ids behind
 `row_of`, the document ids, the texts BM25 needs — are read only when asked for, one column at
 a time, and kept. Groups are read with plain reads, not memory-mapped, so the resident set
-holds the decoded groups only (at 1M chunks: +13 MB to open, +52 MB after 1,000 random hits,
+holds the decoded groups only (at 1M chunks: +13 MB to open, +108 MB after 1,000 random hits (64 groups kept),
 3 ms a hit; reading the whole table, as before: 2.2 s and +1.3 GB).
 """
 
