@@ -120,6 +120,8 @@ def main() -> None:
     from _common import cpu_count
 
     threads = args.threads or cpu_count()
+    if "fp32" not in args.variants.split(","):
+        ap.error("--variants must include fp32, the reference every other variant is compared with")
     if args.child:
         child(args.child, args.n, args.batch_size, threads)
         return
@@ -141,6 +143,8 @@ def main() -> None:
                 failed.append([isa, variant, "", threads] + [""] * 10 + [f"reject: not done in {args.limit:.0f} s"])
             except SystemExit as e:  # the child died; run_child showed its output
                 failed.append([isa, variant, "", threads] + [""] * 10 + [f"reject: {str(e).split('(')[-1][:-1]}"])
+        if "fp32" not in results:
+            raise SystemExit(f"{isa}: the fp32 reference did not finish; nothing to compare with")
         rows += compare(results, isa) + failed
     print(f"SmolLM2-135M-Instruct through biorag's hf backend, {args.n} HPO questions x 4 options, "
           f"batch {args.batch_size}; seconds, speed-up over fp32 on the same ISA, picks equal to fp32's, "

@@ -67,7 +67,7 @@ def test_random_rows_come_back_exactly_as_written(store_file) -> None:
 def test_opening_reads_no_chunk_and_a_row_reads_only_its_row_group(store_file, monkeypatch) -> None:
     path, _ = store_file
     reads = _Reads(monkeypatch)
-    store = ChunkStore(path, cached_groups=4)
+    store = ChunkStore(path, cached_rows=4 * 64)  # four of the fixture's 64-row groups
     assert reads.groups == [] and reads.columns == []  # the footer only
     store.chunk(130)  # row group 2 (rows 128..191)
     store.chunk(191)
@@ -80,6 +80,31 @@ def test_opening_reads_no_chunk_and_a_row_reads_only_its_row_group(store_file, m
     store.column("doc_id")
     store.column("doc_id")
     assert reads.columns == [["doc_id"]]  # one column, once
+
+
+def test_threads_may_share_a_store(store_file) -> None:
+    """pyarrow's ParquetFile crashes when read from several threads at once: the store locks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, chunks = store_file
+    store = ChunkStore(path, cached_rows=2 * 64)  # constant eviction
+    rows = [random.Random(seed).randrange(1000) for seed in range(2000)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(store.chunk, rows))
+    assert got == [chunks[r] for r in rows]
+
+
+def test_the_cache_is_bounded_in_rows_even_for_an_old_store_of_large_groups(tmp_path: Path) -> None:
+    path = tmp_path / "chunks.parquet"
+    pq.write_table(build._chunk_table(_chunks(1000)), path, row_group_size=400)  # groups 400, 400, 200
+    store = ChunkStore(path, cached_rows=500)
+    for row in (0, 450, 950):
+        store.chunk(row)
+    assert list(store._groups) == [2]  # each new group pushed the one before out
+    store = ChunkStore(path, cached_rows=700)
+    for row in (0, 450, 950):
+        store.chunk(row)
+    assert sorted(store._groups) == [1, 2]  # 400 + 200 rows fit, the oldest group went
 
 
 def test_a_bad_store_is_refused_by_name(tmp_path: Path) -> None:

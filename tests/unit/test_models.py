@@ -436,12 +436,13 @@ def test_vllm_engine_arguments_on_cpu(tmp_path: Path) -> None:
 
 
 
-def test_vllm_refuses_apple_mps() -> None:
-    pytest.importorskip("vllm")
-    from biorag.models.vllm import _on_cpu
-
+def test_vllm_refuses_apple_mps_whether_or_not_vllm_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = ModelConfig(name="x", id="org/model", backend="vllm", device="mps")
     with pytest.raises(BioragError, match="vllm does not run on Apple MPS; use backend=hf"):
-        _on_cpu(ModelConfig(name="x", id="org/model", backend="vllm", device="mps"))
+        load_generator(cfg)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a Mac: no vllm to import
+    with pytest.raises(BioragError, match="vllm does not run on Apple MPS; use backend=hf"):
+        load_generator(cfg)
 
 # -- configs -----------------------------------------------------------------------------
 

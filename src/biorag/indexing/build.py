@@ -32,6 +32,7 @@ from biorag.atomic import (
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.errors import BioragError, ConfigError
 from biorag.hardware import release_freed_memory
+from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.chunkstore import ROW_GROUP_ROWS
@@ -40,15 +41,14 @@ from biorag.indexing.index import (
     SEARCH_SETTINGS,
     IndexConfig,
     library_versions,
-    new_index,
     to_cpu,
-    to_gpu,
     want_gpu,
 )
 from biorag.indexing.manifest import (
     BM25_DIR,
     CHUNKS_FILE,
     INDEX_FILE,
+    IVFDATA_FILE,
     MANIFEST_FILE,
     CorpusRecord,
     FaissRecord,
@@ -131,7 +131,8 @@ def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
         "source": source_fingerprint,
         "chunking": asdict(cfg.chunking),
         "embedder": embedder,
-        "index": {k: v for k, v in asdict(cfg.index).items() if k not in _SEARCH_ONLY},
+        # on_disk enters only when set, so the fingerprints of in-memory builds are unchanged
+        "index": {k: v for k, v in asdict(cfg.index).items() if k not in _SEARCH_ONLY and (k != "on_disk" or v)},
         "shard_size": cfg.shard_size,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
@@ -243,7 +244,8 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         )
 
     gpu = want_gpu(cfg.index)
-    index = _assemble_faiss(cfg.index, partial, n_shards, n_chunks, embedder.dimension, gpu)
+    index = assemble_faiss(cfg.index, [_shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
+                           embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf")
     import faiss
 
     faiss.write_index(to_cpu(index), str(partial / f"{INDEX_FILE}.tmp"))
@@ -288,7 +290,8 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         chunks_per_second=round(n_chunks / max(embed_seconds, 1e-9), 1),
         shard_size=cfg.shard_size,
         versions=library_versions(),
-        files={"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None},
+        files={"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None,
+               **({"ivfdata": IVFDATA_FILE} if cfg.index.on_disk else {})},
     )
     manifest.write(partial)
     shutil.rmtree(partial / SHARDS_DIR)
@@ -345,36 +348,6 @@ def _write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.
         np.save(f, vectors)
     os.replace(table_path.with_suffix(".parquet.tmp"), table_path)
     os.replace(vec_path.with_suffix(".npy.tmp"), vec_path)
-
-
-def _assemble_faiss(
-    cfg: IndexConfig, partial: Path, n_shards: int, n: int, dim: int, gpu: bool
-) -> Any:
-    index = new_index(cfg, dim, n)
-    if gpu:
-        index = to_gpu(index)
-    if not index.is_trained:
-        index.train(_training_sample(cfg, partial, n_shards, n))
-    with progress.bar("adding to faiss", total=n) as bar:
-        for shard_no in range(n_shards):
-            vectors = np.load(_shard_paths(partial, shard_no)[1], mmap_mode="r")
-            index.add(np.ascontiguousarray(vectors))
-            bar.advance(len(vectors))
-    return index
-
-
-def _training_sample(cfg: IndexConfig, partial: Path, n_shards: int, n: int) -> np.ndarray:
-    """A seeded sample of at most `train_size` vectors, read shard by shard (memory-mapped)."""
-    rng = np.random.default_rng(cfg.seed)
-    rows = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
-    parts, offset = [], 0
-    for shard_no in range(n_shards):
-        vectors = np.load(_shard_paths(partial, shard_no)[1], mmap_mode="r")
-        mine = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
-        if len(mine):
-            parts.append(np.asarray(vectors[mine]))
-        offset += len(vectors)
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _merge_chunk_shards(partial: Path, n_shards: int) -> None:

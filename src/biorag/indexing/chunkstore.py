@@ -5,14 +5,17 @@ millions of chunks opens in well under a second. `chunk(row)` decodes the one ro
 holds the row (builds write groups of at most `ROW_GROUP_ROWS` chunks, without column
 statistics, which would copy texts into the footer) and keeps the last few decoded; a search
 returning k hits reads at most k groups. Whole columns — the ids behind
-`row_of`, the document ids, the texts BM25 needs — are read only when asked for, one column at
-a time, and kept. Groups are read with plain reads, not memory-mapped, so the resident set
-holds the decoded groups only (at 1M chunks: +13 MB to open, +108 MB after 1,000 random hits (64 groups kept),
-3 ms a hit; reading the whole table, as before: 2.2 s and +1.3 GB).
+`row_of`, the document ids, `chunk_texts` — are read only when asked for, one column at a time,
+and kept. Reads take a lock: one store may be shared by threads. Groups are read with plain reads, not memory-mapped, so the resident set
+holds the decoded groups only (`benchmarks/chunk_store.py`, 1M chunks: +13 MB to open, +108
+MB after 1,000 random hits, 3 ms a hit; reading the whole table, as before: 2.2 s, +1.3 GB).
+The cache is bounded in rows (64 groups of `ROW_GROUP_ROWS`), so an index built before groups
+were this small, with shard-sized groups, keeps fewer of them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +33,7 @@ COLUMNS = ("id", "doc_id", "text", "title", "start", "end", "ordinal")
 class ChunkStore:
     """Chunks by row number from a Parquet file, decoding only the row groups asked for."""
 
-    def __init__(self, path: Path, *, cached_groups: int = 64) -> None:
+    def __init__(self, path: Path, *, cached_rows: int = 64 * ROW_GROUP_ROWS) -> None:
         import pyarrow.parquet as pq
 
         self.path = Path(path)
@@ -46,8 +49,9 @@ class ChunkStore:
         self.num_rows = meta.num_rows
         # row r lives in group g where starts[g] <= r < starts[g + 1]
         self._starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-        self._cached_groups = max(cached_groups, 1)
+        self._cached_rows, self._held = cached_rows, 0
         self._groups: OrderedDict[int, Any] = OrderedDict()  # group number -> its pyarrow table
+        self._lock = threading.Lock()  # pyarrow's ParquetFile is not safe to read from threads
         self._columns: dict[str, list[Any]] = {}
 
     def __len__(self) -> int:
@@ -70,17 +74,20 @@ class ChunkStore:
 
     def column(self, name: str) -> list[Any]:
         """One whole column as a list, read on first use and kept."""
-        if name not in self._columns:
-            self._columns[name] = self._file.read(columns=[name]).column(name).to_pylist()
-        return self._columns[name]
+        with self._lock:
+            if name not in self._columns:
+                self._columns[name] = self._file.read(columns=[name]).column(name).to_pylist()
+            return self._columns[name]
 
     def _group(self, group: int) -> Any:
-        if group in self._groups:
-            self._groups.move_to_end(group)
-            return self._groups[group]
-        # one thread: a single small group decodes faster without the pool's hand-offs
-        table = self._file.read_row_group(group, columns=list(COLUMNS), use_threads=False)
-        self._groups[group] = table
-        if len(self._groups) > self._cached_groups:
-            self._groups.popitem(last=False)
-        return table
+        with self._lock:
+            if group in self._groups:
+                self._groups.move_to_end(group)
+                return self._groups[group]
+            # one thread: a single small group decodes faster without the pool's hand-offs
+            table = self._file.read_row_group(group, columns=list(COLUMNS), use_threads=False)
+            self._groups[group] = table
+            self._held += table.num_rows
+            while self._held > self._cached_rows and len(self._groups) > 1:
+                self._held -= self._groups.popitem(last=False)[1].num_rows
+            return table

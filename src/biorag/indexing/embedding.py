@@ -108,12 +108,14 @@ def pick_device(requested: str = "auto") -> str:
     """auto: CUDA, else Apple's MPS where torch reports it, else the CPU."""
     import torch
 
+    from biorag.hardware import mps_available
+
+    if requested == "mps" and not mps_available():
+        raise BioragError("device mps asked for, but torch reports no Apple MPS device")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
         return "cuda"
-    from biorag.hardware import mps_available
-
     if mps_available():
         return "mps"
     return "cpu"
@@ -243,7 +245,7 @@ class Embedder:
         if dtype == "auto":
             from biorag.hardware import cpu_bf16
 
-            if self.device in ("cuda", "mps"):
+            if self.device.startswith("cuda") or self.device == "mps":
                 dtype = "float16"
             else:
                 dtype = "bfloat16" if self.device == "cpu" and cpu_bf16() else "float32"

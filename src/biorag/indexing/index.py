@@ -22,6 +22,7 @@ from biorag.indexing.chunkstore import ChunkStore
 from biorag.indexing.manifest import (
     CHUNKS_FILE,
     INDEX_FILE,
+    IVFDATA_FILE,
     IndexManifest,
     resolve_index_path,
 )
@@ -52,6 +53,9 @@ class IndexConfig:
     k_factor: int = 8  # ivfpq with refine: shortlist k_factor * k candidates to re-rank
     seed: int = 0
     use_gpu: str = "auto"  # auto: GPU when faiss sees one | true | false
+    # ivf, ivfpq (refine none): inverted lists merged on disk (index.ivfdata) and memory-mapped
+    # at search, so neither the build nor a search holds them in RAM (biorag.indexing.assemble)
+    on_disk: bool = False
     bm25: bool = True  # also build a BM25 index (bm25s) for bm25 and hybrid retrieval
     description: str = ""
 
@@ -66,6 +70,11 @@ class IndexConfig:
                     "train_size", "k_factor"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"index.{key} must be at least 1, not {getattr(self, key)}")
+        if self.on_disk and self.type not in ("ivf", "ivfpq"):
+            raise ConfigError(f"index.on_disk needs an IVF index (ivf or ivfpq), not {self.type}")
+        if self.on_disk and self.type == "ivfpq" and self.refine != "none":
+            raise ConfigError(f"index.on_disk: ivfpq's refine store ({self.refine}) would be held in RAM; "
+                              "set index.refine=none, or use index.type=ivf")
         if self.nlist is not None and self.nlist < 1:
             raise ConfigError(f"index.nlist must be at least 1 (or null: 4*sqrt(n)), not {self.nlist}")
 
@@ -100,7 +109,7 @@ def gpu_count() -> int:
 
 def want_gpu(cfg: IndexConfig) -> bool:
     flag = str(cfg.use_gpu).lower()
-    if flag in ("false", "0", "no"):
+    if flag in ("false", "0", "no") or cfg.on_disk:  # on-disk lists stay on disk, on the CPU
         return False
     n = gpu_count()
     if flag in ("true", "1", "yes") and n == 0:
@@ -213,6 +222,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def open_faiss(path: Path, on_disk: bool) -> Any:
+    """Read `index.faiss`; an on-disk index maps `index.ivfdata` from the same folder (the
+    folder may have been renamed since the build) rather than reading its lists."""
+    import faiss
+
+    if not on_disk:
+        return faiss.read_index(str(path))
+    if not (path.parent / IVFDATA_FILE).exists():
+        raise BioragError(f"{path.parent}: an on-disk index without its {IVFDATA_FILE}; rebuild with --force")
+    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
 class BioragIndex:
     """A built index opened for search: FAISS vectors, the chunk store and the manifest."""
 
@@ -223,7 +244,6 @@ class BioragIndex:
         use_gpu: str = "auto",
         search: SearchSettings | None = None,
     ) -> None:
-        import faiss
 
         self.path = Path(path)
         self.manifest = IndexManifest.read(self.path)
@@ -238,7 +258,7 @@ class BioragIndex:
         for key, value in (search or SearchSettings()).given().items():
             setattr(self.config, key, value)
         self.config.use_gpu = use_gpu
-        index = faiss.read_index(str(self.path / INDEX_FILE))
+        index = open_faiss(self.path / INDEX_FILE, self.config.on_disk)
         set_search_params(index, self.config)
         self.faiss = to_gpu(index) if want_gpu(self.config) else index
         if self.manifest.index.type != "hnsw":
@@ -288,7 +308,7 @@ class BioragIndex:
         return self._doc_rows.get(doc_id, [])
 
     def chunk_texts(self) -> list[str]:
-        return self.chunks.column("text")
+        return list(self.chunks.column("text"))  # a copy: the store keeps its own
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and row numbers of the k nearest chunks for each query vector (-1: none)."""

@@ -19,6 +19,7 @@ from biorag.errors import BioragError, did_you_mean
 
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.parquet"
+IVFDATA_FILE = "index.ivfdata"  # the merged inverted lists of an on-disk index
 MANIFEST_FILE = "manifest.json"
 BM25_DIR = "bm25"
 INDEX_DIR_ENV = "BIORAG_INDEX_DIR"

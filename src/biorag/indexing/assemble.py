@@ -1,0 +1,108 @@
+"""From embedded shards to a FAISS index: in memory, or IVF with its lists on disk.
+
+In memory (the default) the trained index takes every shard's vectors in turn. With
+`index.on_disk` (ivf, ivfpq), as faiss's billion-scale demos do: the trained, empty index is
+saved once; each shard goes into a copy of it saved as its own small index (the unit of
+resumption: a killed build keeps the shards it finished); then `faiss.contrib.ondisk.merge_ondisk`
+merges their inverted lists, read memory-mapped, into one `index.ivfdata` beside
+`index.faiss`. Memory stays bounded by the training sample and one shard, whatever the corpus
+size, and a search maps the lists (`index.open_faiss`) instead of reading them into RAM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biorag import progress
+from biorag.errors import BioragError
+from biorag.indexing.index import IndexConfig, new_index, to_gpu
+from biorag.indexing.manifest import IVFDATA_FILE
+
+log = logging.getLogger(__name__)
+
+TRAINED_FILE = "trained.faiss"
+
+
+def assemble_faiss(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, gpu: bool,
+                   out_dir: Path, work_dir: Path) -> Any:
+    """The index over the shards' vectors (`vector_files`, .npy, in row order). An on-disk
+    index writes its lists to `out_dir/index.ivfdata` and its per-shard indexes to `work_dir`."""
+    if cfg.on_disk:
+        return _on_disk(cfg, vector_files, n, dim, out_dir, work_dir)
+    index = new_index(cfg, dim, n)
+    if gpu:
+        index = to_gpu(index)
+    if not index.is_trained:
+        index.train(training_sample(cfg, vector_files, n))
+    with progress.bar("adding to faiss", total=n) as bar:
+        for path in vector_files:
+            vectors = np.load(path, mmap_mode="r")
+            index.add(np.ascontiguousarray(vectors))
+            bar.advance(len(vectors))
+    return index
+
+
+def training_sample(cfg: IndexConfig, vector_files: Sequence[Path], n: int) -> np.ndarray:
+    """A seeded sample of at most `train_size` vectors, read shard by shard (memory-mapped)."""
+    rng = np.random.default_rng(cfg.seed)
+    rows = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
+    parts, offset = [], 0
+    for path in vector_files:
+        vectors = np.load(path, mmap_mode="r")
+        mine = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
+        if len(mine):
+            parts.append(np.asarray(vectors[mine]))
+        offset += len(vectors)
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, out_dir: Path,
+             work_dir: Path) -> Any:
+    import faiss
+    from faiss.contrib.ondisk import merge_ondisk
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    trained_path = work_dir / TRAINED_FILE
+    if not trained_path.exists():  # trained once; a resumed build reuses it
+        index = new_index(cfg, dim, n)
+        index.train(training_sample(cfg, vector_files, n))
+        _write_atomic(index, trained_path)
+    shard_files, offset = [], 0
+    with progress.bar("adding to on-disk lists", total=n) as bar:
+        for shard_no, path in enumerate(vector_files):
+            vectors = np.load(path, mmap_mode="r")
+            target = work_dir / f"{shard_no:05d}.faiss"
+            if not target.exists():
+                shard = faiss.read_index(str(trained_path))
+                shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                   np.arange(offset, offset + len(vectors), dtype=np.int64))
+                _write_atomic(shard, target)
+            shard_files.append(str(target))
+            offset += len(vectors)
+            bar.advance(len(vectors))
+    ivfdata = out_dir / IVFDATA_FILE
+    ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
+    merged = faiss.read_index(str(trained_path))
+    log.info("merging %d shards' inverted lists into %s", len(shard_files), ivfdata)
+    try:
+        merge_ondisk(merged, shard_files, str(ivfdata))
+    except RuntimeError as e:  # faiss reports a full disk or a failed write as RuntimeError
+        ivfdata.unlink(missing_ok=True)
+        raise BioragError(f"merging the on-disk index into {ivfdata} failed: {e}") from None
+    if merged.ntotal != n:
+        raise BioragError(f"the on-disk merge holds {merged.ntotal} vectors, not {n}; rebuild with --force")
+    return merged
+
+
+def _write_atomic(index: Any, path: Path) -> None:
+    import faiss
+
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)

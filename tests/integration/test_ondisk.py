@@ -1,0 +1,141 @@
+"""On-disk IVF indexes: merged inverted lists on disk, memory-mapped at search."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from biorag.errors import BioragError, ConfigError
+from biorag.indexing.assemble import assemble_faiss
+from biorag.indexing.build import build_index, load_build_config
+from biorag.indexing.index import IndexConfig, open_faiss
+from biorag.indexing.manifest import IVFDATA_FILE
+from biorag.retrieval.retrievers import open_retriever
+
+
+def _shards(folder: Path, n: int, dim: int, shard: int, seed: int = 0) -> list[Path]:
+    """Clustered unit vectors, written shard by shard as a build writes them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, dim)).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, start in enumerate(range(0, n, shard)):
+        m = min(shard, n - start)
+        v = centres[rng.integers(0, 50, m)] + 0.3 * rng.standard_normal((m, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        paths.append(folder / f"{k:05d}.npy")
+        np.save(paths[-1], v)
+    return paths
+
+
+def _queries(paths: list[Path], n: int = 50) -> np.ndarray:
+    return np.ascontiguousarray(np.load(paths[0])[:n])
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_on_disk_merge_gives_the_in_memory_index_results(tmp_path: Path, kind: str) -> None:
+    paths = _shards(tmp_path / "vec", 10_000, 32, 1_500)
+    settings = {"type": kind, "nlist": 64, "nprobe": 8, "pq_m": 8, "refine": "none", "train_size": 5_000}
+    memory = assemble_faiss(IndexConfig(**settings), paths, 10_000, 32, False, tmp_path, tmp_path / "w0")
+    out = tmp_path / "disk"
+    out.mkdir()
+    merged = assemble_faiss(IndexConfig(**settings, on_disk=True), paths, 10_000, 32, False, out, tmp_path / "w1")
+    faiss.write_index(merged, str(out / "index.faiss"))
+    moved = tmp_path / "renamed"  # a build renames its folder into place: lists follow by name
+    os.replace(out, moved)
+    opened = open_faiss(moved / "index.faiss", on_disk=True)
+    for index in (memory, opened):
+        faiss.extract_index_ivf(index).nprobe = 8
+    q = _queries(paths)
+    d0, i0 = memory.search(q, 10)
+    d1, i1 = opened.search(q, 10)
+    assert opened.ntotal == 10_000 and np.array_equal(i0, i1) and np.allclose(d0, d1)
+    assert isinstance(faiss.downcast_InvertedLists(faiss.extract_index_ivf(opened).invlists), faiss.OnDiskInvertedLists)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+def test_a_memory_mapped_open_does_not_read_the_lists_into_ram(tmp_path: Path) -> None:
+    n, dim = 200_000, 64  # 51 MB of inverted lists
+    paths = _shards(tmp_path / "vec", n, dim, 20_000)
+    cfg = IndexConfig(type="ivf", nlist=256, train_size=10_000, on_disk=True)
+    merged = assemble_faiss(cfg, paths, n, dim, False, tmp_path, tmp_path / "w")
+    faiss.write_index(merged, str(tmp_path / "index.faiss"))
+    del merged
+    lists_mb = (tmp_path / IVFDATA_FILE).stat().st_size / 2**20
+    assert lists_mb > 45
+    before = _rss_mb()
+    opened = open_faiss(tmp_path / "index.faiss", on_disk=True)
+    at_open = _rss_mb() - before
+    faiss.extract_index_ivf(opened).nprobe = 1
+    opened.search(_queries(paths, 1), 10)  # reads one list of 256 (and starts OpenMP's threads)
+    after_search = _rss_mb() - before
+    assert at_open < 0.1 * lists_mb, (at_open, lists_mb)
+    assert after_search < 0.25 * lists_mb, (after_search, lists_mb)
+
+
+def test_a_failed_merge_leaves_nothing_half_written_and_a_rerun_ends_with_the_same_index(tmp_path, monkeypatch) -> None:
+    paths = _shards(tmp_path / "vec", 6_000, 16, 1_000)
+    cfg = IndexConfig(type="ivf", nlist=32, nprobe=32, train_size=3_000, on_disk=True)
+    work = tmp_path / "w"
+    import faiss.contrib.ondisk as ondisk  # assemble imports merge_ondisk when it merges
+
+    original = ondisk.merge_ondisk
+
+    def disk_full(trained, shard_fnames, ivfdata_fname, *a, **kw):
+        Path(ivfdata_fname).write_bytes(b"\0" * 1000)  # part of the lists, then the disk fills
+        raise RuntimeError("Error: 'ret == (size)' failed: write error (No space left on device)")
+
+    monkeypatch.setattr(ondisk, "merge_ondisk", disk_full)
+    with pytest.raises(BioragError, match=r"merging the on-disk index .* failed: .*No space left"):
+        assemble_faiss(cfg, paths, 6_000, 16, False, tmp_path, work)
+    assert not (tmp_path / IVFDATA_FILE).exists()
+    shard_files = sorted(work.glob("0*.faiss"))
+    assert len(shard_files) == 6  # the added shards survive the failure
+    stamps = {p: p.stat().st_mtime_ns for p in shard_files}
+    monkeypatch.setattr(ondisk, "merge_ondisk", original)
+    merged = assemble_faiss(cfg, paths, 6_000, 16, False, tmp_path, work)
+    assert {p: p.stat().st_mtime_ns for p in shard_files} == stamps  # reused, not added again
+    memory = assemble_faiss(IndexConfig(type="ivf", nlist=32, nprobe=32, train_size=3_000), paths, 6_000,
+                            16, False, tmp_path, tmp_path / "w2")
+    faiss.extract_index_ivf(merged).nprobe = faiss.extract_index_ivf(memory).nprobe = 32
+    q = _queries(paths)
+    assert np.array_equal(merged.search(q, 10)[1], memory.search(q, 10)[1])
+
+
+def test_on_disk_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="needs an IVF index"):
+        IndexConfig(type="hnsw", on_disk=True)
+    with pytest.raises(ConfigError, match=r"refine store .sq8. would be held in RAM"):
+        IndexConfig(type="ivfpq", on_disk=True)
+    assert IndexConfig(type="ivfpq", refine="none", on_disk=True).on_disk
+
+
+def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
+    corpus = tmp_path / "notes.jsonl"
+    topics = ["seizure", "fever", "asthma", "anaemia", "fracture", "migraine", "eczema", "sepsis"]
+    corpus.write_text("".join(json.dumps({"id": f"n{i}", "title": f"{topics[i % 8]} note {i}",
+                                          "text": f"Patient {i} presents with {topics[i % 8]}."}) + "\n"
+                              for i in range(120)))
+    common = ["corpus=sample", f"corpus.path={corpus}", "index.bm25=false", f"root={tmp_path}", "shard_size=50",
+              "index=ivf", "index.nlist=4", "index.nprobe=4"]
+    memory = build_index(load_build_config([*common, "name=mem"]))
+    disk = build_index(load_build_config([*common, "name=disk", "index.on_disk=true"]))
+    assert {p.name for p in disk.path.iterdir()} == {"index.faiss", IVFDATA_FILE, "chunks.parquet", "manifest.json"}
+    assert disk.manifest.files["ivfdata"] == IVFDATA_FILE and disk.manifest.index.params["on_disk"]
+    assert memory.manifest.fingerprint != disk.manifest.fingerprint
+    query = "child with fever"
+    got = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
+    assert got[0] == got[1] and got[0][0].startswith("n")
+    (disk.path / IVFDATA_FILE).unlink()
+    with pytest.raises(BioragError, match=r"on-disk index without its index.ivfdata"):
+        open_retriever(disk.path, "dense")
