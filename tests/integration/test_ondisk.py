@@ -13,7 +13,7 @@ import pytest
 from biorag.errors import BioragError, ConfigError
 from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.build import build_index, load_build_config
-from biorag.indexing.index import IndexConfig, open_faiss
+from biorag.indexing.index import IndexConfig, open_faiss, set_search_params
 from biorag.indexing.manifest import IVFDATA_FILE
 from biorag.retrieval.retrievers import open_retriever
 
@@ -56,6 +56,38 @@ def test_on_disk_merge_gives_the_in_memory_index_results(tmp_path: Path, kind: s
     d1, i1 = opened.search(q, 10)
     assert opened.ntotal == 10_000 and np.array_equal(i0, i1) and np.allclose(d0, d1)
     assert isinstance(faiss.downcast_InvertedLists(faiss.extract_index_ivf(opened).invlists), faiss.OnDiskInvertedLists)
+
+
+def test_on_disk_sq8_refine_reranks_as_faiss_index_refine_does(tmp_path: Path) -> None:
+    """The codes on disk, read by id, give IndexRefine(IVF-PQ, sq8)'s neighbours and scores."""
+    paths = _shards(tmp_path / "vec", 10_000, 32, 1_500)
+    settings = {"type": "ivfpq", "nlist": 64, "nprobe": 8, "pq_m": 8, "refine": "sq8", "k_factor": 4,
+                "train_size": 5_000}
+    memory = assemble_faiss(IndexConfig(**settings), paths, 10_000, 32, False, tmp_path, tmp_path / "w0")
+    assert isinstance(memory, faiss.IndexRefine)
+    out = tmp_path / "disk"
+    out.mkdir()
+    merged = assemble_faiss(IndexConfig(**settings, on_disk=True), paths, 10_000, 32, False, out, tmp_path / "w1")
+    faiss.write_index(merged, str(out / "index.faiss"))
+    codes = np.load(out / "refine.sq8.npy", mmap_mode="r")
+    assert codes.shape == (10_000, 32) and codes.dtype == np.uint8  # one byte a dimension
+    opened = open_faiss(out / "index.faiss", on_disk=True, refine=True)
+    set_search_params(opened, IndexConfig(**settings))
+    set_search_params(memory, IndexConfig(**settings))
+    assert opened.k_factor == 4 and faiss.extract_index_ivf(opened.base).nprobe == 8
+    q = _queries(paths)
+    d0, i0 = memory.search(q, 10)
+    d1, i1 = opened.search(q, 10)
+    assert [set(a) for a in i0] == [set(b) for b in i1]
+    assert np.allclose(np.sort(d0, axis=1), np.sort(d1, axis=1), atol=1e-5)
+    unrefined = open_faiss(out / "index.faiss", on_disk=True)  # the PQ distances alone
+    faiss.extract_index_ivf(unrefined).nprobe = 8
+    exact = faiss.IndexFlatIP(32)
+    exact.add(np.concatenate([np.load(p) for p in paths]))
+    truth = exact.search(q, 10)[1]
+    recall = [np.mean([len(set(a) & set(t)) / 10 for a, t in zip(i, truth, strict=True)])
+              for i in (unrefined.search(q, 10)[1], i1)]
+    assert recall[1] > recall[0]  # the re-ranking is what lifts recall
 
 
 def _rss_mb() -> float:
@@ -115,9 +147,9 @@ def test_a_failed_merge_leaves_nothing_half_written_and_a_rerun_ends_with_the_sa
 def test_on_disk_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="needs an IVF index"):
         IndexConfig(type="hnsw", on_disk=True)
-    with pytest.raises(ConfigError, match=r"refine store .sq8. would be held in RAM"):
-        IndexConfig(type="ivfpq", on_disk=True)
-    assert IndexConfig(type="ivfpq", refine="none", on_disk=True).on_disk
+    with pytest.raises(ConfigError, match=r"refine codes on disk in 8 bits: set index.refine=sq8"):
+        IndexConfig(type="ivfpq", refine="flat", on_disk=True)
+    assert IndexConfig(type="ivfpq", on_disk=True).refine == "sq8"
 
 
 def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
@@ -132,10 +164,18 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
     disk = build_index(load_build_config([*common, "name=disk", "index.on_disk=true"]))
     assert {p.name for p in disk.path.iterdir()} == {"index.faiss", IVFDATA_FILE, "chunks.parquet", "manifest.json"}
     assert disk.manifest.files["ivfdata"] == IVFDATA_FILE and disk.manifest.index.params["on_disk"]
+    assert "refine" not in disk.manifest.files  # ivf has no refine store
     assert memory.manifest.fingerprint != disk.manifest.fingerprint
     query = "child with fever"
     got = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
     assert got[0] == got[1] and got[0][0].startswith("n")
+    pq_common = [*common[:-3], "index=ivfpq", "index.nlist=4", "index.nprobe=4", "index.pq_m=8", "index.pq_nbits=4", "index.k_factor=8"]
+    refined = [build_index(load_build_config([*pq_common, f"name=pq{i}", *extra]))
+               for i, extra in enumerate([[], ["index.on_disk=true"]])]
+    assert {"refine.sq8.npy", "refine.sq8.faiss"} <= {p.name for p in refined[1].path.iterdir()}
+    assert refined[1].manifest.files["refine"] == "refine.sq8.npy"
+    hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in refined]
+    assert set(hits[0]) == set(hits[1])
     (disk.path / IVFDATA_FILE).unlink()
     with pytest.raises(BioragError, match=r"on-disk index without its index.ivfdata"):
         open_retriever(disk.path, "dense")

@@ -5,7 +5,8 @@ In memory (the default) the trained index takes every shard's vectors in turn. W
 saved once; each shard goes into a copy of it saved as its own small index (the unit of
 resumption: a killed build keeps the shards it finished); then `faiss.contrib.ondisk.merge_ondisk`
 merges their inverted lists, read memory-mapped, into one `index.ivfdata` beside
-`index.faiss`. Memory stays bounded by the training sample and one shard, whatever the corpus
+`index.faiss`; ivfpq's sq8 refine codes go to a memory-mapped matrix beside them
+(`biorag.indexing.refine`). Memory stays bounded by the training sample and one shard, whatever the corpus
 size, and a search maps the lists (`index.open_faiss`) instead of reading them into RAM.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from biorag import progress
 from biorag.errors import BioragError
 from biorag.indexing.index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
+from biorag.indexing.refine import REFINE_QUANTIZER_FILE, new_quantizer, write_codes
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +72,18 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
 
     work_dir.mkdir(parents=True, exist_ok=True)
     trained_path = work_dir / TRAINED_FILE
+    refine = cfg.type == "ivfpq" and cfg.refine == "sq8"  # the codes go on disk (biorag.indexing.refine)
     if not trained_path.exists():  # trained once; a resumed build reuses it
-        index = new_index(cfg, dim, n)
-        index.train(training_sample(cfg, vector_files, n))
+        index = new_index(replace(cfg, refine="none"), dim, n)
+        sample = training_sample(cfg, vector_files, n)
+        index.train(sample)
+        if refine:  # trained on the same sample as IndexRefine trains its sq8
+            quantizer = new_quantizer(dim)
+            quantizer.train(sample)
+            _write_atomic(quantizer, work_dir / REFINE_QUANTIZER_FILE)
         _write_atomic(index, trained_path)
+    if refine:
+        write_codes(faiss.read_index(str(work_dir / REFINE_QUANTIZER_FILE)), list(vector_files), n, out_dir)
     shard_files, offset = [], 0
     with progress.bar("adding to on-disk lists", total=n) as bar:
         for shard_no, path in enumerate(vector_files):

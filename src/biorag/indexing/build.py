@@ -57,6 +57,7 @@ from biorag.indexing.manifest import (
     index_root,
     is_index,
 )
+from biorag.indexing.refine import REFINE_CODES_FILE
 from biorag.types import Chunk, Document, titled
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,8 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         shard_size=cfg.shard_size,
         versions=library_versions(),
         files={"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None,
-               **({"ivfdata": IVFDATA_FILE} if cfg.index.on_disk else {})},
+               **({"ivfdata": IVFDATA_FILE} if cfg.index.on_disk else {}),
+               **({"refine": REFINE_CODES_FILE} if cfg.index.on_disk and cfg.index.type == "ivfpq" and cfg.index.refine == "sq8" else {})},
     )
     manifest.write(partial)
     shutil.rmtree(partial / SHARDS_DIR)

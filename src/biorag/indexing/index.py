@@ -26,6 +26,7 @@ from biorag.indexing.manifest import (
     IndexManifest,
     resolve_index_path,
 )
+from biorag.indexing.refine import REFINE_CODES_FILE, DiskRefined
 from biorag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,9 @@ class IndexConfig:
     k_factor: int = 8  # ivfpq with refine: shortlist k_factor * k candidates to re-rank
     seed: int = 0
     use_gpu: str = "auto"  # auto: GPU when faiss sees one | true | false
-    # ivf, ivfpq (refine none): inverted lists merged on disk (index.ivfdata) and memory-mapped
-    # at search, so neither the build nor a search holds them in RAM (biorag.indexing.assemble)
+    # ivf, ivfpq (refine sq8 or none): inverted lists merged on disk (index.ivfdata) and the sq8
+    # refine codes in refine.sq8.npy, both memory-mapped at search, so neither the build nor a
+    # search holds them in RAM (biorag.indexing.assemble, biorag.indexing.refine)
     on_disk: bool = False
     bm25: bool = True  # also build a BM25 index (bm25s) for bm25 and hybrid retrieval
     description: str = ""
@@ -72,9 +74,9 @@ class IndexConfig:
                 raise ConfigError(f"index.{key} must be at least 1, not {getattr(self, key)}")
         if self.on_disk and self.type not in ("ivf", "ivfpq"):
             raise ConfigError(f"index.on_disk needs an IVF index (ivf or ivfpq), not {self.type}")
-        if self.on_disk and self.type == "ivfpq" and self.refine != "none":
-            raise ConfigError(f"index.on_disk: ivfpq's refine store ({self.refine}) would be held in RAM; "
-                              "set index.refine=none, or use index.type=ivf")
+        if self.on_disk and self.type == "ivfpq" and self.refine == "flat":
+            raise ConfigError("index.on_disk keeps ivfpq's refine codes on disk in 8 bits: set "
+                              "index.refine=sq8 (or none)")
         if self.nlist is not None and self.nlist < 1:
             raise ConfigError(f"index.nlist must be at least 1 (or null: 4*sqrt(n)), not {self.nlist}")
 
@@ -189,6 +191,9 @@ def to_cpu(index: Any) -> Any:
 def set_search_params(index: Any, cfg: IndexConfig) -> None:
     import faiss
 
+    if isinstance(index, DiskRefined):
+        index.k_factor = cfg.k_factor
+        index = index.base
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = cfg.ef_search
     if isinstance(index, faiss.IndexRefine):
@@ -222,16 +227,19 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def open_faiss(path: Path, on_disk: bool) -> Any:
+def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     """Read `index.faiss`; an on-disk index maps `index.ivfdata` from the same folder (the
-    folder may have been renamed since the build) rather than reading its lists."""
+    folder may have been renamed since the build) rather than reading its lists, and with
+    `refine` (ivfpq, sq8) re-ranks with the codes in `refine.sq8.npy` (`DiskRefined`)."""
     import faiss
 
     if not on_disk:
         return faiss.read_index(str(path))
-    if not (path.parent / IVFDATA_FILE).exists():
-        raise BioragError(f"{path.parent}: an on-disk index without its {IVFDATA_FILE}; rebuild with --force")
-    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    for needed in (IVFDATA_FILE, *([REFINE_CODES_FILE] if refine else [])):
+        if not (path.parent / needed).exists():
+            raise BioragError(f"{path.parent}: an on-disk index without its {needed}; rebuild with --force")
+    index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    return DiskRefined(index, path.parent) if refine else index
 
 
 class BioragIndex:
@@ -244,7 +252,6 @@ class BioragIndex:
         use_gpu: str = "auto",
         search: SearchSettings | None = None,
     ) -> None:
-
         self.path = Path(path)
         self.manifest = IndexManifest.read(self.path)
         self.config = IndexConfig(
@@ -258,7 +265,8 @@ class BioragIndex:
         for key, value in (search or SearchSettings()).given().items():
             setattr(self.config, key, value)
         self.config.use_gpu = use_gpu
-        index = open_faiss(self.path / INDEX_FILE, self.config.on_disk)
+        index = open_faiss(self.path / INDEX_FILE, self.config.on_disk,
+                           refine=self.config.type == "ivfpq" and self.config.refine == "sq8")
         set_search_params(index, self.config)
         self.faiss = to_gpu(index) if want_gpu(self.config) else index
         if self.manifest.index.type != "hnsw":
