@@ -26,9 +26,12 @@ def build(
     Streams the corpus, chunks it, embeds the chunks in shards and writes
     indexes/NAME/ (index.faiss, chunks.parquet, bm25/, manifest.json). A killed build
     started again with the same command resumes from its last finished shard; an unchanged
-    build is a no-op.
+    build is a no-op. With index.on_disk=true (index=ivf or ivfpq) the inverted lists
+    (index.ivfdata) and ivfpq's sq8 re-ranking codes (refine.sq8.npy) stay on disk and are
+    memory-mapped at search, for corpora larger than RAM.
 
-    Example: biorag index build corpus=hpo name=hpo-minilm
+    Examples: biorag index build corpus=hpo name=hpo-minilm
+              biorag index build corpus=icd10cm index=ivfpq index.on_disk=true
     """
     from biorag.cli.console import console
     from biorag.config import to_yaml

@@ -7,8 +7,9 @@ statistics, which would copy texts into the footer) and keeps the last few decod
 returning k hits reads at most k groups. Whole columns — the ids behind
 `row_of`, the document ids, `chunk_texts` — are read only when asked for, one column at a time,
 and kept. Reads take a lock: one store may be shared by threads. Groups are read with plain reads, not memory-mapped, so the resident set
-holds the decoded groups only (`benchmarks/chunk_store.py`, 1M chunks: +13 MB to open, +108
-MB after 1,000 random hits, 3 ms a hit; reading the whole table, as before: 2.2 s, +1.3 GB).
+holds the decoded groups only (`benchmarks/chunk_store.py`, 1M chunks: 0.015 s and +13 MB to
+open, +102 MB after 1,000 random hits, about 1 ms a hit; the whole table, as before: 0.9 s,
++1.1 GB).
 The cache is bounded in rows (64 groups of `ROW_GROUP_ROWS`), so an index built before groups
 were this small, with shard-sized groups, keeps fewer of them.
 """
