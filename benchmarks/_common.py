@@ -58,6 +58,11 @@ def _proc_status_mb(field: str) -> float | None:
     return None
 
 
+def rss_mb() -> float | None:
+    """The resident set size now, MiB (Linux; None elsewhere)."""
+    return _proc_status_mb("VmRSS")
+
+
 def reset_peak_rss() -> float:
     """Start measuring a new peak from now (Linux: /proc/self/clear_refs, so a part of the
     run gets its own peak rather than the process's, model loading included); returns the
@@ -67,7 +72,7 @@ def reset_peak_rss() -> float:
             f.write("5")
     except OSError:
         pass
-    now = _proc_status_mb("VmRSS")
+    now = rss_mb()
     return now if now is not None else peak_rss_mb()
 
 

@@ -20,12 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import emit, machine_line, run_child, table
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+from _common import emit, machine_line, rss_mb, run_child, table
 
 
 def write(path: Path, n: int) -> None:
@@ -54,7 +49,7 @@ def write(path: Path, n: int) -> None:
 def child(mode: str, path: Path, n: int) -> None:
     import pyarrow.parquet as pq
 
-    before = _rss_mb()
+    before = rss_mb()
     start = time.perf_counter()
     if mode == "lazy":
         from biorag.indexing.chunkstore import ChunkStore
@@ -63,12 +58,12 @@ def child(mode: str, path: Path, n: int) -> None:
     else:
         text = pq.read_table(path, memory_map=True).column("text")
         get = lambda row: text[row].as_py()  # noqa: E731
-    opened, at_open = time.perf_counter() - start, _rss_mb()
+    opened, at_open = time.perf_counter() - start, rss_mb()
     rows = random.Random(0).sample(range(n), 1000)
     start = time.perf_counter()
     for row in rows:
         get(row)
-    emit({"open_s": round(opened, 3), "open_mb": round(at_open - before), "after_mb": round(_rss_mb() - before),
+    emit({"open_s": round(opened, 3), "open_mb": round(at_open - before), "after_mb": round(rss_mb() - before),
           "query_ms": round((time.perf_counter() - start) / 100 * 1000, 2)})
 
 

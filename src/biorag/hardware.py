@@ -44,6 +44,14 @@ def mps_available() -> bool:
         return False
 
 
+def require_mps(owner: str) -> None:
+    """Refuse an explicit `device: mps` where torch reports no MPS device."""
+    if not mps_available():
+        from biorag.errors import BioragError
+
+        raise BioragError(f"{owner}device mps asked for, but torch reports no Apple MPS device")
+
+
 def cpu_bf16() -> bool:
     """Whether `dtype: auto` means bf16 on this CPU (inference; autocast for training)."""
     if os.environ.get("BIORAG_CPU_BF16", "1").strip().lower() in ("0", "false", "no", "off"):

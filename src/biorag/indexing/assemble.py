@@ -25,7 +25,7 @@ from biorag import progress
 from biorag.errors import BioragError
 from biorag.indexing.index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
-from biorag.indexing.refine import REFINE_QUANTIZER_FILE, new_quantizer, write_codes
+from biorag.indexing.refine import REFINE_QUANTIZER_FILE, CodeWriter, new_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,24 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
 
     work_dir.mkdir(parents=True, exist_ok=True)
     trained_path = work_dir / TRAINED_FILE
-    refine = cfg.type == "ivfpq" and cfg.refine == "sq8"  # the codes go on disk (biorag.indexing.refine)
     if not trained_path.exists():  # trained once; a resumed build reuses it
         index = new_index(replace(cfg, refine="none"), dim, n)
         sample = training_sample(cfg, vector_files, n)
         index.train(sample)
-        if refine:  # trained on the same sample as IndexRefine trains its sq8
+        if cfg.disk_refine:  # trained on the same sample as IndexRefine trains its sq8
             quantizer = new_quantizer(dim)
             quantizer.train(sample)
             _write_atomic(quantizer, work_dir / REFINE_QUANTIZER_FILE)
         _write_atomic(index, trained_path)
-    if refine:
-        write_codes(faiss.read_index(str(work_dir / REFINE_QUANTIZER_FILE)), list(vector_files), n, out_dir)
+    # the refine codes are rewritten whole, the shards' lists only where a shard is missing
+    codes = CodeWriter(work_dir / REFINE_QUANTIZER_FILE, n, out_dir) if cfg.disk_refine else None
     shard_files, offset = [], 0
     with progress.bar("adding to on-disk lists", total=n) as bar:
         for shard_no, path in enumerate(vector_files):
-            vectors = np.load(path, mmap_mode="r")
+            vectors = np.load(path, mmap_mode="r")  # mapped: read only where codes or lists need it
             target = work_dir / f"{shard_no:05d}.faiss"
+            if codes is not None:
+                codes.add(offset, np.ascontiguousarray(vectors, dtype=np.float32))
             if not target.exists():
                 shard = faiss.read_index(str(trained_path))
                 shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
@@ -97,6 +98,8 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
             shard_files.append(str(target))
             offset += len(vectors)
             bar.advance(len(vectors))
+    if codes is not None:
+        codes.close()
     ivfdata = out_dir / IVFDATA_FILE
     ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
     merged = faiss.read_index(str(trained_path))

@@ -293,7 +293,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         versions=library_versions(),
         files={"index": INDEX_FILE, "chunks": CHUNKS_FILE, "bm25": BM25_DIR if cfg.index.bm25 else None,
                **({"ivfdata": IVFDATA_FILE} if cfg.index.on_disk else {}),
-               **({"refine": REFINE_CODES_FILE} if cfg.index.on_disk and cfg.index.type == "ivfpq" and cfg.index.refine == "sq8" else {})},
+               **({"refine": REFINE_CODES_FILE} if cfg.index.disk_refine else {})},
     )
     manifest.write(partial)
     shutil.rmtree(partial / SHARDS_DIR)

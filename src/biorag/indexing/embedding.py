@@ -108,10 +108,10 @@ def pick_device(requested: str = "auto") -> str:
     """auto: CUDA, else Apple's MPS where torch reports it, else the CPU."""
     import torch
 
-    from biorag.hardware import mps_available
+    from biorag.hardware import mps_available, require_mps
 
-    if requested == "mps" and not mps_available():
-        raise BioragError("device mps asked for, but torch reports no Apple MPS device")
+    if requested == "mps":
+        require_mps("")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():

@@ -80,6 +80,11 @@ class IndexConfig:
         if self.nlist is not None and self.nlist < 1:
             raise ConfigError(f"index.nlist must be at least 1 (or null: 4*sqrt(n)), not {self.nlist}")
 
+    @property
+    def disk_refine(self) -> bool:
+        """Whether ivfpq's sq8 re-ranking codes live on disk (`biorag.indexing.refine`)."""
+        return self.on_disk and self.type == "ivfpq" and self.refine == "sq8"
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -265,8 +270,7 @@ class BioragIndex:
         for key, value in (search or SearchSettings()).given().items():
             setattr(self.config, key, value)
         self.config.use_gpu = use_gpu
-        index = open_faiss(self.path / INDEX_FILE, self.config.on_disk,
-                           refine=self.config.type == "ivfpq" and self.config.refine == "sq8")
+        index = open_faiss(self.path / INDEX_FILE, self.config.on_disk, refine=self.config.disk_refine)
         set_search_params(index, self.config)
         self.faiss = to_gpu(index) if want_gpu(self.config) else index
         if self.manifest.index.type != "hnsw":

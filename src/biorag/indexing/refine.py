@@ -26,22 +26,30 @@ def new_quantizer(dim: int) -> Any:
     return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
 
 
-def write_codes(quantizer: Any, vector_files: list[Path], n: int, out_dir: Path) -> None:
-    """The trained quantiser and every vector's sq8 code, shard by shard (one shard in RAM)."""
-    import faiss
+class CodeWriter:
+    """Every vector's sq8 code, written into `refine.sq8.npy` shard by shard as the build adds
+    the shards to its lists (one pass over the vectors); the file and the trained quantiser
+    beside it appear only on `close`."""
 
-    tmp = out_dir / (REFINE_CODES_FILE + ".tmp")
-    codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, quantizer.sa_code_size()))
-    offset = 0
-    for path in vector_files:
-        vectors = np.ascontiguousarray(np.load(path, mmap_mode="r"), dtype=np.float32)
-        codes[offset : offset + len(vectors)] = quantizer.sa_encode(vectors)
-        offset += len(vectors)
-    codes.flush()
-    del codes
-    os.replace(tmp, out_dir / REFINE_CODES_FILE)
-    faiss.write_index(quantizer, str(out_dir / (REFINE_QUANTIZER_FILE + ".tmp")))
-    os.replace(out_dir / (REFINE_QUANTIZER_FILE + ".tmp"), out_dir / REFINE_QUANTIZER_FILE)
+    def __init__(self, quantizer_path: Path, n: int, out_dir: Path) -> None:
+        import faiss
+
+        self.quantizer, self.out_dir = faiss.read_index(str(quantizer_path)), out_dir
+        self._tmp = out_dir / (REFINE_CODES_FILE + ".tmp")
+        self.codes = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.uint8,
+                                               shape=(n, self.quantizer.sa_code_size()))
+
+    def add(self, offset: int, vectors: np.ndarray) -> None:
+        self.codes[offset : offset + len(vectors)] = self.quantizer.sa_encode(vectors)
+
+    def close(self) -> None:
+        import faiss
+
+        self.codes.flush()
+        del self.codes
+        os.replace(self._tmp, self.out_dir / REFINE_CODES_FILE)
+        faiss.write_index(self.quantizer, str(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp")))
+        os.replace(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp"), self.out_dir / REFINE_QUANTIZER_FILE)
 
 
 class DiskRefined:

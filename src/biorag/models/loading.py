@@ -79,7 +79,7 @@ def resolve_device(cfg: ModelConfig) -> str:
     where torch reports it (`biorag.hardware.mps_available`), else the CPU."""
     import torch
 
-    from biorag.hardware import mps_available
+    from biorag.hardware import mps_available, require_mps
 
     if cfg.device == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
@@ -87,10 +87,8 @@ def resolve_device(cfg: ModelConfig) -> str:
         raise BioragError(
             f"model '{cfg.name}': device {cfg.device} asked for, but torch sees no GPU"
         )
-    if cfg.device == "mps" and not mps_available():
-        raise BioragError(
-            f"model '{cfg.name}': device mps asked for, but torch reports no Apple MPS device"
-        )
+    if cfg.device == "mps":
+        require_mps(f"model '{cfg.name}': ")
     return cfg.device
 
 
