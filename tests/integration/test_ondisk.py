@@ -179,3 +179,41 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
     (disk.path / IVFDATA_FILE).unlink()
     with pytest.raises(BioragError, match=r"on-disk index without its index.ivfdata"):
         open_retriever(disk.path, "dense")
+
+
+def test_killing_an_on_disk_build_mid_merge_and_rerunning_ends_with_the_same_index(tmp_path: Path) -> None:
+    """A real SIGKILL while the lists merge (a torn index.ivfdata left behind): the same command
+    again resumes from the added shards and ends with the index a clean build writes."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "notes.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"n{i}", "title": f"note {i}", "text": f"Patient {i} has fever."})
+                              + "\n" for i in range(100)))
+    common = ["corpus=sample", f"corpus.path={corpus}", "index.bm25=false", "shard_size=40", "index=ivfpq",
+              "index.nlist=4", "index.nprobe=4", "index.pq_m=8", "index.pq_nbits=4", "index.on_disk=true"]
+    script = f"""
+import os, signal
+from pathlib import Path
+import faiss.contrib.ondisk as ondisk
+
+def killed(trained, shards, ivfdata, *args, **kw):
+    Path(ivfdata).write_bytes(b"\\0" * 4096)  # part of the lists written, then the process dies
+    os.kill(os.getpid(), signal.SIGKILL)
+
+ondisk.merge_ondisk = killed
+from biorag.indexing.build import build_index, load_build_config
+build_index(load_build_config({[*common, "name=killed"]!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    root = Path(os.environ["BIORAG_INDEX_DIR"])
+    assert (root / ".killed.partial" / IVFDATA_FILE).stat().st_size == 4096 and not (root / "killed").exists()
+    resumed = build_index(load_build_config([*common, "name=killed"]))
+    clean = build_index(load_build_config([*common, "name=clean"]))
+    assert resumed.resumed_shards == 3
+    for name in (IVFDATA_FILE, "refine.sq8.npy", "chunks.parquet"):
+        assert (resumed.path / name).read_bytes() == (clean.path / name).read_bytes(), name
+    hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve("fever in patient 7", 5)]
+            for r in (resumed, clean)]
+    assert hits[0] == hits[1]

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from biorag.errors import BioragError
-from biorag.indexing import build
+from biorag.indexing import shards
 from biorag.indexing.chunkstore import ROW_GROUP_ROWS, ChunkStore
 from biorag.types import Chunk
 
@@ -25,7 +25,7 @@ def _chunks(n: int, prefix: str = "c") -> list[Chunk]:
 def store_file(tmp_path: Path) -> tuple[Path, list[Chunk]]:
     chunks = _chunks(1000)
     path = tmp_path / "chunks.parquet"
-    pq.write_table(build._chunk_table(chunks), path, row_group_size=64)
+    pq.write_table(shards.chunk_table(chunks), path, row_group_size=64)
     return path, chunks
 
 
@@ -96,7 +96,7 @@ def test_threads_may_share_a_store(store_file) -> None:
 
 def test_the_cache_is_bounded_in_rows_even_for_an_old_store_of_large_groups(tmp_path: Path) -> None:
     path = tmp_path / "chunks.parquet"
-    pq.write_table(build._chunk_table(_chunks(1000)), path, row_group_size=400)  # groups 400, 400, 200
+    pq.write_table(shards.chunk_table(_chunks(1000)), path, row_group_size=400)  # groups 400, 400, 200
     store = ChunkStore(path, cached_rows=500)
     for row in (0, 450, 950):
         store.chunk(row)
@@ -112,7 +112,7 @@ def test_a_bad_store_is_refused_by_name(tmp_path: Path) -> None:
     bad.write_bytes(b"not parquet at all")
     with pytest.raises(BioragError, match=r"chunks\.parquet: not a readable chunk store"):
         ChunkStore(bad)
-    table = build._chunk_table(_chunks(5)).drop(["title", "ordinal"])
+    table = shards.chunk_table(_chunks(5)).drop(["title", "ordinal"])
     pq.write_table(table, bad)
     with pytest.raises(BioragError, match=r"lacks column.*title, ordinal"):
         ChunkStore(bad)
@@ -122,15 +122,15 @@ def test_merged_store_is_written_in_small_row_groups(tmp_path: Path) -> None:
     """However large the shards, the merged store's row groups stay at ROW_GROUP_ROWS, so a
     lazy read never decodes more than that many chunks."""
     partial = tmp_path / ".x.partial"
-    (partial / build.SHARDS_DIR).mkdir(parents=True)
-    shards = [_chunks(5000, "a"), _chunks(3000, "b")]
-    for shard_no, chunks in enumerate(shards):
-        pq.write_table(build._chunk_table(chunks), build._shard_paths(partial, shard_no)[0])
-    build._merge_chunk_shards(partial, len(shards))
+    (partial / shards.SHARDS_DIR).mkdir(parents=True)
+    parts = [_chunks(5000, "a"), _chunks(3000, "b")]
+    for shard_no, chunks in enumerate(parts):
+        pq.write_table(shards.chunk_table(chunks), shards.shard_paths(partial, shard_no)[0])
+    shards.merge_chunk_shards(partial, len(parts))
     store = ChunkStore(partial / "chunks.parquet")
     meta = pq.ParquetFile(partial / "chunks.parquet").metadata
     sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     assert max(sizes) == ROW_GROUP_ROWS and sum(sizes) == 8000
-    flat = shards[0] + shards[1]
+    flat = parts[0] + parts[1]
     for row in np.random.default_rng(0).integers(0, 8000, 50):
         assert store.chunk(int(row)) == flat[row]

@@ -28,10 +28,16 @@ def build(
     started again with the same command resumes from its last finished shard; an unchanged
     build is a no-op. With index.on_disk=true (index=ivf or ivfpq) the inverted lists
     (index.ivfdata) and ivfpq's sq8 re-ranking codes (refine.sq8.npy) stay on disk and are
-    memory-mapped at search, for corpora larger than RAM.
+    memory-mapped at search, for corpora larger than RAM. With vectors.path=FOLDER the
+    passage vectors are read, not computed: NCBI's MedCPT PubMed embeddings
+    (embeds_chunk_N.npy, pmids_chunk_N.json, pubmed_chunk_N.json), X.npy with X.jsonl
+    (id, title, text) beside it, or Parquet with a vector column; a sample of rows is
+    re-encoded with the embedder and compared first (vectors.verify).
 
     Examples: biorag index build corpus=hpo name=hpo-minilm
               biorag index build corpus=icd10cm index=ivfpq index.on_disk=true
+              biorag index build corpus=pubmed embedder=medcpt vectors.path=/data/medcpt
+                  index=ivfpq index.on_disk=true
     """
     from biorag.cli.console import console
     from biorag.config import to_yaml

@@ -35,7 +35,6 @@ from biorag.hardware import release_freed_memory
 from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
-from biorag.indexing.chunkstore import ROW_GROUP_ROWS
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
 from biorag.indexing.index import (
     SEARCH_SETTINGS,
@@ -57,13 +56,14 @@ from biorag.indexing.manifest import (
     index_root,
     is_index,
 )
+from biorag.indexing.precomputed import PrecomputedVectors, VectorsConfig
 from biorag.indexing.refine import REFINE_CODES_FILE
+from biorag.indexing.shards import SHARDS_DIR, batched, merge_chunk_shards, shard_paths, write_shard
 from biorag.types import Chunk, Document, titled
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "build-state.json"
-SHARDS_DIR = "shards"
 # search-time settings: changing them does not change what is built
 _SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description")
 
@@ -79,6 +79,9 @@ class BuildConfig:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    # passage vectors computed elsewhere (MedCPT's PubMed embeddings, .npy, Parquet), read
+    # instead of embedding the corpus; `corpus` then only names the index's corpus
+    vectors: VectorsConfig = field(default_factory=VectorsConfig)
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
@@ -136,6 +139,8 @@ def build_fingerprint(cfg: BuildConfig, source_fingerprint: str) -> str:
         "index": {k: v for k, v in asdict(cfg.index).items() if k not in _SEARCH_ONLY and (k != "on_disk" or v)},
         "shard_size": cfg.shard_size,
     }
+    if cfg.vectors.path:  # entered only when set, so embedded builds' fingerprints are unchanged
+        payload["vectors"] = {k: v for k, v in asdict(cfg.vectors).items() if k not in ("verify", "min_cosine")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
@@ -157,7 +162,7 @@ def build_index(
     final = root / name
     if final.exists() or final.is_symlink():
         guard_target(final, MANIFEST_FILE, "index")  # before any work: never a user's folder
-    reader = open_corpus(cfg.corpus)
+    reader = PrecomputedVectors(cfg.vectors) if cfg.vectors.path else open_corpus(cfg.corpus)
     source_fingerprint = reader.source_fingerprint()
     fingerprint = build_fingerprint(cfg, source_fingerprint)
     with artifact_lock(final, "index"):
@@ -204,32 +209,29 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     resumed = state["shards_done"]
 
     embedder = load_embedder(cfg.embedder, state.get("embedder_backend"))  # resumed: as before
-    splitter = make_splitter(cfg.chunking, embedder.token_ids)
-    content_hash = hashlib.sha256()
-    docs = _hashing(iter(reader), content_hash)
-    chunks = chunk_documents(docs, splitter)
+    precomputed = isinstance(reader, PrecomputedVectors)
+    docs_hash = hashlib.sha256()
+    if precomputed:  # the vectors exist: check them against the embedder before writing any
+        reader.check(embedder)
+        if "verified" not in state:
+            state["verified"] = reader.verify(embedder, cfg.chunking.include_title)
 
     embed_started = time.perf_counter()
     n_chunks = 0
-    with progress.bar(f"embedding {name}", total=None) as bar:
-        for shard_no, shard in enumerate(_batched(chunks, cfg.shard_size)):
-            n_chunks += len(shard)
-            if shard_no < state["shards_done"]:
-                bar.advance(len(shard))
+    what = "reading vectors of" if precomputed else "embedding"
+    with progress.bar(f"{what} {name}", total=reader.rows if precomputed else None) as bar:
+        if precomputed:
+            source = reader.shards(cfg.shard_size, state["shards_done"], embedder.cfg.normalize, bar)
+        else:
+            chunks = chunk_documents(_hashing(iter(reader), docs_hash),
+                                     make_splitter(cfg.chunking, embedder.token_ids))
+            source = _embedded_shards(cfg, embedder, chunks, state["shards_done"], bar)
+        for shard_no, (count, shard, vectors) in enumerate(source):
+            n_chunks += count
+            if shard is None:  # written by an earlier run
                 continue
-            texts = embedder.passage_inputs(shard, cfg.chunking.include_title)
-            # longest first across the whole shard, as sentence-transformers sorts within
-            # one encode call: batches of like lengths pad least
-            order = np.argsort([-(len(t) if isinstance(t, str) else sum(map(len, t))) for t in texts],
-                               kind="stable").tolist()
-            step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
-            vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
-            for start in range(0, len(order), step):
-                rows = order[start : start + step]
-                vectors[rows] = embedder.embed_passages([texts[i] for i in rows])
-                bar.advance(len(rows))
-            _write_shard(partial, shard_no, shard, vectors)
-            del texts, vectors
+            write_shard(partial, shard_no, shard, vectors)
+            del shard, vectors
             release_freed_memory()
             state["shards_done"] = shard_no + 1
             state["embedder_backend"] = embedder.backend_label
@@ -237,6 +239,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
             write_json(partial / STATE_FILE, state)
             if on_shard_done is not None:
                 on_shard_done(shard_no)
+    content_hash = source_fingerprint if precomputed else docs_hash.hexdigest()[:16]
     embed_seconds = time.perf_counter() - embed_started
     n_shards = state["shards_done"]
     if n_chunks == 0:
@@ -245,13 +248,13 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         )
 
     gpu = want_gpu(cfg.index)
-    index = assemble_faiss(cfg.index, [_shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
+    index = assemble_faiss(cfg.index, [shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
                            embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf")
     import faiss
 
     faiss.write_index(to_cpu(index), str(partial / f"{INDEX_FILE}.tmp"))
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
-    _merge_chunk_shards(partial, n_shards)
+    merge_chunk_shards(partial, n_shards)
     if cfg.index.bm25:
         build_bm25(partial / CHUNKS_FILE, partial / BM25_DIR, cfg.chunking.include_title)
 
@@ -261,14 +264,15 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         corpus=CorpusRecord(
             name=cfg.corpus.name,
-            loader=cfg.corpus.loader,
-            config=asdict(cfg.corpus),
+            loader=f"precomputed:{reader.format}" if precomputed else cfg.corpus.loader,
+            config=asdict(cfg.vectors) if precomputed else asdict(cfg.corpus),
             source_fingerprint=source_fingerprint,
-            content_hash=content_hash.hexdigest()[:16],
+            content_hash=content_hash,
             stats=asdict(reader.stats),
         ),
         chunking=asdict(cfg.chunking),
-        embedder=embedder.identity(),
+        embedder={**embedder.identity(),  # the passages' origin, beside the query side's identity
+                  **({"vectors": {**reader.record(), "verified": state["verified"]}} if precomputed else {})},
         index=FaissRecord(
             type=cfg.index.type,
             params=asdict(cfg.index),
@@ -303,69 +307,33 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
 
 
+def _embedded_shards(cfg: BuildConfig, embedder: Any, chunks: Iterator[Chunk], skip: int,
+                     bar: Any) -> Iterator[tuple[int, list[Chunk] | None, np.ndarray | None]]:
+    """(rows, chunks, vectors) per shard; the first `skip` (written before) as (rows, None, None)."""
+    for shard_no, shard in enumerate(batched(chunks, cfg.shard_size)):
+        if shard_no < skip:
+            bar.advance(len(shard))
+            yield len(shard), None, None
+            continue
+        texts = embedder.passage_inputs(shard, cfg.chunking.include_title)
+        # longest first across the whole shard, as sentence-transformers sorts within
+        # one encode call: batches of like lengths pad least
+        order = np.argsort([-(len(t) if isinstance(t, str) else sum(map(len, t))) for t in texts],
+                           kind="stable").tolist()
+        step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
+        vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            vectors[rows] = embedder.embed_passages([texts[i] for i in rows])
+            bar.advance(len(rows))
+        del texts
+        yield len(shard), shard, vectors
+
+
 def _hashing(docs: Iterator[Document], h: Any) -> Iterator[Document]:
     for d in docs:
         h.update(f"{d.id}\0{d.title}\0{d.text}\0".encode())
         yield d
-
-
-def _batched(items: Iterator[Chunk], size: int) -> Iterator[list[Chunk]]:
-    batch: list[Chunk] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _shard_paths(partial: Path, shard_no: int) -> tuple[Path, Path]:
-    base = partial / SHARDS_DIR / f"{shard_no:05d}"
-    return base.with_suffix(".parquet"), base.with_suffix(".npy")
-
-
-def _chunk_table(chunks: list[Chunk]) -> Any:
-    import pyarrow as pa
-
-    return pa.table(
-        {
-            "id": [c.id for c in chunks],
-            "doc_id": [c.doc_id for c in chunks],
-            "title": [c.title for c in chunks],
-            "text": [c.text for c in chunks],
-            "start": pa.array([c.start for c in chunks], pa.int64()),
-            "end": pa.array([c.end for c in chunks], pa.int64()),
-            "ordinal": pa.array([c.ordinal for c in chunks], pa.int32()),
-        }
-    )
-
-
-def _write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
-    import pyarrow.parquet as pq
-
-    table_path, vec_path = _shard_paths(partial, shard_no)
-    pq.write_table(_chunk_table(chunks), table_path.with_suffix(".parquet.tmp"))
-    with open(vec_path.with_suffix(".npy.tmp"), "wb") as f:
-        np.save(f, vectors)
-    os.replace(table_path.with_suffix(".parquet.tmp"), table_path)
-    os.replace(vec_path.with_suffix(".npy.tmp"), vec_path)
-
-
-def _merge_chunk_shards(partial: Path, n_shards: int) -> None:
-    import pyarrow.parquet as pq
-
-    tmp, writer = partial / f"{CHUNKS_FILE}.tmp", None
-    try:
-        for shard_no in range(n_shards):
-            table = pq.read_table(_shard_paths(partial, shard_no)[0])
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, write_statistics=False)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)  # the unit a search reads
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, partial / CHUNKS_FILE)
 
 
 def load_build_config(overrides: list[str] | None = None) -> BuildConfig:
