@@ -30,7 +30,7 @@ from biorag.atomic import (
     write_json,
 )
 from biorag.corpora import CorpusConfig, open_corpus
-from biorag.errors import BioragError, ConfigError
+from biorag.errors import BioragError, ConfigError, did_you_mean
 from biorag.hardware import release_freed_memory
 from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.bm25 import build_bm25
@@ -58,12 +58,20 @@ from biorag.indexing.manifest import (
 )
 from biorag.indexing.precomputed import PrecomputedVectors, VectorsConfig
 from biorag.indexing.refine import REFINE_CODES_FILE
-from biorag.indexing.shards import SHARDS_DIR, batched, merge_chunk_shards, shard_paths, write_shard
+from biorag.indexing.shards import (
+    SHARDS_DIR,
+    batched,
+    encode_groups,
+    merge_chunk_shards,
+    shard_paths,
+    write_shard,
+)
 from biorag.types import Chunk, Document, titled
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "build-state.json"
+ENGINES = ("local", "ray")
 # search-time settings: changing them does not change what is built
 _SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description")
 
@@ -82,8 +90,18 @@ class BuildConfig:
     # passage vectors computed elsewhere (MedCPT's PubMed embeddings, .npy, Parquet), read
     # instead of embedding the corpus; `corpus` then only names the index's corpus
     vectors: VectorsConfig = field(default_factory=VectorsConfig)
+    # local: embed in this process | ray: on Ray Data, an actor pool of the embedder
+    # (biorag.indexing.ray_engine); either writes the same shards, so neither enters the fingerprint
+    engine: str = "local"
+    ray_workers: int | None = None  # embedding actors; null: one per GPU, else one per 2 CPUs
+    ray_cpus: int | None = None  # CPUs of a local Ray (no RAY_ADDRESS); null: all
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError("engine: " + did_you_mean(self.engine, ENGINES, what="engine"))
+        for key in ("ray_workers", "ray_cpus"):
+            if (value := getattr(self, key)) is not None and value < 1:
+                raise ConfigError(f"{key} must be at least 1 (or null), not {value}")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be at least 1 chunk, not {self.shard_size}")
         if self.name is not None:
@@ -225,7 +243,12 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         else:
             chunks = chunk_documents(_hashing(iter(reader), docs_hash),
                                      make_splitter(cfg.chunking, embedder.token_ids))
-            source = _embedded_shards(cfg, embedder, chunks, state["shards_done"], bar)
+            if cfg.engine == "ray":
+                from biorag.indexing import ray_engine
+
+                source = ray_engine.embedded_shards(cfg, embedder, chunks, state["shards_done"], bar)
+            else:
+                source = _embedded_shards(cfg, embedder, chunks, state["shards_done"], bar)
         for shard_no, (count, shard, vectors) in enumerate(source):
             n_chunks += count
             if shard is None:  # written by an earlier run
@@ -272,6 +295,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         ),
         chunking=asdict(cfg.chunking),
         embedder={**embedder.identity(),  # the passages' origin, beside the query side's identity
+                  **({} if precomputed else {"engine": cfg.engine}),
                   **({"vectors": {**reader.record(), "verified": state["verified"]}} if precomputed else {})},
         index=FaissRecord(
             type=cfg.index.type,
@@ -316,14 +340,8 @@ def _embedded_shards(cfg: BuildConfig, embedder: Any, chunks: Iterator[Chunk], s
             yield len(shard), None, None
             continue
         texts = embedder.passage_inputs(shard, cfg.chunking.include_title)
-        # longest first across the whole shard, as sentence-transformers sorts within
-        # one encode call: batches of like lengths pad least
-        order = np.argsort([-(len(t) if isinstance(t, str) else sum(map(len, t))) for t in texts],
-                           kind="stable").tolist()
-        step = max(cfg.embedder.batch_size * 16, 256)  # advance the bar within a shard too
         vectors = np.empty((len(texts), embedder.dimension), dtype=np.float32)
-        for start in range(0, len(order), step):
-            rows = order[start : start + step]
+        for rows in encode_groups(texts, cfg.embedder.batch_size):
             vectors[rows] = embedder.embed_passages([texts[i] for i in rows])
             bar.advance(len(rows))
         del texts

@@ -169,13 +169,21 @@ def new_index(cfg: IndexConfig, dim: int, n_expected: int) -> Any:
 
 
 def to_gpu(index: Any) -> Any:
-    """Move an index to GPU 0 where faiss supports its type. HNSW and a refined IVF-PQ stay
-    on the CPU (faiss has no GPU version of either); `index.refine=none` puts IVF-PQ there."""
+    """Move an index to GPU 0, or shard it across all GPUs where faiss sees several, where
+    faiss supports its type. HNSW and a refined IVF-PQ stay on the CPU (faiss has no GPU
+    version of either); `index.refine=none` puts IVF-PQ there."""
     import faiss
 
     if isinstance(index, faiss.IndexHNSW | faiss.IndexRefine):
         return index
     try:
+        # each GPU holds 1/n of the vectors and searches merge the shards' hits; only a trained
+        # index (flat, or an opened IVF) is sharded: untrained, each shard would train its own lists
+        if gpu_count() > 1 and index.is_trained:
+            multi = faiss.GpuMultipleClonerOptions()
+            multi.shard = True
+            multi.useFloat16 = isinstance(index, faiss.IndexIVFPQ)
+            return faiss.index_cpu_to_all_gpus(index, co=multi)
         res = faiss.StandardGpuResources()
         co = faiss.GpuClonerOptions()
         co.useFloat16 = isinstance(index, faiss.IndexIVFPQ)  # PQ lookup tables fit in shared memory
@@ -190,7 +198,14 @@ def to_gpu(index: Any) -> Any:
 def to_cpu(index: Any) -> Any:
     import faiss
 
-    return faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+    if not isinstance(index, faiss.IndexShards):
+        return faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index
+    shards = faiss.index_gpu_to_cpu(index)  # sharded across GPUs (a flat index): one again, in id order
+    merged = faiss.IndexFlat(index.d, index.metric_type)
+    for i in range(shards.count()):
+        part = faiss.downcast_index(shards.at(i))
+        merged.add(part.reconstruct_n(0, part.ntotal))
+    return merged
 
 
 def set_search_params(index: Any, cfg: IndexConfig) -> None:

@@ -34,6 +34,16 @@ def batched(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def encode_groups(texts: list[Any], batch_size: int) -> list[list[int]]:
+    """Row numbers of a shard's texts in the groups one `embed_passages` call encodes: longest
+    first across the whole shard, as sentence-transformers sorts within one encode call, so
+    batches of like lengths pad least. Every engine encodes these groups, so their vectors agree."""
+    order = np.argsort([-(len(t) if isinstance(t, str) else sum(map(len, t))) for t in texts],
+                       kind="stable").tolist()
+    step = max(batch_size * 16, 256)  # a group a bar step: the bar advances within a shard too
+    return [order[start : start + step] for start in range(0, len(order), step)]
+
+
 def shard_paths(partial: Path, shard_no: int) -> tuple[Path, Path]:
     base = partial / SHARDS_DIR / f"{shard_no:05d}"
     return base.with_suffix(".parquet"), base.with_suffix(".npy")
