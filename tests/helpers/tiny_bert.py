@@ -11,8 +11,8 @@ from pathlib import Path
 WORDS = ["fever", "seizure", "seizures", "ataxia", "anaemia", "microcephaly", "pneumonia", "cough", "gait", "head", "blood", "pressure", "the", "a", "of", "is", "with", "and", "what", "which", "term", "patient", "note", "plan", "treat", "review", "presents", "asthma", "fracture", "migraine", "eczema", "sepsis", "raised", "temperature", "small"]
 
 
-def build_tiny_bert(path: Path, *, seed: int = 0, cross_encoder: bool = False) -> Path:
-    """Write a 2-layer, 32-wide BERT (and its tokenizer) to `path`; returns `path`."""
+def build_tiny_bert(path: Path, *, seed: int = 0, cross_encoder: bool = False, hidden_size: int = 32) -> Path:
+    """Write a 2-layer BERT, 32 wide unless told (and its tokenizer), to `path`; returns `path`."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
@@ -32,7 +32,7 @@ def build_tiny_bert(path: Path, *, seed: int = 0, cross_encoder: bool = False) -
     BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                       cls_token="[CLS]", mask_token="[MASK]").save_pretrained(path)
     # a wide initialisation: random scores that differ visibly between inputs
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512, num_labels=1, initializer_range=0.5)
     torch.manual_seed(seed)
     (BertForSequenceClassification if cross_encoder else BertModel)(cfg).save_pretrained(path)

@@ -95,7 +95,10 @@ def test_npy_jsonl_and_parquet_layouts_give_the_same_index(tmp_path: Path, embed
         assert hits[0].chunk.id == embedded["ids"][4] and hits[0].chunk.text == embedded["texts"][4]
 
 
-def test_resumed_precomputed_build_ends_with_the_same_index(tmp_path: Path, embedded: dict) -> None:
+def test_resumed_precomputed_build_ends_with_the_same_index(tmp_path: Path, embedded: dict, monkeypatch) -> None:
+    from biorag.indexing import precomputed
+
+    monkeypatch.setattr(precomputed, "_BLOCK", 7)  # files read in blocks that straddle shards
     _medcpt(tmp_path / "m", embedded)
     args = (f"vectors.path={tmp_path / 'm'}", "name=r")
 

@@ -185,11 +185,13 @@ class PrecomputedVectors:
         if self.format == "parquet":
             blocks = _parquet_blocks(part, self.cfg, start)
         else:
-            chunks = (_medcpt_chunks if self.format == "medcpt" else _npy_chunks)(part)
+            every = (_medcpt_chunks if self.format == "medcpt" else _npy_chunks)(part)
             matrix = np.load(part.vectors, mmap_mode="r")
-            blocks = ((chunks[a:a + _BLOCK], matrix[a:a + _BLOCK]) for a in range(start, part.rows, _BLOCK))
+            blocks = ((every[a:a + _BLOCK], matrix[a:a + _BLOCK]) for a in range(start, part.rows, _BLOCK))
         row = start
         for chunks, block in blocks:
+            if len(chunks) != len(block):  # the files' lengths were checked: this is a reader bug
+                raise BioragError(f"{part.vectors}: {len(chunks)} chunks read for {len(block)} vectors at row {row}")
             vectors = np.array(block, dtype=np.float32)
             bad = ~np.isfinite(vectors).all(axis=1)
             if bad.any():

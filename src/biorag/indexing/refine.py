@@ -34,19 +34,28 @@ class CodeWriter:
     def __init__(self, quantizer_path: Path, n: int, out_dir: Path) -> None:
         import faiss
 
-        self.quantizer, self.out_dir = faiss.read_index(str(quantizer_path)), out_dir
+        self.quantizer, self.out_dir, self.n = faiss.read_index(str(quantizer_path)), out_dir, n
         self._tmp = out_dir / (REFINE_CODES_FILE + ".tmp")
-        self.codes = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.uint8,
-                                               shape=(n, self.quantizer.sa_code_size()))
+        # plain writes, not a memory map: a map's written pages count in the build's resident
+        # set until written back (3 GB at 4M x 768-d), and the build's memory is to stay flat in N
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
+        np.lib.format.write_array_header_2_0(
+            self._file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                         "shape": (n, self.quantizer.sa_code_size())})
+        self._rows = 0
 
     def add(self, offset: int, vectors: np.ndarray) -> None:
-        self.codes[offset : offset + len(vectors)] = self.quantizer.sa_encode(vectors)
+        if offset != self._rows:
+            raise ValueError(f"refine codes are written in row order: row {self._rows} next, not {offset}")
+        self._file.write(self.quantizer.sa_encode(vectors).tobytes())
+        self._rows += len(vectors)
 
     def close(self) -> None:
         import faiss
 
-        self.codes.flush()
-        del self.codes
+        self._file.close()
+        if self._rows != self.n:
+            raise ValueError(f"{self._rows} refine codes written for {self.n} vectors")
         os.replace(self._tmp, self.out_dir / REFINE_CODES_FILE)
         faiss.write_index(self.quantizer, str(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp")))
         os.replace(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp"), self.out_dir / REFINE_QUANTIZER_FILE)
@@ -61,6 +70,7 @@ class DiskRefined:
         self.base, self.k_factor = base, k_factor
         self.quantizer = faiss.read_index(str(folder / REFINE_QUANTIZER_FILE))
         self.codes = np.load(folder / REFINE_CODES_FILE, mmap_mode="r")
+        _random_access(self.codes)
         self.d, self.ntotal = base.d, base.ntotal
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,3 +86,13 @@ class DiskRefined:
             top = np.argsort(-s, kind="stable")[:k]
             scores[i, : len(top)], rows[i, : len(top)] = s[top], ids[top]
         return scores, rows
+
+
+def _random_access(codes: np.memmap) -> None:
+    """Tell the kernel a search reads scattered rows: no read-ahead, so a query pulls in the
+    pages of its shortlist, not the megabytes after each of them."""
+    import mmap
+
+    handle = getattr(codes, "_mmap", None)
+    if handle is not None and hasattr(mmap, "MADV_RANDOM"):
+        handle.madvise(mmap.MADV_RANDOM)
