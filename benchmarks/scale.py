@@ -147,9 +147,9 @@ def _size_gb(path: Path) -> float:
 
 
 def rung(name: str, source: Path, n: int, embedder: list[str], q: np.ndarray, truth: np.ndarray, work: Path,
-         nprobe: int) -> dict:
+         nprobe: int, settings: list[str] = SETTINGS) -> dict:
     args = ["corpus=sample", f"corpus.name={name}", f"name={name}", f"root={work / 'indexes'}",
-            f"vectors.path={source}", *embedder, *SETTINGS]
+            f"vectors.path={source}", *embedder, *settings]
     built = run_child([__file__, "--child-build", json.dumps(args)], timeout=3 * 3600)
     np.save(work / "queries.npy", q)
     found = run_child([__file__, "--child-search", built["path"], str(work / "queries.npy"), str(nprobe)])
@@ -186,15 +186,10 @@ def real_rung(work: Path, real_index: str | None, nprobe: int) -> dict:
     q = vectors[np.random.default_rng(7).choice(len(vectors), QUERIES, replace=False)]
     truth = exact_neighbours(source, q)
     nlist = int(4 * math.sqrt(len(vectors)))
-    global SETTINGS
-    saved = SETTINGS
-    SETTINGS = [s for s in SETTINGS if not s.startswith(("index.nlist", "index.pq_m", "index.train_size",
-                                                         "vectors.verify"))] + [
-        f"index.nlist={nlist}", "index.pq_m=48", "index.train_size=50000", "vectors.verify=64"]
-    try:
-        row = rung("real-minilm", source, len(vectors), ["embedder=minilm"], q, truth, work, nprobe)
-    finally:
-        SETTINGS = saved
+    settings = [s for s in SETTINGS if not s.startswith(("index.nlist", "index.pq_m", "index.train_size",
+                                                         "vectors.verify"))]
+    settings += [f"index.nlist={nlist}", "index.pq_m=48", "index.train_size=50000", "vectors.verify=64"]
+    row = rung("real-minilm", source, len(vectors), ["embedder=minilm"], q, truth, work, nprobe, settings)
     shutil.rmtree(source)
     return row
 
