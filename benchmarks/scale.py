@@ -15,8 +15,9 @@ computed block by block from the same files. The real rung re-indexes the MiniLM
 built flat index (ICD-10-CM, built here with `biorag index build corpus=icd10cm` if none is
 given) the same way. Each cost is fitted as a*N^b over the synthetic rungs and projected to 24M.
 search RSS is the whole resident set after the searches; search_anon the part of it that is
-the process's own memory (RssAnon), the rest being pages of the mapped index files, which the
-kernel drops under memory pressure. engine=ray is timed against one process at the end.
+the process's own memory (RssAnon), the rest being pages of the memory-mapped inverted lists,
+which the kernel drops under memory pressure. The sq8 refine codes are read by id with pread,
+so they stay in the page cache, not in the resident set. engine=ray is timed against one process at the end.
 Page cache: the "cold" open is a fresh process; the files may still be in the OS page cache
 (dropping it needs root)."""
 

@@ -90,9 +90,9 @@ def test_on_disk_sq8_refine_reranks_as_faiss_index_refine_does(tmp_path: Path) -
     assert recall[1] > recall[0]  # the re-ranking is what lifts recall
 
 
-def _rss_mb() -> float:
+def _rss_mb(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
@@ -113,6 +113,42 @@ def test_a_memory_mapped_open_does_not_read_the_lists_into_ram(tmp_path: Path) -
     after_search = _rss_mb() - before
     assert at_open < 0.1 * lists_mb, (at_open, lists_mb)
     assert after_search < 0.25 * lists_mb, (after_search, lists_mb)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads resident memory from /proc")
+def test_refine_codes_are_read_by_id_and_do_not_grow_the_resident_set(tmp_path: Path) -> None:
+    """Re-ranking thousands of shortlists reads the right codes (runs of adjacent ids in one
+    read) and keeps the process's memory far below the codes file, which stays in the page cache."""
+    from biorag.indexing.refine import REFINE_CODES_FILE, CodeWriter, DiskRefined, new_quantizer
+
+    n, dim = 100_000, 256  # 25.6 MB of codes
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    quantizer = new_quantizer(dim)
+    quantizer.train(vectors[:10_000])
+    faiss.write_index(quantizer, str(tmp_path / "q.faiss"))
+    writer = CodeWriter(tmp_path / "q.faiss", n, tmp_path)
+    for start in range(0, n, 30_000):
+        writer.add(start, vectors[start:start + 30_000])
+    writer.close()
+    base = faiss.IndexFlatIP(dim)
+    base.add(vectors)
+    base.search(vectors[:512], 80)  # the search's own buffers and threads, before measuring
+    codes_mb = (tmp_path / REFINE_CODES_FILE).stat().st_size / 2**20
+    before = _rss_mb()
+    refined = DiskRefined(base, tmp_path, k_factor=8)
+    ids = np.array([0, 1, 2, 7, 50_000, 50_001, n - 1])
+    assert np.array_equal(refined.codes(ids), quantizer.sa_encode(vectors[ids]))
+    sources = rng.integers(0, n, 4)
+    q = vectors[sources] + 0.05 * rng.standard_normal((4, dim)).astype(np.float32)
+    scores, rows = refined.search(q, 10)
+    exact = base.search(q, 10)[1]
+    assert np.array_equal(rows[:, 0], sources) and np.all(np.diff(scores, axis=1) <= 0)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, exact, strict=True)]) >= 0.9
+    for _ in range(6):  # 6 x 512 queries x 80 shortlisted codes: reads most of the file's pages
+        refined.search(rng.standard_normal((512, dim)).astype(np.float32), 10)
+    assert _rss_mb() - before < 0.25 * codes_mb, (_rss_mb() - before, codes_mb)
 
 
 def test_a_failed_merge_leaves_nothing_half_written_and_a_rerun_ends_with_the_same_index(tmp_path, monkeypatch) -> None:

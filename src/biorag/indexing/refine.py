@@ -2,8 +2,8 @@
 
 faiss's `IndexRefine` keeps every refine code in RAM (24M x 768-d sq8: 18 GB). An on-disk
 `ivfpq` index (`index.on_disk`, `index.refine=sq8`) instead keeps them in `refine.sq8.npy`, a
-plain (n, d) uint8 matrix written shard by shard, memory-mapped at search: a query's PQ
-shortlist of `k_factor * k` ids is read from it (in id order), decoded by the trained scalar
+plain (n, d) uint8 matrix written shard by shard and read by id at search: a query's PQ
+shortlist of `k_factor * k` ids is read from it (in id order, with `pread`), decoded by the trained scalar
 quantiser (`refine.sq8.faiss`, an empty `IndexScalarQuantizer`) and re-ranked by inner product,
 as `IndexRefine` does. A search reads k_factor * k * d bytes of codes per query.
 """
@@ -62,16 +62,46 @@ class CodeWriter:
 
 
 class DiskRefined:
-    """An IVF-PQ index whose shortlist is re-ranked with sq8 codes read from disk by id."""
+    """An IVF-PQ index whose shortlist is re-ranked with sq8 codes read from disk by id.
+
+    The codes are read with `os.pread`, one read per run of adjacent ids, not through a memory
+    map: a mapped file's pages count in the searching process's resident set once touched (the
+    kernel maps up to 64 KB around each faulting page already in the page cache), so a map's
+    RSS would grow towards the whole 18 GB file at 24M x 768-d. Read pages stay in the page
+    cache, shared and reclaimable, and the process keeps only the shortlist's codes."""
 
     def __init__(self, base: Any, folder: Path, k_factor: int = 8) -> None:
         import faiss
 
         self.base, self.k_factor = base, k_factor
         self.quantizer = faiss.read_index(str(folder / REFINE_QUANTIZER_FILE))
-        self.codes = np.load(folder / REFINE_CODES_FILE, mmap_mode="r")
-        _random_access(self.codes)
+        path = folder / REFINE_CODES_FILE
+        header = np.load(path, mmap_mode="r")  # shape, dtype and data offset; no page is read
+        shape, dtype, self._start = header.shape, header.dtype, int(header.offset)
+        del header
+        if dtype != np.uint8 or len(shape) != 2 or shape[1] != self.quantizer.sa_code_size():
+            raise ValueError(f"{path}: {shape} {dtype} are not sq8 codes of {self.quantizer.d}-d vectors")
+        if shape[0] != base.ntotal:
+            raise ValueError(f"{path} holds {shape[0]} codes for an index of {base.ntotal} vectors")
+        self.code_size = int(shape[1])
+        self._fd = os.open(path, os.O_RDONLY)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead past each code
         self.d, self.ntotal = base.d, base.ntotal
+
+    def codes(self, ids: np.ndarray) -> np.ndarray:
+        """The sq8 codes of sorted, unique `ids`, as a (len(ids), code_size) uint8 array."""
+        out = np.empty((len(ids), self.code_size), dtype=np.uint8)
+        if not len(ids):
+            return out
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1  # runs of adjacent ids: one read each
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ids)], strict=True):
+            size = int(hi - lo) * self.code_size
+            data = os.pread(self._fd, size, self._start + int(ids[lo]) * self.code_size)
+            if len(data) != size:
+                raise OSError(f"refine codes end early: rows {ids[lo]}..{ids[hi - 1]} not in the file")
+            out[lo:hi] = np.frombuffer(data, dtype=np.uint8).reshape(-1, self.code_size)
+        return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         _, shortlist = self.base.search(queries, k * self.k_factor)
@@ -81,18 +111,12 @@ class DiskRefined:
             ids = np.unique(ids[ids >= 0])  # sorted: the reads go through the file in order
             if not len(ids):
                 continue
-            vectors = self.quantizer.sa_decode(np.ascontiguousarray(self.codes[ids]))
-            s = vectors @ queries[i]
+            s = self.quantizer.sa_decode(self.codes(ids)) @ queries[i]
             top = np.argsort(-s, kind="stable")[:k]
             scores[i, : len(top)], rows[i, : len(top)] = s[top], ids[top]
         return scores, rows
 
-
-def _random_access(codes: np.memmap) -> None:
-    """Tell the kernel a search reads scattered rows: no read-ahead, so a query pulls in the
-    pages of its shortlist, not the megabytes after each of them."""
-    import mmap
-
-    handle = getattr(codes, "_mmap", None)
-    if handle is not None and hasattr(mmap, "MADV_RANDOM"):
-        handle.madvise(mmap.MADV_RANDOM)
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
