@@ -195,7 +195,7 @@ def _index_config(kind: str) -> Any:
     from biorag.indexing.index import IndexConfig
 
     cfg = load_option("index", kind, IndexConfig)
-    cfg.use_gpu = "false"
+    cfg.use_gpu, cfg.on_disk = "false", False  # indexes in RAM, built here from one matrix
     return cfg
 
 

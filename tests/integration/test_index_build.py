@@ -234,18 +234,24 @@ def test_search_time_settings_are_set_per_search_not_by_a_rebuild(tmp_path: Path
     assert r.exit_code != 0
 
 
-def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_disk", [None, "false"])
+def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path, on_disk: str | None) -> None:
     import faiss
+
+    from biorag.indexing.refine import DiskRefined
 
     query = "child with fever"
     common, flat, expected = _flat_top3(tmp_path, query)
     # 4-bit codes: 80 chunks cannot train 256 centroids per sub-quantiser
     pq = ["index=ivfpq", "index.pq_nbits=4", "index.pq_m=8", "index.nprobe=64"]
-    built = build_index(load_build_config([*common, *pq, "name=pq", "index.k_factor=20"]))
+    extra = [f"index.on_disk={on_disk}"] if on_disk else []  # None: the packaged default, on disk
+    built = build_index(load_build_config([*common, *pq, "name=pq", "index.k_factor=20", *extra]))
     assert built.manifest.index.params["refine"] == "sq8"
+    assert ((built.path / "index.ivfdata").exists(), (built.path / "refine.sq8.npy").exists()) == (
+        (on_disk is None,) * 2)
     retriever = open_retriever(built.path, "dense")
     index = retriever.index.faiss
-    assert isinstance(index, faiss.IndexRefine) and index.k_factor == 20
+    assert isinstance(index, DiskRefined if on_disk is None else faiss.IndexRefine) and index.k_factor == 20
     hits = retriever.retrieve(query, 3)
     assert [h.chunk.id for h in hits] == expected  # re-ranked: the exact top 3 here
     assert hits[0].score == pytest.approx(flat.retrieve(query, 1)[0].score, abs=0.02)
