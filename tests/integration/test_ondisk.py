@@ -188,7 +188,7 @@ def test_on_disk_settings_are_checked() -> None:
     assert IndexConfig(type="ivfpq", on_disk=True).refine == "sq8"
 
 
-def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
+def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> None:
     corpus = tmp_path / "notes.jsonl"
     topics = ["seizure", "fever", "asthma", "anaemia", "fracture", "migraine", "eczema", "sepsis"]
     corpus.write_text("".join(json.dumps({"id": f"n{i}", "title": f"{topics[i % 8]} note {i}",
@@ -205,6 +205,17 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path) -> None:
     query = "child with fever"
     got = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
     assert got[0] == got[1] and got[0][0].startswith("n")
+    # the lists are recorded where the build ended up, not in its .partial folder: no name for
+    # faiss to correct (and print) at open; a folder moved later still finds its lists
+    capfd.readouterr()
+    opened = open_faiss(disk.path / "index.faiss", on_disk=True)
+    ivf = faiss.extract_index_ivf(opened)  # (a view into `opened`, which must stay alive)
+    assert faiss.downcast_InvertedLists(ivf.invlists).filename == str((disk.path / IVFDATA_FILE).resolve())
+    assert "updating ondisk filename" not in capfd.readouterr().err
+    moved = disk.path.with_name("moved")
+    os.replace(disk.path, moved)
+    assert [h.chunk.id for h in open_retriever(moved, "dense").retrieve(query, 5)] == got[1]
+    os.replace(moved, disk.path)
     pq_common = [*common[:-3], "index=ivfpq", "index.nlist=4", "index.nprobe=4", "index.pq_m=8", "index.pq_nbits=4", "index.k_factor=8"]
     refined = [build_index(load_build_config([*pq_common, f"name=pq{i}", *extra]))
                for i, extra in enumerate([[], ["index.on_disk=true"]])]

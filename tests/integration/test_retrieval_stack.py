@@ -175,7 +175,12 @@ def test_fusion_over_two_indexes_equals_rrf_by_hand(indexes) -> None:
         assert ix.chunk(ix.row_of(h.chunk.id)) == h.chunk
     share = source_share(ix, [h.chunk.id for h in got])
     assert sum(share.values()) == pytest.approx(1.0) and set(share) == {"left", "right"}
-    assert ix.doc_ids() == {f"l{i}" for i in range(24)} | {f"r{i}" for i in range(24)}
+    assert ix.rows_of([h.chunk.id for h in got]) == [ix.row_of(h.chunk.id) for h in got]
+    assert ix.held_docs(["l3", "r23", "nowhere", "l3"]) == {"l3", "r23"}
+    docs = ix.rows_of_docs(["r0", "l1", "nowhere"])
+    assert set(docs) == {"r0", "l1"} and all(ix.chunk(r).doc_id == d for d, rows in docs.items() for r in rows)
+    with pytest.raises(KeyError):
+        ix.rows_of([got[0].chunk.id, "no-such-chunk"])
 
 
 def test_a_fused_rag_cell_expands_corpus_groups_and_searches_each_index(tmp_path, monkeypatch) -> None:

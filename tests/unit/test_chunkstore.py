@@ -64,6 +64,21 @@ def test_random_rows_come_back_exactly_as_written(store_file) -> None:
         store.chunk(-1)
 
 
+def test_rows_where_finds_ids_and_documents_in_one_column_read(store_file, monkeypatch) -> None:
+    path, chunks = store_file
+    reads = _Reads(monkeypatch)
+    store = ChunkStore(path)
+    rng = random.Random(1)
+    rows = rng.sample(range(1000), 50)
+    found = store.rows_where("id", [chunks[r].id for r in rows] + ["c-none", chunks[rows[0]].id])
+    assert found == {chunks[r].id: [r] for r in rows}  # no entry for an absent id, none twice
+    docs = store.rows_where("doc_id", ["d0", "d333", "d-none"])
+    assert docs == {"d0": [0, 1, 2], "d333": [999]}  # every chunk of a document, in row order
+    assert store.rows_where("id", []) == {}
+    store.rows_where("id", ["c7"])
+    assert reads.columns == [["id"], ["doc_id"]] and reads.groups == []  # each column read once, as Arrow
+
+
 def test_opening_reads_no_chunk_and_a_row_reads_only_its_row_group(store_file, monkeypatch) -> None:
     path, _ = store_file
     reads = _Reads(monkeypatch)

@@ -124,10 +124,12 @@ class CachedRetriever:
             self._known.update({r["id"]: r for r in records})
         self.searched += len(missing)
         self.reused += len(queries) - len(missing)
-        return [self._hits(self._known[key]) for key in keys]
+        ids = list(dict.fromkeys(h[0] for key in keys for h in self._known[key]["hits"]))
+        rows = dict(zip(ids, self.index.rows_of(ids), strict=True))  # one pass over the id column
+        return [self._hits(self._known[key], rows) for key in keys]
 
-    def _hits(self, record: dict[str, Any]) -> list[Hit]:
-        return [Hit(self.index.chunk(self.index.row_of(cid)), float(score), rank, *first)
+    def _hits(self, record: dict[str, Any], rows: dict[str, int]) -> list[Hit]:
+        return [Hit(self.index.chunk(rows[cid]), float(score), rank, *first)
                 for rank, (cid, score, *first) in enumerate(record["hits"], 1)]
 
 
@@ -146,7 +148,7 @@ def cell_retrieval(examples: Sequence[Example], records: Sequence[dict[str, Any]
     runs = [first_per_doc((doc, score) for _, doc, score, *_ in r["ranked"]) for r in records]
     scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs],
                              [r["prompt_docs"] for r in records], seed=seed)
-    leak = source_in_index(examples, retriever.index.doc_ids(), seed=seed)
+    leak = source_in_index(examples, retriever.index.held_docs(d for e in examples for d in e.source_docs), seed=seed)
     scores.metrics.update(leak.metrics)
     scores.per_example.update(leak.per_example)
     files = trec_files(examples, runs, retriever)

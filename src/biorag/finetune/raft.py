@@ -64,17 +64,18 @@ def draw_gold(ids: list[str], p_gold: float, seed: int) -> set[str]:
     return set(random.Random(seed).sample(sorted(ids), gold_share(len(ids), p_gold)))
 
 
-def gold_hit(example: Example, ranked: list[Hit], index: Any, banned: set[str] = frozenset()) -> Hit | None:
+def gold_hit(example: Example, ranked: list[Hit], index: Any, doc_rows: dict[str, list[int]],
+             banned: set[str] = frozenset()) -> Hit | None:
     """The gold passage of an item: its best-ranked chunk of a gold document, else the first
-    chunk of its first gold document the index holds; None when it holds none."""
+    chunk of its first gold document the index holds (`doc_rows`, from `index.rows_of_docs`);
+    None when it holds none."""
     gold = [d for d in example.evidence if d not in banned]
     for h in ranked:
         if h.chunk.doc_id in gold:
             return h
     for doc in gold:
-        rows = index.rows_of_doc(doc)
-        if rows:
-            return Hit(index.chunk(rows[0]), math.nan, 0)
+        if doc_rows.get(doc):
+            return Hit(index.chunk(doc_rows[doc][0]), math.nan, 0)
     return None
 
 
@@ -138,7 +139,8 @@ def render_task(split: TaskSplit, cfg: Any, raft: RaftSettings, count: Any) -> t
     queries = [search_query(e, spec.query) for e in items]
     ranked = retrieve_ranked(retriever, items, queries, max(spec.k + 1, raft.depth, DEPTH), spec.exclude)
     banned = lambda e: set(e.source_docs) if spec.exclude == "gold_source" else set()  # noqa: E731
-    golds = {e.id: gold_hit(e, r, retriever.index, banned(e)) for e, r in zip(items, ranked, strict=True)}
+    doc_rows = retriever.index.rows_of_docs(d for e in items for d in e.evidence)  # one pass for all
+    golds = {e.id: gold_hit(e, r, retriever.index, doc_rows, banned(e)) for e, r in zip(items, ranked, strict=True)}
     drawn = draw_gold([i for i, g in golds.items() if g is not None], raft.p_gold,
                       _seed(raft.seed, split.task))
     rng = random.Random(_seed(raft.seed, split.task, "places"))

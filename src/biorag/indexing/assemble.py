@@ -114,6 +114,26 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
     return merged
 
 
+def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
+    """Write `index` to `path`; an on-disk index records its lists as `index.ivfdata` in
+    `final_dir`, the folder the build is moved to, so that opening it there (by absolute path,
+    `open_faiss`) finds the name it expects instead of the build folder's, and faiss has no
+    name to correct (it says so on stderr at each open)."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    on_disk = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    if not isinstance(on_disk, faiss.OnDiskInvertedLists):
+        faiss.write_index(index, str(path))
+        return
+    built_at = on_disk.filename
+    on_disk.filename = str((final_dir / IVFDATA_FILE).resolve())
+    try:
+        faiss.write_index(index, str(path))
+    finally:
+        on_disk.filename = built_at  # the open lists keep working from where they are
+
+
 def _write_atomic(index: Any, path: Path) -> None:
     import faiss
 

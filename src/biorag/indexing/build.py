@@ -32,7 +32,7 @@ from biorag.atomic import (
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.errors import BioragError, ConfigError, did_you_mean
 from biorag.hardware import release_freed_memory
-from biorag.indexing.assemble import assemble_faiss
+from biorag.indexing.assemble import assemble_faiss, write_index_for
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
@@ -273,9 +273,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     gpu = want_gpu(cfg.index)
     index = assemble_faiss(cfg.index, [shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
                            embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf")
-    import faiss
-
-    faiss.write_index(to_cpu(index), str(partial / f"{INDEX_FILE}.tmp"))
+    write_index_for(to_cpu(index), partial / f"{INDEX_FILE}.tmp", final)
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
     merge_chunk_shards(partial, n_shards)
     if cfg.index.bm25:

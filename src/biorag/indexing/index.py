@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,7 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     for needed in (IVFDATA_FILE, *([REFINE_CODES_FILE] if refine else [])):
         if not (path.parent / needed).exists():
             raise BioragError(f"{path.parent}: an on-disk index without its {needed}; rebuild with --force")
-    index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    index = faiss.read_index(str(path.resolve()), faiss.IO_FLAG_ONDISK_SAME_DIR)
     return DiskRefined(index, path.parent) if refine else index
 
 
@@ -295,8 +296,6 @@ class BioragIndex:
             raise BioragError(
                 f"{self.path}: {len(self.chunks)} chunks but {self.faiss.ntotal} vectors; rebuild with --force"
             )
-        self._rows: dict[str, int] | None = None
-        self._doc_rows: dict[str, list[int]] | None = None
 
     @property
     def name(self) -> str:
@@ -316,23 +315,26 @@ class BioragIndex:
     def chunk(self, row: int) -> Chunk:
         return self.chunks.chunk(row)
 
+    def rows_of(self, chunk_ids: Sequence[str]) -> list[int]:
+        """The row of each chunk id, the first where an id is held twice (KeyError for an id
+        the index lacks); one pass over the id column, however many ids."""
+        found = self.chunks.rows_where("id", chunk_ids)
+        missing = next((c for c in chunk_ids if c not in found), None)
+        if missing is not None:
+            raise KeyError(missing)
+        return [found[c][0] for c in chunk_ids]
+
     def row_of(self, chunk_id: str) -> int:
-        """The row of a chunk id (KeyError when absent); the id map is built on first use."""
-        if self._rows is None:
-            self._rows = {cid: i for i, cid in enumerate(self.chunks.column("id"))}
-        return self._rows[chunk_id]
+        """The row of a chunk id (KeyError when absent)."""
+        return self.rows_of([chunk_id])[0]
 
-    def doc_ids(self) -> set[str]:
-        """Every document id with a chunk in the index."""
-        return set(self.chunks.column("doc_id"))
+    def held_docs(self, doc_ids: Iterable[str]) -> set[str]:
+        """Those of `doc_ids` with at least one chunk in the index."""
+        return set(self.chunks.rows_where("doc_id", doc_ids))
 
-    def rows_of_doc(self, doc_id: str) -> list[int]:
-        """The rows of a document's chunks, in order; empty when it is not in the index."""
-        if self._doc_rows is None:
-            self._doc_rows = {}
-            for i, d in enumerate(self.chunks.column("doc_id")):
-                self._doc_rows.setdefault(d, []).append(i)
-        return self._doc_rows.get(doc_id, [])
+    def rows_of_docs(self, doc_ids: Iterable[str]) -> dict[str, list[int]]:
+        """{document id: the rows of its chunks, in order} for those of `doc_ids` in the index."""
+        return self.chunks.rows_where("doc_id", doc_ids)
 
     def chunk_texts(self) -> list[str]:
         return list(self.chunks.column("text"))  # a copy: the store keeps its own

@@ -2,7 +2,7 @@
 reciprocal rank fusion (MedRAG's RRF-2 / RRF-4 over MedCorp's corpora).
 
 `IndexSet` lets the rest of biorag treat the members as one index: chunk ids are looked up in
-the member that holds them, `doc_ids` is the union, and `source_of` says which member a chunk
+the member that holds them, documents in any member, and `source_of` says which member a chunk
 came from (the per-source share of a cell's passages).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,25 +67,37 @@ class IndexSet:
         member, local = self._member(row)
         return member.chunk(local)
 
-    def row_of(self, chunk_id: str) -> int:
-        """The global row of a chunk id: the first member holding it (KeyError when none does)."""
+    def rows_of(self, chunk_ids: Sequence[str]) -> list[int]:
+        """The global row of each chunk id: in the first member holding it (KeyError when none does)."""
+        rows: dict[str, int] = {}
         for offset, member in zip(self._offsets, self.members, strict=False):
-            try:
-                return offset + member.row_of(chunk_id)
-            except KeyError:
-                continue
-        raise KeyError(chunk_id)
+            todo = [c for c in dict.fromkeys(chunk_ids) if c not in rows]
+            if not todo:
+                break
+            found = member.chunks.rows_where("id", todo)
+            rows.update({c: offset + found[c][0] for c in todo if c in found})
+        missing = next((c for c in chunk_ids if c not in rows), None)
+        if missing is not None:
+            raise KeyError(missing)
+        return [rows[c] for c in chunk_ids]
+
+    def row_of(self, chunk_id: str) -> int:
+        return self.rows_of([chunk_id])[0]
 
     def source_of(self, chunk_id: str) -> str:
         """The name of the member a chunk id is looked up in."""
         return self.members[int(np.searchsorted(self._offsets, self.row_of(chunk_id), side="right")) - 1].name
 
-    def doc_ids(self) -> set[str]:
-        return set().union(*(m.doc_ids() for m in self.members))
+    def held_docs(self, doc_ids: Iterable[str]) -> set[str]:
+        wanted = list(doc_ids)
+        return set().union(*(m.held_docs(wanted) for m in self.members))
 
-    def rows_of_doc(self, doc_id: str) -> list[int]:
-        return [offset + r for offset, m in zip(self._offsets, self.members, strict=False)
-                for r in m.rows_of_doc(doc_id)]
+    def rows_of_docs(self, doc_ids: Iterable[str]) -> dict[str, list[int]]:
+        wanted, out = list(doc_ids), {}
+        for offset, m in zip(self._offsets, self.members, strict=False):
+            for doc, rows in m.rows_of_docs(wanted).items():
+                out.setdefault(doc, []).extend(offset + r for r in rows)
+        return out
 
 
 class FusedRetriever:
