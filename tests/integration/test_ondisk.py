@@ -205,17 +205,28 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
     query = "child with fever"
     got = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
     assert got[0] == got[1] and got[0][0].startswith("n")
-    # the lists are recorded where the build ended up, not in its .partial folder: no name for
-    # faiss to correct (and print) at open; a folder moved later still finds its lists
+    # the lists are recorded where the build ended up, not in its .partial folder (plain faiss
+    # opens them there); biorag maps them from the index's own folder, read-only, printing
+    # nothing (faiss's IO_FLAG_ONDISK_SAME_DIR prints a line to stdout), and a moved folder
+    # still finds its lists
+    recorded = faiss.read_index(str(disk.path / "index.faiss"), faiss.IO_FLAG_SKIP_IVF_DATA)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(recorded).invlists)
+    assert lists.filename == str((disk.path / IVFDATA_FILE).resolve())
     capfd.readouterr()
     opened = open_faiss(disk.path / "index.faiss", on_disk=True)
-    ivf = faiss.extract_index_ivf(opened)  # (a view into `opened`, which must stay alive)
-    assert faiss.downcast_InvertedLists(ivf.invlists).filename == str((disk.path / IVFDATA_FILE).resolve())
-    assert "updating ondisk filename" not in capfd.readouterr().err
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(opened).invlists)  # (`opened` owns it)
+    assert lists.read_only and lists.filename == str(disk.path / IVFDATA_FILE)
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""
     moved = disk.path.with_name("moved")
     os.replace(disk.path, moved)
     assert [h.chunk.id for h in open_retriever(moved, "dense").retrieve(query, 5)] == got[1]
     os.replace(moved, disk.path)
+    whole = (disk.path / IVFDATA_FILE).read_bytes()
+    (disk.path / IVFDATA_FILE).write_bytes(whole[: len(whole) // 2])  # a truncated copy
+    with pytest.raises(BioragError, match=r"index.ivfdata: .* bytes, but the index's lists need"):
+        open_faiss(disk.path / "index.faiss", on_disk=True)
+    (disk.path / IVFDATA_FILE).write_bytes(whole)
     pq_common = [*common[:-3], "index=ivfpq", "index.nlist=4", "index.nprobe=4", "index.pq_m=8", "index.pq_nbits=4", "index.k_factor=8"]
     refined = [build_index(load_build_config([*pq_common, f"name=pq{i}", *extra]))
                for i, extra in enumerate([[], ["index.on_disk=true"]])]

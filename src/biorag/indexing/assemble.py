@@ -116,9 +116,9 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
 
 def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
     """Write `index` to `path`; an on-disk index records its lists as `index.ivfdata` in
-    `final_dir`, the folder the build is moved to, so that opening it there (by absolute path,
-    `open_faiss`) finds the name it expects instead of the build folder's, and faiss has no
-    name to correct (it says so on stderr at each open)."""
+    `final_dir`, the folder the build is moved to, not the build's own folder, which is gone
+    when it is read: plain `faiss.read_index` then opens it where it was built (biorag's
+    `open_faiss` maps the lists of whatever folder the index is in)."""
     import faiss
 
     ivf = faiss.try_extract_index_ivf(index)

@@ -259,7 +259,21 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     for needed in (IVFDATA_FILE, *([REFINE_CODES_FILE] if refine else [])):
         if not (path.parent / needed).exists():
             raise BioragError(f"{path.parent}: an on-disk index without its {needed}; rebuild with --force")
-    index = faiss.read_index(str(path.resolve()), faiss.IO_FLAG_ONDISK_SAME_DIR)
+    # the lists are mapped from this folder's index.ivfdata, wherever the build recorded them
+    # (faiss's IO_FLAG_ONDISK_SAME_DIR does the same but prints a line to stdout at every open),
+    # and read-only: a search writes nothing, and the index may sit on read-only storage
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA)
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    if not isinstance(lists, faiss.OnDiskInvertedLists):
+        raise BioragError(f"{path}: the manifest says on-disk but the index holds its lists in memory; "
+                          "rebuild with --force")
+    data = path.parent / IVFDATA_FILE
+    if data.stat().st_size < lists.totsize:
+        raise BioragError(f"{data}: {data.stat().st_size:,} bytes, but the index's lists need "
+                          f"{lists.totsize:,} (a truncated copy?); rebuild with --force")
+    lists.filename, lists.read_only = str(data), True
+    lists.do_mmap()
     return DiskRefined(index, path.parent) if refine else index
 
 
