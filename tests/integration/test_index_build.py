@@ -288,7 +288,7 @@ def test_cli_build_info_search_ls(tmp_path: Path, monkeypatch) -> None:
     )
     assert "up to date" in r.output
     r = runner.invoke(app, ["index", "info", "notes"])
-    assert r.exit_code == 0 and "minilm" in r.output and "16" in r.output
+    assert r.exit_code == 0 and "minilm" in r.output and "16" in r.output and "in memory" in r.output
     r = runner.invoke(
         app, ["index", "search", "notes", "wheezing asthma", "-k", "2", "--mode", "hybrid"]
     )

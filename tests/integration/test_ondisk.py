@@ -232,6 +232,12 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
                for i, extra in enumerate([[], ["index.on_disk=true"]])]
     assert {"refine.sq8.npy", "refine.sq8.faiss"} <= {p.name for p in refined[1].path.iterdir()}
     assert refined[1].manifest.files["refine"] == "refine.sq8.npy"
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    info = CliRunner().invoke(app, ["index", "info", str(refined[1].path)], terminal_width=200)
+    assert info.exit_code == 0 and "on disk: index.ivfdata, refine.sq8.npy" in info.output, info.output
     hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in refined]
     assert set(hits[0]) == set(hits[1])
     (disk.path / IVFDATA_FILE).unlink()

@@ -117,7 +117,9 @@ def info(
         ),
         (
             "index",
-            f"{ix.type} ({ix.ntotal} vectors, {ix.metric}), built on {'GPU' if ix.built_on_gpu else 'CPU'}, bm25={ix.bm25}",
+            f"{ix.type} ({ix.ntotal} vectors, {ix.metric}), built on {'GPU' if ix.built_on_gpu else 'CPU'}, "
+            f"bm25={ix.bm25}, " + ("on disk: " + ", ".join(m.files[k] for k in ("ivfdata", "refine") if k in m.files)
+                                  if ix.params.get("on_disk") else "in memory"),
         ),
         ("search defaults", f"{search} (override per search: --nprobe, --ef-search, --k-factor)"),
         ("build", f"{m.build_seconds}s total, {m.embed_seconds}s embedding, {m.chunks_per_second} chunks/s"),
