@@ -277,6 +277,14 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     return DiskRefined(index, path.parent) if refine else index
 
 
+def rows_in_order(found: dict[str, int], chunk_ids: Sequence[str]) -> list[int]:
+    """The row of each of `chunk_ids` from `found` (KeyError for the first it lacks)."""
+    missing = next((c for c in chunk_ids if c not in found), None)
+    if missing is not None:
+        raise KeyError(missing)
+    return [found[c] for c in chunk_ids]
+
+
 class BioragIndex:
     """A built index opened for search: FAISS vectors, the chunk store and the manifest."""
 
@@ -329,14 +337,14 @@ class BioragIndex:
     def chunk(self, row: int) -> Chunk:
         return self.chunks.chunk(row)
 
+    def found_rows(self, chunk_ids: Sequence[str]) -> dict[str, int]:
+        """{chunk id: its row, the first where an id is held twice} for those of `chunk_ids` in
+        the index; one pass over the id column, however many ids."""
+        return {c: rows[0] for c, rows in self.chunks.rows_where("id", chunk_ids).items()}
+
     def rows_of(self, chunk_ids: Sequence[str]) -> list[int]:
-        """The row of each chunk id, the first where an id is held twice (KeyError for an id
-        the index lacks); one pass over the id column, however many ids."""
-        found = self.chunks.rows_where("id", chunk_ids)
-        missing = next((c for c in chunk_ids if c not in found), None)
-        if missing is not None:
-            raise KeyError(missing)
-        return [found[c][0] for c in chunk_ids]
+        """The row of each chunk id (KeyError for an id the index lacks)."""
+        return rows_in_order(self.found_rows(chunk_ids), chunk_ids)
 
     def row_of(self, chunk_id: str) -> int:
         """The row of a chunk id (KeyError when absent)."""

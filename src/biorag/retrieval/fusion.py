@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from biorag.errors import BioragError
-from biorag.indexing.index import BioragIndex
+from biorag.indexing.index import BioragIndex, rows_in_order
 from biorag.retrieval.retrievers import Retriever, reciprocal_rank_fusion
 from biorag.types import Chunk, Hit
 
@@ -67,26 +67,30 @@ class IndexSet:
         member, local = self._member(row)
         return member.chunk(local)
 
-    def rows_of(self, chunk_ids: Sequence[str]) -> list[int]:
-        """The global row of each chunk id: in the first member holding it (KeyError when none does)."""
+    def found_rows(self, chunk_ids: Sequence[str]) -> dict[str, int]:
+        """{chunk id: its global row, in the first member holding it} for the ids any member holds."""
         rows: dict[str, int] = {}
         for offset, member in zip(self._offsets, self.members, strict=False):
             todo = [c for c in dict.fromkeys(chunk_ids) if c not in rows]
             if not todo:
                 break
-            found = member.chunks.rows_where("id", todo)
-            rows.update({c: offset + found[c][0] for c in todo if c in found})
-        missing = next((c for c in chunk_ids if c not in rows), None)
-        if missing is not None:
-            raise KeyError(missing)
-        return [rows[c] for c in chunk_ids]
+            rows.update({c: offset + r for c, r in member.found_rows(todo).items()})
+        return rows
+
+    def rows_of(self, chunk_ids: Sequence[str]) -> list[int]:
+        """The global row of each chunk id (KeyError when no member holds it)."""
+        return rows_in_order(self.found_rows(chunk_ids), chunk_ids)
 
     def row_of(self, chunk_id: str) -> int:
         return self.rows_of([chunk_id])[0]
 
+    def sources_of(self, chunk_ids: Sequence[str]) -> list[str]:
+        """The name of the member each chunk id is looked up in (one pass per member)."""
+        members = np.searchsorted(self._offsets, self.rows_of(chunk_ids), side="right") - 1
+        return [self.members[int(i)].name for i in members]
+
     def source_of(self, chunk_id: str) -> str:
-        """The name of the member a chunk id is looked up in."""
-        return self.members[int(np.searchsorted(self._offsets, self.row_of(chunk_id), side="right")) - 1].name
+        return self.sources_of([chunk_id])[0]
 
     def held_docs(self, doc_ids: Iterable[str]) -> set[str]:
         wanted = list(doc_ids)
@@ -145,6 +149,6 @@ def source_share(index: Any, chunk_ids: Sequence[str]) -> dict[str, float]:
     if not isinstance(index, IndexSet) or not chunk_ids:
         return {}
     counts = dict.fromkeys((m.name for m in index.members), 0)
-    for cid in chunk_ids:
-        counts[index.source_of(cid)] += 1
+    for name in index.sources_of(list(chunk_ids)):  # one lookup for all, not one per id
+        counts[name] += 1
     return {name: c / len(chunk_ids) for name, c in counts.items()}
