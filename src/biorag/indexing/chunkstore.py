@@ -33,6 +33,14 @@ ROW_GROUP_ROWS = 1024  # chunks per Parquet row group in a built store: the unit
 COLUMNS = ("id", "doc_id", "text", "title", "start", "end", "ordinal")
 
 
+def rows_in_order(found: dict[str, int], chunk_ids: Sequence[str]) -> list[int]:
+    """The row of each of `chunk_ids` from `found` (KeyError for the first it lacks)."""
+    missing = next((c for c in chunk_ids if c not in found), None)
+    if missing is not None:
+        raise KeyError(missing)
+    return [found[c] for c in chunk_ids]
+
+
 class ChunkStore:
     """Chunks by row number from a Parquet file, decoding only the row groups asked for."""
 

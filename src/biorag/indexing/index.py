@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from biorag.errors import BioragError, IndexMismatchError, did_you_mean
-from biorag.indexing.chunkstore import ChunkStore
+from biorag.indexing.chunkstore import ChunkStore, rows_in_order
 from biorag.indexing.manifest import (
     CHUNKS_FILE,
     INDEX_FILE,
@@ -275,14 +275,6 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     lists.filename, lists.read_only = str(data), True
     lists.do_mmap()
     return DiskRefined(index, path.parent) if refine else index
-
-
-def rows_in_order(found: dict[str, int], chunk_ids: Sequence[str]) -> list[int]:
-    """The row of each of `chunk_ids` from `found` (KeyError for the first it lacks)."""
-    missing = next((c for c in chunk_ids if c not in found), None)
-    if missing is not None:
-        raise KeyError(missing)
-    return [found[c] for c in chunk_ids]
 
 
 class BioragIndex:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from biorag.errors import BioragError
-from biorag.indexing.index import BioragIndex, rows_in_order
+from biorag.indexing.chunkstore import rows_in_order
+from biorag.indexing.index import BioragIndex
 from biorag.retrieval.retrievers import Retriever, reciprocal_rank_fusion
 from biorag.types import Chunk, Hit
 
