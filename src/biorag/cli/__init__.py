@@ -10,6 +10,22 @@ import typer
 from biorag.cli.console import console, err_console
 from biorag.errors import BioragError
 
+
+def _piped_help_width() -> None:
+    """Help piped to a file or a pager keeps the docstrings' own lines (up to 100 characters,
+    indented) whole: rich would otherwise wrap them at 80 and leave a word on a line of its
+    own mid-sentence."""
+    import os
+
+    from typer import rich_utils
+
+    if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and not os.environ.get("COLUMNS"):
+        rich_utils.MAX_WIDTH = PIPED_HELP_WIDTH
+
+
+PIPED_HELP_WIDTH = 120
+_piped_help_width()
+
 app = typer.Typer(
     name="biorag",
     help=(

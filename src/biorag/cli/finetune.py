@@ -75,10 +75,19 @@ def finetune(
         f"[green]trained adapter '{m['name']}'[/] at {result.path}: {r['steps']} steps{resumed}, "
         f"train loss {r['train_loss']:.4f}{eval_loss}, {r['tokens_per_second']:.0f} tokens/s, "
         f"{r['wall_seconds']:.0f}s wall.\nMLflow run {m['mlflow']['run_id']} "
-        f"(experiment '{m['mlflow']['experiment']}'). Use it with: biorag experiment run "
-        f"arm={'raft' if m['data']['objective'] == 'raft' else 'lora'} "
-        f"model={m['base_model']['name']} arm.adapter={m['name']}"
+        f"(experiment '{m['mlflow']['experiment']}').\n" + adapter_hint(m["name"], m["base_model"]["name"],
+                                                              m["data"]["objective"])
     )
+
+
+def adapter_hint(adapter: str, model: str, objective: str) -> str:
+    """The command that compares the new adapter as intended: an `arm.adapter=` override goes
+    only on the arms that have an adapter, so the closed-book and rag arms stay the general
+    model."""
+    arms = "rag,raft" if objective == "raft" else "base,rag,lora,lora_rag"
+    what = "rag against RAFT" if objective == "raft" else "the RAG x fine-tune 2x2"
+    return (f"Compare it ({what}; the adapter goes only on the arms that have one): biorag experiment run "
+            f"arm={arms} model={model} task=<task> arm.adapter={adapter}")
 
 
 def audit(

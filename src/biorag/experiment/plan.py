@@ -3,24 +3,71 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from omegaconf import OmegaConf
 
 from biorag.config import compose, expand_sweeps, flatten, load_option, to_typed
-from biorag.experiment.arms import RetrieverConfig, RunConfig, StudyConfig
+from biorag.errors import ConfigError
+from biorag.experiment.arms import ArmConfig, RetrieverConfig, RunConfig, StudyConfig
+from biorag.models.config import ModelConfig
+from biorag.tasks.config import TaskConfig
 from biorag.tasks.protocols import ProtocolNotApplicable
 
 # descriptive fields: changing them does not change a cell's predictions
 _DESCRIPTIVE = ("description", "expected_format")
 
 
+@dataclass
+class Plan:
+    """What `experiment run` will do: the cells, the experiment they log to, the baseline arm,
+    and a note for each override that an arm's part rule kept off some arms."""
+
+    experiment: str
+    cells: list[RunConfig]
+    baseline: str = "base"
+    notes: list[str] = field(default_factory=list)
+
+
+# An override of one of an arm's parts changes what the arm *is* when the arm lacks that part:
+# an adapter put on a closed-book general arm makes it a fine-tuned one, a retriever on a
+# closed-book arm makes it a rag arm. So an override of `arm.adapter`, `arm.retriever` or any
+# `arm.retriever.*` option (rerank, fusion, and every retrieval option added later) applies only
+# to the arms of the run that have that part, and is refused when it would apply to none of
+# them or would take the part off an arm that has it.
+PARTS = {"arm.adapter": "adapter", "arm.retriever": "retriever"}
+
+
+def part_of(override: str) -> str | None:
+    """The arm part an override changes (`adapter`, `retriever`), or None."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    for prefix, part in PARTS.items():
+        if key == prefix or key.startswith(prefix + "."):
+            return part
+    return None
+
+
+def _removes(override: str) -> bool:
+    key, _, value = override.partition("=")
+    return override.startswith("~") or (key.lstrip("+") in PARTS and value.strip().lower() in ("null", "none", ""))
+
+
 def plan(overrides: Sequence[str]) -> tuple[str, list[RunConfig], str]:
-    """The experiment name, the cells to run, and the baseline arm, from CLI overrides.
+    """The experiment name, the cells to run, and the baseline arm, from CLI overrides."""
+    p = plan_run(overrides)
+    return p.experiment, p.cells, p.baseline
+
+
+def plan_run(overrides: Sequence[str]) -> Plan:
+    """The cells to run from CLI overrides, with the arm-part rule applied (see `PARTS`).
 
     `study=NAME` sweeps the study's arms x models x tasks; other overrides apply to every cell.
+    Each distinct override set is composed once.
     """
     overrides = list(overrides)
     study_over = [o for o in overrides if o.split("=", 1)[0] == "study"]
@@ -38,30 +85,99 @@ def plan(overrides: Sequence[str]) -> tuple[str, list[RunConfig], str]:
         ]
     else:
         grid = [[]]
+    composer = _Composer()
+    applied: dict[str, set[str]] = {}  # a part override -> the arms it went on
+    skipped: dict[str, set[str]] = {}  # ... and those without the part
     cells: list[RunConfig] = []
     seen: set[str] = set()
     for base in grid:
         for combo in expand_sweeps([*base, *rest]):
-            # arm.retriever.* overrides apply to the retrieval arms of a sweep; a closed-book
-            # arm (retriever: null) has nothing to override
-            retr = [o for o in combo if o.lstrip("+~").startswith("arm.retriever.")]
-            if retr and compose("run", [o for o in combo if o not in retr]).arm.retriever is None:
-                combo = [o for o in combo if o not in retr]
+            bound = [o for o in combo if part_of(o)]
+            if bound:
+                # which parts the arm has: its own config and the overrides of its other fields
+                arm_only = [o for o in combo if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "arm"
+                            and not part_of(o)]
+                arm = composer.node(arm_only).arm
+                has = {"adapter": arm.adapter is not None, "retriever": arm.retriever is not None}
+                for o in bound:
+                    if has[part_of(o)] and _removes(o):
+                        raise ConfigError(
+                            f"{o} would take the {part_of(o)} off arm '{arm.name}', making it another "
+                            f"arm under the same name: run the arm without one instead (arm=base, "
+                            f"or arm=rag for retrieval without an adapter)")
+                    if has[part_of(o)]:
+                        applied.setdefault(o, set()).add(arm.name)
+                    elif not _removes(o):  # taking off what an arm lacks changes nothing
+                        skipped.setdefault(o, set()).add(arm.name)
+                combo = [o for o in combo if not part_of(o) or has[part_of(o)]]
             try:
-                cfg = to_typed(compose("run", combo), RunConfig, where="run config")
+                cfg = composer.cell(combo)
             except ProtocolNotApplicable:
                 if not study_over:  # asked for by name: say so
                     raise
                 # a study's protocol that does not apply to this task: the task's own, once
-                combo = [o for o in combo if not o.startswith("task.protocol=")]
-                cfg = to_typed(compose("run", combo), RunConfig, where="run config")
+                cfg = composer.cell([o for o in combo if not o.startswith("task.protocol=")])
             if experiment and not any(o.startswith("experiment=") for o in rest):
                 cfg.experiment = experiment
             key = json.dumps(asdict(cfg), sort_keys=True, default=str)
             if key not in seen:
                 seen.add(key)
                 cells.append(cfg)
-    return cells[0].experiment, cells, baseline
+    notes = []
+    for o, arms in skipped.items():
+        part = "an adapter" if "adapter" in o.split("=", 1)[0] else "a retriever"
+        if o not in applied:
+            holders = ", ".join(arms_with(part.split()[-1])) or "none shipped"
+            raise ConfigError(
+                f"{o} applies to the arms that have {part}, and none of {', '.join(sorted(arms))} has "
+                f"one: it would change what the arm is. Put it on an arm with {part} "
+                f"(here: {holders})")
+        notes.append(f"{o} applies to {', '.join(sorted(applied[o]))}; not to {', '.join(sorted(arms))} "
+                     f"(no {part.split()[-1]})")
+    return Plan(cells[0].experiment, cells, baseline, notes)
+
+
+class _Composer:
+    """Composes each distinct option set once. A cell's arm, model and task are composed and
+    typed from their own overrides (no config interpolates across groups), so a study of
+    8 models x 8 tasks x 2 protocols composes 8 + 16 + 1 sets, not 128 runs."""
+
+    GROUPS: ClassVar = {"arm": ArmConfig, "model": ModelConfig, "task": TaskConfig}
+
+    def __init__(self) -> None:
+        self._nodes: dict[tuple[str, ...], Any] = {}
+        self._typed: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def node(self, overrides: Sequence[str]) -> Any:
+        key = tuple(overrides)
+        if key not in self._nodes:
+            self._nodes[key] = compose("run", list(overrides))
+        return self._nodes[key]
+
+    def cell(self, combo: Sequence[str]) -> RunConfig:
+        def group(o: str) -> str:
+            root = o.lstrip("+~").split("=", 1)[0].split(".")[0]
+            return root if root in self.GROUPS else "run"
+
+        parts = {g: [o for o in combo if group(o) == g] for g in (*self.GROUPS, "run")}
+        typed = {}
+        for g, schema in self.GROUPS.items():
+            key = (g, tuple(parts[g]))
+            if key not in self._typed:
+                self._typed[key] = to_typed(self.node(parts[g])[g], schema, where=f"{g} config")
+            typed[g] = copy.deepcopy(self._typed[key])
+        top = OmegaConf.to_container(self.node(parts["run"]), resolve=True)
+        try:
+            return RunConfig(**typed, **{f.name: top[f.name] for f in fields(RunConfig) if f.name not in typed})
+        except TypeError as e:  # a field of the schema missing from run.yaml: a bug, said plainly
+            raise ConfigError(f"run config: {e}") from None
+
+
+def arms_with(part: str) -> list[str]:
+    """The arm configs that have `part` (adapter, retriever)."""
+    from biorag.config import options
+
+    return [a for a in options("arm") if getattr(load_option("arm", a, ArmConfig), part) is not None]
 
 
 def load_study_config(name: str) -> StudyConfig:

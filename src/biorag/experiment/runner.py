@@ -21,7 +21,7 @@ from biorag import progress
 from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
-from biorag.experiment.plan import cell_params, plan
+from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
 from biorag.experiment.retrieval import CachedRetriever, cell_retrieval, queries_cut, search_query
 from biorag.models.base import Generator, LoglikelihoodResult
@@ -225,7 +225,10 @@ def run_experiment(
     on_cell_done: Callable[[CellResult], None] | None = None,
 ) -> RunResult:
     """Plan the cells, check the MLflow store, and run every cell in one parent run."""
-    experiment, cells, baseline = plan(overrides)
+    planned = plan_run(overrides)
+    experiment, cells, baseline = planned.experiment, planned.cells, planned.baseline
+    for note in planned.notes:  # an arm-part override kept off the arms without that part
+        log.info("%s", note)
     uri = check_store(tracking_uri())  # before any model is loaded
     if loader is None:
         from biorag.models.loading import load_generator as loader
