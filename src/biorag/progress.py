@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -76,3 +76,29 @@ class _NoBar:
 def bar_if(description: str, total: int, show: bool) -> Any:
     """A progress bar when `show` (work that takes more than one batch); silence otherwise."""
     return bar(description, total=total) if show else nullcontext(_NoBar())
+
+
+class WorkClock:
+    """Time left in a list of jobs of known sizes (a study's cells, in items), from the
+    seconds per item of the jobs done so far; items that cost nothing (taken from a cache)
+    are left out of the rate."""
+
+    def __init__(self, items: Sequence[int]) -> None:
+        self.items, self.seconds, self.predicted = list(items), 0.0, 0
+
+    def done(self, predicted: int, seconds: float) -> None:
+        self.seconds += seconds
+        self.predicted += predicted
+
+    def remaining(self, i: int) -> str:
+        """The time left for the jobs from the i-th on; empty before a rate is known."""
+        if not self.predicted:
+            return ""
+        left = sum(self.items[i:]) * self.seconds / self.predicted
+        return f" (about {duration(left)} left)"
+
+
+def duration(seconds: float) -> str:
+    m, s = divmod(int(seconds + 0.5), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s"

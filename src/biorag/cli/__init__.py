@@ -83,17 +83,36 @@ INTERRUPTED = ("[yellow]interrupted.[/] Nothing finished is lost: run the same c
                "resume (finished index shards, fine-tune checkpoints and predictions are kept).")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), raised as Ctrl-C is, so runs end KILLED,
+    nothing half-written stays and the resume line is printed."""
+
+
+_terminated = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    global _terminated
+    _terminated = True
+    raise Terminated
+
+
 def main() -> None:
-    """Entry point: run the app; a BioragError is a message and exit code 2, not a traceback."""
+    """Entry point: run the app; a BioragError is a message and exit code 2, not a traceback;
+    Ctrl-C and SIGTERM stop it cleanly (exit 130 and 143)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except BioragError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except SystemExit as e:
-        if e.code == 130:  # Typer's exit on Ctrl-C
+        if e.code == 130:  # Typer's exit on Ctrl-C (and on SIGTERM, raised as one)
             err_console.print(INTERRUPTED, highlight=False)
+            sys.exit(143 if _terminated else 130)
         raise
     except KeyboardInterrupt:
         err_console.print(INTERRUPTED, highlight=False)
-        sys.exit(130)
+        sys.exit(143 if _terminated else 130)

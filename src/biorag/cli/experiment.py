@@ -22,6 +22,7 @@ OVERRIDES_HELP = (
 @app.command("run")
 def run(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    show_config: bool = typer.Option(False, "--cfg", help="Print each cell's resolved config and exit; nothing runs."),
 ) -> None:
     """Run arms x models x tasks; one MLflow child run per cell under one parent run.
 
@@ -31,11 +32,27 @@ def run(
 
       biorag experiment run arm=base,rag model=smollm2 task=hpo-term-mcq,icd10-code-mcq
 
+    An arm.adapter= or arm.retriever.* override goes only on the arms that have an adapter or
+    a retriever (the others are named), so base and rag stay the general closed-book and rag arms.
+
     A rag arm builds its index when missing. A killed run started again with the same
     command continues where it stopped (predictions are cached in .biorag-cache/).
     """
     from biorag.cli.console import console
     from biorag.experiment.runner import run_experiment
+
+    if show_config:
+        from biorag.config import to_yaml
+        from biorag.experiment.arms import cell_name
+        from biorag.experiment.plan import plan_run
+
+        planned = plan_run(overrides or [])
+        for note in planned.notes:
+            console.print(f"# {note}", highlight=False)
+        for c in planned.cells:
+            console.print(f"# --- {cell_name(c.arm.name, c.model.name, c.task.name, c.task.protocol)}\n"
+                          + to_yaml(c), highlight=False, markup=False)
+        return
 
     def done(cell) -> None:
         resumed = f" ({cell.resumed} from cache)" if cell.resumed else ""

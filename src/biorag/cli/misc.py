@@ -80,6 +80,11 @@ def ls(
         try:
             cfg = OmegaConf.load(path)
             desc = cfg.get("description") if hasattr(cfg, "get") else ""
+            if group == "model" and not desc:
+                from biorag.config import load_option
+                from biorag.models.config import ModelConfig, where_it_runs
+
+                desc = where_it_runs(load_option("model", str(path), ModelConfig))
         except Exception as e:  # a user's broken YAML: list it, say why, go on
             desc = f"[red]unreadable: {str(e).splitlines()[0]}[/]"
         where = "biorag" if path.is_relative_to(packaged) else _shown(path)

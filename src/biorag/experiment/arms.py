@@ -118,6 +118,8 @@ class RunConfig:
     cache_dir: str | None = None  # prediction cache; null: $BIORAG_CACHE_DIR or ./.biorag-cache
     adapters_dir: str = "adapters"  # where arm.adapter names are looked up
     index_root: str | None = None  # null: $BIORAG_INDEX_DIR or ./indexes
+    # the parent MLflow run's name; null: the study's name and its arms, models and tasks
+    run_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

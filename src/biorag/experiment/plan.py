@@ -32,6 +32,22 @@ class Plan:
     cells: list[RunConfig]
     baseline: str = "base"
     notes: list[str] = field(default_factory=list)
+    study: str | None = None  # the study swept, if any
+
+    def run_name(self) -> str:
+        """The parent run's name: `run_name=` if set, else the study and what it sweeps, e.g.
+        `embedded: base,rag,lora,lora_rag x smollm2 x hpo-term-mcq,icd10-code-mcq`."""
+        if self.cells[0].run_name:
+            return self.cells[0].run_name
+
+        def few(names: list[str], what: str) -> str:
+            names = list(dict.fromkeys(names))
+            return ",".join(names) if len(names) <= 4 else f"{len(names)} {what}"
+
+        body = " x ".join((few([c.arm.name for c in self.cells], "arms"),
+                           few([c.model.name for c in self.cells], "models"),
+                           few([c.task.name for c in self.cells], "tasks")))
+        return f"{self.study}: {body}" if self.study else body
 
 
 # An override of one of an arm's parts changes what the arm *is* when the arm lacks that part:
@@ -73,10 +89,11 @@ def plan_run(overrides: Sequence[str]) -> Plan:
     study_over = [o for o in overrides if o.split("=", 1)[0] == "study"]
     rest = [o for o in overrides if o.split("=", 1)[0] != "study"]
     baseline = "base"
-    experiment = None
+    experiment = study_name = None
     if study_over:
         study = load_study_config(study_over[-1].split("=", 1)[1])
         experiment = study.experiment or f"biorag-{study.name}"
+        study_name = study.name
         baseline = study.baseline_arm
         protocols = [[f"task.protocol={p}"] for p in study.protocols] or [[]]
         grid = [
@@ -134,7 +151,7 @@ def plan_run(overrides: Sequence[str]) -> Plan:
                 f"(here: {holders})")
         notes.append(f"{o} applies to {', '.join(sorted(applied[o]))}; not to {', '.join(sorted(arms))} "
                      f"(no {part.split()[-1]})")
-    return Plan(cells[0].experiment, cells, baseline, notes)
+    return Plan(cells[0].experiment, cells, baseline, notes, study_name)
 
 
 class _Composer:

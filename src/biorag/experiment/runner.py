@@ -242,14 +242,15 @@ def run_experiment(
     with artifact_lock(invocation_lock_folder(uri, cache_root(cells[0])) / invocation, "experiment run"):
         try:
             return _run_invocation(experiment, cells, prepared, baseline, invocation, uri, overrides,
-                                   models, on_cell_done)
+                                   models, on_cell_done, planned.run_name())
         finally:
             models.close()
 
 
 def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Sequence[PreparedCell],
                     baseline: str, invocation: str, uri: str, overrides: Sequence[str],
-                    models: GeneratorCache, on_cell_done: Callable[[CellResult], None] | None) -> RunResult:
+                    models: GeneratorCache, on_cell_done: Callable[[CellResult], None] | None,
+                    run_name: str) -> RunResult:
     tracker = Tracker(experiment, invocation, uri)
     names = sorted({cell_name(c.arm.name, c.model.name, c.task.name, c.task.protocol) for c in cells})
     parent_params = {"cells": len(cells), "arms": ",".join(sorted({c.arm.name for c in cells})),
@@ -259,11 +260,16 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
     sha = git_sha(Path(__file__).parent)
     result = RunResult(experiment, "", baseline=baseline, tracking_uri=uri)
     parent_tags = {keys.KIND: keys.KIND_STUDY, keys.GIT_SHA: sha, keys.BASELINE_ARM: baseline}
-    with tracker.parent(f"{experiment}:{len(cells)} cells", parent_params, parent_tags) as parent_id:
+    eta = progress.WorkClock([len(p.examples) for p in prepared])
+    with tracker.parent(run_name, parent_params, parent_tags) as parent_id:
         result.parent_run_id = parent_id
         log_json_artifact({"overrides": [scrub(o) for o in overrides], "cells": names}, keys.INVOCATION_FILE)
-        for cfg, prep in zip(cells, prepared, strict=True):
+        for i, (cfg, prep) in enumerate(zip(cells, prepared, strict=True)):
+            name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
+            log.info("cell %d of %d: %s%s", i + 1, len(cells), name, eta.remaining(i))
+            started = time.perf_counter()
             cell = run_cell(cfg, prep, models, tracker, sha)
+            eta.done(cell.n - cell.resumed, time.perf_counter() - started)
             result.cells.append(cell)
             if on_cell_done:
                 on_cell_done(cell)

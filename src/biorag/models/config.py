@@ -115,3 +115,35 @@ def _check(cfg: ModelConfig, field_name: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(
             f"model '{cfg.name}': {field_name} must be one of {', '.join(allowed)}, got {value!r}"
         )
+
+
+def parameters(size: str) -> float | None:
+    """Parameters from a size label: 135M, 8B, 8x7B (experts x each: an upper bound)."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:(\d+)\s*x\s*)?(\d+(?:\.\d+)?)\s*([MmBb])\s*", size or "")
+    if not m:
+        return None
+    n = float(m.group(2)) * (1e6 if m.group(3).lower() == "m" else 1e9)
+    return n * int(m.group(1) or 1)
+
+
+def where_it_runs(cfg: ModelConfig) -> str:
+    """One line for `biorag ls models`: backend, family, size and what machine it needs
+    (weights at 2 bytes a parameter in bf16/fp16, halved or quartered by 8- and 4-bit loading)."""
+    head = f"{cfg.backend}, {cfg.family}, {cfg.size or 'size unknown'}"
+    if cfg.backend == "openai":
+        return f"{head}; served elsewhere (OpenAI-compatible API): no local GPU or memory"
+    if cfg.backend == "fake":
+        return f"{head}; a test double, no model"
+    n = parameters(cfg.size)
+    if n is None:
+        return head
+    gb = n * (0.5 if cfg.load_in_4bit else 1 if cfg.load_in_8bit else 2) / 1e9
+    if n <= 2e9:
+        need = f"CPU-friendly (~{gb:.1f} GB of weights)"
+    elif gb <= 70:
+        need = f"a GPU with >= {gb * 1.2:.0f} GB (weights ~{gb:.0f} GB); QLoRA: model.load_in_4bit=true"
+    else:
+        need = f"several GPUs (weights ~{gb:.0f} GB)"
+    return f"{head}; {need}" + (" (vLLM)" if cfg.backend == "vllm" else "")

@@ -166,6 +166,24 @@ def as_params(flat: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+@contextmanager
+def _start_run(**kwargs: Any) -> Iterator[Any]:
+    """mlflow.start_run, except that a run stopped by Ctrl-C or SIGTERM (KeyboardInterrupt)
+    ends KILLED, not FAILED: it was stopped, nothing went wrong, and the same command resumes it."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    opened = None
+    try:
+        with mlflow.start_run(**kwargs) as run:
+            opened = run.info.run_id
+            yield run
+    except KeyboardInterrupt:
+        if opened:
+            MlflowClient().set_terminated(opened, "KILLED")
+        raise
+
+
 class Tracker:
     """Opens (or re-opens) the parent run of one invocation and its child runs."""
 
@@ -195,7 +213,7 @@ class Tracker:
         run_id = self._find(f"tags.`{keys.INVOCATION}` = '{self.invocation}'")
         if run_id:
             log.info("continuing MLflow run %s of this invocation", run_id)
-        with mlflow.start_run(run_id=run_id, run_name=None if run_id else name) as run:
+        with _start_run(run_id=run_id, run_name=None if run_id else name) as run:
             self.parent_id = run.info.run_id
             mlflow.set_tags({**tags, keys.INVOCATION: self.invocation})
             if not run_id:
@@ -208,7 +226,7 @@ class Tracker:
         import mlflow
 
         run_id = self._find(f"tags.`{keys.CELL}` = '{cell}' and tags.`{keys.PARENT_RUN_ID}` = '{self.parent_id}'")
-        with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=True) as run:
+        with _start_run(run_id=run_id, run_name=None if run_id else name, nested=True) as run:
             mlflow.set_tags({**tags, keys.CELL: cell})
             if not run_id:
                 mlflow.log_params(as_params(params))
