@@ -22,7 +22,7 @@ from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.plan import cell_params, plan
-from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
+from biorag.experiment.resources import GeneratorCache, PreparedCell, check_servers, prepare
 from biorag.experiment.retrieval import CachedRetriever, cell_retrieval, queries_cut, search_query
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
@@ -224,9 +224,10 @@ def run_experiment(
     loader: Callable[[ModelConfig, str | None], Generator] | None = None,
     on_cell_done: Callable[[CellResult], None] | None = None,
 ) -> RunResult:
-    """Plan the cells, check the MLflow store, and run every cell in one parent run."""
+    """Plan the cells, check the MLflow store and model servers, run every cell in one parent run."""
     experiment, cells, baseline = plan(overrides)
     uri = check_store(tracking_uri())  # before any model is loaded
+    check_servers(cells)  # remote models answer, before any index is built or run opened
     if loader is None:
         from biorag.models.loading import load_generator as loader
     models = GeneratorCache(loader)
