@@ -44,9 +44,9 @@ def part1(n: int) -> None:
 
 def part2(n: int, model: str) -> None:
     from biorag.experiment.plan import plan
+    from biorag.experiment.predict import predict
     from biorag.experiment.resources import ensure_index
     from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
-    from biorag.experiment.runner import predict
     from biorag.models.loading import load_generator
     from biorag.tasks import load_examples
 

@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,8 @@ from rich.progress import (
 )
 
 _enabled = os.environ.get("BIORAG_PROGRESS", "1") != "0"
+# the step of an outer bar that the work running now belongs to (see `step`)
+_step: ContextVar[_Step | None] = ContextVar("biorag_progress_step", default=None)
 
 
 def set_enabled(enabled: bool) -> None:
@@ -44,9 +47,53 @@ class _Bar:
             self._progress.update(self._task, total=total, completed=completed)
 
 
+class _Step:
+    """`items` of an outer bar, advanced in fractions by the bars opened inside the step."""
+
+    def __init__(self, outer: _Bar, items: int) -> None:
+        self.outer, self.items, self.done = outer, items, 0.0
+
+    def share(self, n: float) -> None:
+        n = min(n, self.items - self.done)
+        if n > 0:
+            self.done += n
+            self.outer.advance(n)
+
+
+class _Inner:
+    """A bar opened inside a step: its units advance the step's outer bar pro rata."""
+
+    def __init__(self, step: _Step, total: int | None) -> None:
+        self._step, self._scale = step, step.items / total if total else 0.0
+
+    def advance(self, n: int = 1) -> None:
+        self._step.share(n * self._scale)
+
+    def update(self, *, total: int | None = None, completed: int | None = None) -> None:
+        pass
+
+
 @contextmanager
-def bar(description: str, total: int | None = None, completed: int = 0) -> Iterator[_Bar]:
+def step(outer: _Bar, items: int) -> Iterator[None]:
+    """A step of `items` of `outer` (a runner's batch of examples). Bars the step's work
+    opens (a backend's batches of requests) draw nothing themselves and move `outer` by
+    their share, so it counts items as they progress rather than only at the step's end."""
+    state = _Step(outer, items)
+    token = _step.set(state)
+    try:
+        yield
+    finally:
+        _step.reset(token)
+    state.share(items - state.done)  # what the step's work did not report
+
+
+@contextmanager
+def bar(description: str, total: int | None = None, completed: int = 0) -> Iterator[Any]:
     """A progress bar on stderr (a no-op when disabled); `total=None` shows a spinner."""
+    inside = _step.get()
+    if inside is not None:
+        yield _Inner(inside, total)
+        return
     if not _enabled:
         yield _Bar(None, None)
         return
@@ -74,8 +121,9 @@ class _NoBar:
 
 
 def bar_if(description: str, total: int, show: bool) -> Any:
-    """A progress bar when `show` (work that takes more than one batch); silence otherwise."""
-    return bar(description, total=total) if show else nullcontext(_NoBar())
+    """A progress bar when `show` (work that takes more than one batch) or inside a `step`;
+    silence otherwise."""
+    return bar(description, total=total) if show or _step.get() is not None else nullcontext(_NoBar())
 
 
 class WorkClock:

@@ -63,6 +63,11 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "openai": "biorag.models.openai:OpenAIGenerator",
         "fake": "biorag.models.fake:FakeGenerator",
     },
+    # a backend's check before an experiment opens any run (a remote server answers and
+    # serves the model): fn(ModelConfig, adapters) raising BioragError; optional per backend
+    "model_preflight": {
+        "openai": "biorag.models.endpoint:preflight",
+    },
 }
 
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
-import threading
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tests.helpers.openai_server import CHAT_REPLY, CHAT_USAGE, FakeOpenAI, fake_openai, lp
 from tests.helpers.tiny_model import build_tiny_model
 
 from biorag.config import packaged_config_dir, to_typed
@@ -483,81 +482,11 @@ def test_yaml_booleans_for_chat_are_accepted() -> None:
 # -- OpenAI-compatible client ---------------------------------------------------------------
 
 
-class _FakeServer(BaseHTTPRequestHandler):
-    """Canned OpenAI-style answers; records every request it gets."""
-
-    seen: ClassVar[list[tuple[str, dict, dict]]] = []
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body, dict(self.headers)))
-        if body.get("model") == "broken":
-            return self._send(400, {"error": {"message": "bad model"}})
-        if self.path == "/v1/completions" and body.get("echo"):
-            payload = {"choices": [_echo_choice(p, i) for i, p in enumerate(body["prompt"])]}
-        elif self.path == "/v1/completions":
-            texts = [f"B. answer to {p}\nmore" for p in body["prompt"]]
-            payload = {
-                "choices": [{"index": i, "text": t} for i, t in reversed(list(enumerate(texts)))]
-            }
-        else:
-            content = "A. from chat\nmore"
-            payload = {
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]
-            }
-        self._send(200, payload)
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def _words(text: str) -> list[tuple[str, int]]:
-    """Split like a tokenizer that attaches the leading space: [(token, offset)]."""
-    out, start = [], 0
-    for i in range(1, len(text) + 1):
-        if i == len(text) or (text[i] == " " and text[i - 1] != " "):
-            out.append((text[start:i], start))
-            start = i
-    return out
-
-
-def _lp(token: str) -> float:
-    return -0.5 * len(token)
-
-
-def _echo_choice(prompt: str, index: int) -> dict:
-    tokens = [*_words(prompt), (" GEN", len(prompt))]  # plus the one generated token
-    return {
-        "index": index,
-        "text": prompt + " GEN",
-        "logprobs": {
-            "tokens": [t for t, _ in tokens],
-            "token_logprobs": [None] + [_lp(t) for t, _ in tokens[1:]],
-            "text_offset": [o for _, o in tokens],
-            # a token is the argmax unless it contains an "x"
-            "top_logprobs": [None] + [{("other" if "x" in t else t): -0.1} for t, _ in tokens[1:]],
-        },
-    }
-
-
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch):
-    _FakeServer.seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
     monkeypatch.setenv("BIORAG_TEST_KEY", "sk-test")
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
-    httpd.server_close()
+    with fake_openai() as url:
+        yield url
 
 
 def test_openai_loglikelihood_parses_echoed_logprobs(server: str) -> None:
@@ -573,13 +502,13 @@ def test_openai_loglikelihood_parses_echoed_logprobs(server: str) -> None:
     requests = [("The answer is", " hypertension"), ("Pick one: ", "ataxia xx"), ("Q:", " A")]
     results = gen.loglikelihood(requests)
     assert [r.logprob for r in results] == pytest.approx(
-        [_lp(" hypertension"), _lp(" ataxia") + _lp(" xx"), _lp(" A")]
+        [lp(" hypertension"), lp(" ataxia") + lp(" xx"), lp(" A")]
     )
     assert [r.n_tokens for r in results] == [1, 2, 1]
     assert [r.is_greedy for r in results] == [True, False, True]
     assert [r.n_chars for r in results] == [13, 9, 2]
-    assert len(_FakeServer.seen) == 2  # batches of two prompts
-    path, body, headers = _FakeServer.seen[0]
+    assert len(FakeOpenAI.seen) == 2  # batches of two prompts
+    path, body, headers = FakeOpenAI.seen[0]
     assert path == "/v1/completions"
     assert body["prompt"] == ["The answer is hypertension", "Pick one: ataxia xx"]
     assert (body["temperature"], body["echo"], body["logprobs"], body["model"]) == (
@@ -592,11 +521,11 @@ def test_openai_loglikelihood_parses_echoed_logprobs(server: str) -> None:
 
 
 def test_openai_generate_is_greedy_and_cut_at_stop(server: str) -> None:
-    gen = OpenAIGenerator(model="served-model", base_url=server, batch_size=3)
+    gen = OpenAIGenerator(model="served-model", base_url=server, batch_size=3, api="completions")
     prompts = ["p1", "p2", "p3", "p4"]
     out = gen.generate(prompts, max_new_tokens=5, stop=["\n"])
     assert out == [f"B. answer to {p}" for p in prompts]  # choices re-ordered by index
-    bodies = [b for _, b, _ in _FakeServer.seen]
+    bodies = [b for _, b, _ in FakeOpenAI.seen]
     assert [len(b["prompt"]) for b in bodies] == [3, 1]
     assert all(
         b["temperature"] == 0 and b["max_tokens"] == 5 and b["stop"] == ["\n"] for b in bodies
@@ -604,19 +533,112 @@ def test_openai_generate_is_greedy_and_cut_at_stop(server: str) -> None:
 
     chat = OpenAIGenerator(model="served-model", base_url=server, api="chat")
     assert chat.generate(["What is ataxia?"], stop=["\n"]) == ["A. from chat"]
-    path, body, _ = _FakeServer.seen[-1]
+    path, body, _ = FakeOpenAI.seen[-1]
     assert path == "/v1/chat/completions" and body["temperature"] == 0
     assert body["messages"] == [{"role": "user", "content": "What is ataxia?"}]
     assert chat.render_chat(MESSAGES) == "Be brief.\n\nWhat is ataxia?"
 
 
 def test_openai_errors_name_the_url(server: str) -> None:
-    gen = OpenAIGenerator(model="broken", base_url=server, max_retries=0)
+    gen = OpenAIGenerator(model="broken", base_url=server, max_retries=0, api="completions")
     with pytest.raises(BioragError, match=r"/v1/completions answered 400"):
         gen.generate(["x"])
     dead = OpenAIGenerator(model="m", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2)
     with pytest.raises(BioragError, match="cannot reach"):
         dead.generate(["x"])
+
+
+def test_shipped_openai_config_loads_with_no_hub_access(monkeypatch, caplog) -> None:
+    """No tokenizer named: nothing is fetched, chat goes to the server, counts say approximate."""
+    import transformers
+
+    def no_hub(*args, **kwargs):  # pragma: no cover - must never be called
+        raise AssertionError("a tokenizer was loaded")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    monkeypatch.setattr("biorag.models.openai._TOLD_APPROXIMATE", set())  # said once per process
+    with caplog.at_level(logging.WARNING, logger="biorag.models.openai"):
+        gen = load_generator(load_model_config("openai-compatible"))
+    assert isinstance(gen, OpenAIGenerator) and gen.tokenizer is None
+    assert gen.api == "chat" and gen.info["api"] == "chat"
+    assert gen.info["token_counts"].startswith("approximate")
+    load_generator(load_model_config("openai-compatible"))  # the next cell's load: not said again
+    assert sum("token counts are approximate" in r.message for r in caplog.records) == 1
+
+
+def test_a_tokenizer_the_hub_cannot_give_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import huggingface_hub.constants
+    from tests.helpers.vllm_server import free_port
+
+    cfg = ModelConfig(name="srv", id="served-model", backend="openai", base_url="http://127.0.0.1:9/v1",
+                      options={"tokenizer": "biorag-test/no-such-tokenizer"})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BioragError, match=r"no-such-tokenizer.*HF_HUB_OFFLINE is set.*hf download"):
+        load_generator(cfg)
+    # offline without saying so: one quick request to the hub, not a minute of retries
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(BioragError, match=r"no-such-tokenizer.*cannot be reached from this machine"):
+        load_generator(cfg)
+    assert time.monotonic() - started < 10
+    folder = ModelConfig(name="srv", backend="openai", options={"tokenizer": "./no/such/folder"})
+    with pytest.raises(BioragError, match=r"no tokenizer in folder \./no/such/folder"):
+        load_generator(folder)
+
+
+def test_openai_without_a_tokenizer_counts_tokens_from_usage(server: str) -> None:
+    gen = OpenAIGenerator(model="served-model", base_url=server)
+    assert gen.api == "chat"  # auto: the server renders the chat template
+    prompt = gen.render_chat(MESSAGES)
+    assert gen.count_tokens(prompt) == math.ceil(len(prompt) / 4)  # nothing asked yet: estimate
+    assert gen.generate([prompt]) == [CHAT_REPLY]
+    _, body, _ = FakeOpenAI.seen[-1]
+    assert body["messages"] == MESSAGES
+    assert gen.count_tokens(prompt) == CHAT_USAGE["prompt_tokens"]
+    assert gen.count_tokens(CHAT_REPLY) == CHAT_USAGE["completion_tokens"]
+    # an output cut here at a stop string is not what the server counted: estimated
+    assert gen.generate([prompt], stop=["\n"]) == ["A. from chat"]
+    assert gen.count_tokens("A. from chat") == 3
+    # a scored prompt's tokens are those the server echoed before the continuation
+    gen.loglikelihood([("The answer is", " hypertension")])
+    assert gen.count_tokens("The answer is") == 3  # "The", " answer", " is"; the estimate is 4
+    assert OpenAIGenerator(model="m", base_url=server, chat="false").api == "completions"
+
+
+def test_preflight_asks_the_server_which_models_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from biorag.models.endpoint import preflight
+
+    cfg = ModelConfig(name="srv", id="served-model", backend="openai", api_key_env="BIORAG_TEST_KEY")
+    monkeypatch.setenv("BIORAG_TEST_KEY", "sk-test")
+    with fake_openai(served=("served-model", "hpo-lora"), key="sk-test") as url:
+        cfg.base_url = url
+        preflight(cfg, [None, "/somewhere/adapters/hpo-lora"])
+        assert [p for p, _, _ in FakeOpenAI.seen] == ["GET /v1/models"]
+        with pytest.raises(BioragError, match=r"does not serve 'other-lora'; it serves hpo-lora, "
+                                              r"served-model\. Set model\.id.*--lora-modules"):
+            preflight(cfg, [None, "adapters/other-lora"])
+        monkeypatch.setenv("BIORAG_TEST_KEY", "sk-wrong")
+        with pytest.raises(BioragError, match=r"refused the request \(401.*\$BIORAG_TEST_KEY"):
+            preflight(cfg, [None])
+
+
+def test_preflight_of_a_dead_server_says_what_to_check() -> None:
+    from tests.helpers.vllm_server import free_port
+
+    from biorag.models.endpoint import preflight
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    cfg = ModelConfig(name="srv", id="served-model", backend="openai", base_url=url)
+    with pytest.raises(BioragError) as e:
+        preflight(cfg, [None])
+    message = str(e.value)
+    for part in (f"{url}/models", "'srv' (served-model)", "Is the server running", "model.base_url=URL",
+                 "$OPENAI_BASE_URL", "$OPENAI_API_KEY"):
+        assert part in message, part
+    assert "\n" not in message  # one paragraph
 
 
 # -- fake --------------------------------------------------------------------------------

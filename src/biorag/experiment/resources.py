@@ -178,6 +178,14 @@ class GeneratorCache:
             close()
 
 
+def check_servers(cells: list[RunConfig]) -> None:
+    """Every remote model's server answers and serves it (and each lora arm's adapter):
+    asked before any index is built or run opened, so a dead endpoint leaves nothing behind."""
+    from biorag.models.loading import preflight
+
+    preflight([(c.model, c.arm.adapter) for c in cells])
+
+
 def prepare(cfg: RunConfig) -> PreparedCell:
     """Everything a cell needs that can fail on bad input (task files, indexes, adapters),
     checked for every cell before the parent run opens or any model is loaded."""

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,25 +22,22 @@ from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.plan import cell_params, plan_run
-from biorag.experiment.resources import GeneratorCache, PreparedCell, prepare
-from biorag.experiment.retrieval import CachedRetriever, cell_retrieval, queries_cut, search_query
+from biorag.experiment.predict import predict
+from biorag.experiment.resources import GeneratorCache, PreparedCell, check_servers, prepare
+from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
-from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
 from biorag.retrieval.fusion import source_share
-from biorag.retrieval.rerank import RerankingRetriever, bind_generator, find, model_key
-from biorag.retrieval.retrievers import Retriever
+from biorag.retrieval.rerank import bind_generator, model_key
 from biorag.scoring.evaluate import (
     TRUNCATED,
     UNPARSED,
     TaskScores,
     decoding,
-    majority_output,
     unparsed,
 )
 from biorag.scoring.metrics import N_RESAMPLES, mean_result
-from biorag.tasks.config import TaskConfig
 from biorag.tracking import keys
 from biorag.tracking.runs import (
     Tracker,
@@ -55,7 +52,7 @@ from biorag.tracking.runs import (
     set_tags,
     tracking_uri,
 )
-from biorag.types import Example, Hit, Prediction, answer_text
+from biorag.types import Example, Prediction, answer_text
 
 log = logging.getLogger(__name__)
 
@@ -76,108 +73,6 @@ class CellResult:
 
 
 # -- running --------------------------------------------------------------------------------
-
-
-def _batches(items: Sequence[Example], size: int) -> Iterator[Sequence[Example]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def predict(
-    cfg: RunConfig,
-    examples: Sequence[Example],
-    generator: Generator,
-    retriever: Retriever | None,
-    cache: PredictionCache,
-) -> tuple[list[dict[str, Any]], int]:
-    """Raw outputs for every example (from the cache where present), in example order."""
-    from biorag.prompting import build_prompt, mcq_continuations
-
-    done = cache.load()
-    resumed = sum(1 for e in examples if e.id in done)
-    todo = [e for e in examples if e.id not in done]
-    task = cfg.task
-    use_ll = task.scoring in ("loglikelihood", "both") and task.type in ("mcq", "longdoc")
-    use_gen = task.scoring in ("generate", "both") or not use_ll
-    spec = cfg.arm.retriever
-    k = spec.k if spec else 0
-    with progress.bar(cell_name(cfg.arm.name, cfg.model.name, task.name, task.protocol), total=len(examples),
-                      completed=resumed) as bar:
-        for batch in _batches(todo, cfg.batch_size):
-            t0 = time.perf_counter()
-            ranked: list[list[Hit]] = [[] for _ in batch]
-            cut, rerank_s = [False] * len(batch), None
-            if retriever is not None and spec is not None:
-                queries = [search_query(e, spec.query) for e in batch]
-                cut = queries_cut(retriever, queries)
-                stage = find(retriever, RerankingRetriever)
-                before = stage.seconds if stage is not None else 0.0
-                # deep enough for every retrieval measure; the prompt gets the top k
-                ranked = retrieve_ranked(retriever, batch, queries, max(k, DEPTH), spec.exclude)
-                rerank_s = (stage.seconds - before) / len(batch) if stage is not None else None
-            hits = [h[:k] for h in ranked]
-            t_retrieval = time.perf_counter() - t0
-            prompts = [build_prompt(task, e, h, generator.count_tokens) for e, h in zip(batch, hits, strict=True)]
-            texts = [generator.render_chat(p.messages) for p in prompts]
-            t1 = time.perf_counter()
-            lls: list[list[LoglikelihoodResult]] = [[] for _ in batch]
-            if use_ll:
-                requests, owners = [], []
-                for i, (e, text) in enumerate(zip(batch, texts, strict=True)):
-                    for cont in mcq_continuations(task, e):
-                        requests.append((text, cont))
-                        owners.append(i)
-                for i, res in zip(owners, generator.loglikelihood(requests), strict=True):
-                    lls[i].append(res)
-            outputs, samples = [""] * len(batch), [[] for _ in batch]
-            if use_gen:
-                outputs, samples = _generate(generator, texts, batch, task, cfg.seed)
-            t_model = time.perf_counter() - t1
-            records = []
-            for e, p, text, out, ll, hs, sampled, c in zip(batch, prompts, texts, outputs, lls, ranked, samples,
-                                                            cut, strict=True):
-                in_prompt = set(p.hit_ids)
-                n_out = generator.count_tokens(out) if out else 0  # the output kept (budget, truncation)
-                n_gen = sum(generator.count_tokens(x) for x in sampled) if sampled else n_out  # all generated
-                records.append({
-                    "id": e.id,
-                    "prompt_hash": p.hash,
-                    "retrieved": list(p.hit_ids),
-                    # documents in rank order (retrieval measures) and those in the prompt
-                    # with a rerank stage, each hit's first-stage rank follows its rerank score
-                    "ranked": [[h.chunk.id, h.chunk.doc_id, h.score, *([h.first_rank] if h.first_rank else [])]
-                               for h in hs],
-                    "prompt_docs": doc_ranking([h for h in hs if h.chunk.id in in_prompt]),
-                    "output": out,
-                    **({"samples": sampled} if sampled else {}),
-                    "ll": [[r.logprob, r.n_tokens, r.n_chars, r.is_greedy] for r in ll],
-                    "tokens": generator.count_tokens(text) + n_gen,
-                    "gen_tokens": n_out,
-                    "retrieval_s": t_retrieval / len(batch),
-                    "rerank_s": rerank_s,  # part of retrieval_s; None without a rerank stage
-                    "query_cut": c,
-                    "model_s": t_model / len(batch),
-                    "truncated": p.truncated,
-                })
-            cache.append(records)
-            for r in records:
-                done[r["id"]] = r
-            bar.advance(len(batch))
-    return [done[e.id] for e in examples], resumed
-
-
-def _generate(generator: Generator, texts: list[str], batch: Sequence[Example], task: TaskConfig,
-              seed: int) -> tuple[list[str], list[list[str]]]:
-    """Each prompt's output, greedy; or, with `task.samples`, the majority output of samples
-    drawn at `task.temperature` with seeds seed, seed+1, ... (and the samples themselves)."""
-    kw: dict[str, Any] = {"max_new_tokens": task.max_new_tokens, "stop": task.stop or None}
-    if task.stop_after:
-        kw["stop_after"] = task.stop_after
-    if task.temperature == 0:
-        return generator.generate(texts, **kw), [[] for _ in texts]
-    drawn = [generator.generate(texts, **kw, temperature=task.temperature, seed=seed + j) for j in range(task.samples)]
-    samples = [list(s) for s in zip(*drawn, strict=True)]
-    return [majority_output(task, s, e.options) for s, e in zip(samples, batch, strict=True)], samples
 
 
 def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> TaskScores:
@@ -224,12 +119,13 @@ def run_experiment(
     loader: Callable[[ModelConfig, str | None], Generator] | None = None,
     on_cell_done: Callable[[CellResult], None] | None = None,
 ) -> RunResult:
-    """Plan the cells, check the MLflow store, and run every cell in one parent run."""
+    """Plan the cells, check the MLflow store and model servers, run every cell in one parent run."""
     planned = plan_run(overrides)
     experiment, cells, baseline = planned.experiment, planned.cells, planned.baseline
     for note in planned.notes:  # an arm-part override kept off the arms without that part
         log.info("%s", note)
     uri = check_store(tracking_uri())  # before any model is loaded
+    check_servers(cells)  # remote models answer, before any index is built or run opened
     if loader is None:
         from biorag.models.loading import load_generator as loader
     models = GeneratorCache(loader)

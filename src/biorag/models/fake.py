@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 from biorag.errors import ConfigError
 from biorag.models.base import LoglikelihoodResult
@@ -34,21 +35,23 @@ class FakeGenerator:
     """Deterministic scores and answers from hashes (and, in context mode, the prompt)."""
 
     def __init__(
-        self, *, name: str = "fake", mode: str = "hash", seed: int = 0, answer: str = "{choice}"
+        self, *, name: str = "fake", mode: str = "hash", seed: int = 0, answer: str = "{choice}",
+        delay_s: float = 0.0,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"fake model: mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.name, self.mode, self.seed, self.answer = name, mode, seed, answer
+        self.delay_s = delay_s  # seconds per prompt, to stand in for a slow model (signal tests)
         self.n_scored = 0  # requests seen, so tests can check caching and resumption
         self.n_generated = 0
         self.info = {"backend": "fake", "mode": mode, "seed": str(seed)}
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> FakeGenerator:
-        unknown = set(cfg.options) - {"mode", "seed", "answer"}
+        unknown = set(cfg.options) - {"mode", "seed", "answer", "delay_s"}
         if unknown:
             raise ConfigError(
-                f"model '{cfg.name}': unknown fake options {sorted(unknown)}; known: answer, mode, seed"
+                f"model '{cfg.name}': unknown fake options {sorted(unknown)}; known: answer, delay_s, mode, seed"
             )
         name = cfg.name if adapter is None else f"{cfg.name}+{adapter}"
         # an adapter changes the seed, so "fine-tuned" answers differ from the base ones
@@ -58,10 +61,13 @@ class FakeGenerator:
             mode=str(cfg.options.get("mode", "hash")),
             seed=seed,
             answer=str(cfg.options.get("answer", "{choice}")),
+            delay_s=float(cfg.options.get("delay_s", 0.0)),
         )
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
         self.n_scored += len(requests)
+        if self.delay_s:
+            time.sleep(self.delay_s * len({context for context, _ in requests}))
         return [self._score(context, continuation) for context, continuation in requests]
 
     def _score(self, context: str, continuation: str) -> LoglikelihoodResult:
@@ -79,6 +85,8 @@ class FakeGenerator:
         stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
         self.n_generated += len(prompts)
+        if self.delay_s:
+            time.sleep(self.delay_s * len(prompts))
         outputs = []
         for prompt in prompts:
             choice = self._choice(prompt)

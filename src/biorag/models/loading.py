@@ -7,8 +7,12 @@ a backend is chosen.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,74 @@ def load_generator(cfg: ModelConfig, adapter: str | None = None) -> Generator:
     """The generator a model config describes, with an optional LoRA adapter folder."""
     backend = registry.resolve("model_backend", cfg.backend)
     return backend.from_config(cfg, adapter=adapter)
+
+
+def preflight(models: Iterable[tuple[ModelConfig, str | None]]) -> None:
+    """Before anything runs, the check each backend registers under `model_preflight` (a
+    remote server: does it answer, does it serve the model and each adapter asked for), once
+    per distinct model with every adapter its cells use."""
+    checked = set(registry.names("model_preflight"))
+    wanted: dict[str, tuple[ModelConfig, set[str | None]]] = {}
+    for cfg, adapter in models:
+        if cfg.backend in checked:
+            key = json.dumps(asdict(cfg), sort_keys=True, default=str)
+            wanted.setdefault(key, (cfg, set()))[1].add(adapter)
+    for cfg, adapters in wanted.values():
+        check = registry.resolve("model_preflight", cfg.backend)
+        check(cfg, sorted(adapters, key=lambda a: a or ""))
+
+
+def load_tokenizer(cfg: ModelConfig, name: str) -> Any:
+    """The tokenizer `name` (a folder or hub id) from local files first: the hub is asked only
+    when neither a folder nor the Hugging Face cache has it, and never under HF_HUB_OFFLINE,
+    so an offline machine fails at once with what to do, not after the hub's retries."""
+    path = Path(name).expanduser()
+    try:
+        return _tokenizer(str(path) if path.exists() else name, cfg.revision,
+                          cfg.trust_remote_code, local=True)
+    except OSError as e:
+        if path.exists() or name.startswith((".", "~", "/")) or name.count("/") > 1:
+            raise BioragError(f"model '{cfg.name}': options.tokenizer: no tokenizer in folder "
+                              f"{name} ({_first_line(e)})") from None
+    import httpx
+    from huggingface_hub import constants
+
+    remedy = (
+        f"download it where the hub is reachable (hf download {name} --include 'tokenizer*' "
+        "'special_tokens_map.json'), or point options.tokenizer at a folder holding it, or "
+        "leave options.tokenizer out (token counts then come from the server or are approximate)"
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise BioragError(
+            f"model '{cfg.name}': tokenizer '{name}' is neither a local folder nor in the Hugging "
+            f"Face cache, and HF_HUB_OFFLINE is set, so the hub is not asked: {remedy}."
+        )
+    try:  # one quick request first: without a network the hub's client retries for a minute
+        httpx.head(constants.ENDPOINT, timeout=5.0)
+    except httpx.HTTPError as e:
+        raise BioragError(
+            f"model '{cfg.name}': tokenizer '{name}' is neither a local folder nor in the Hugging "
+            f"Face cache, and the hub ({constants.ENDPOINT}) cannot be reached from this machine "
+            f"({type(e).__name__}): {remedy}."
+        ) from None
+    log.info("tokenizer %s is not cached here: fetching it from the Hugging Face hub", name)
+    try:
+        return _tokenizer(name, cfg.revision, cfg.trust_remote_code, local=False)
+    except OSError as e:
+        raise BioragError(
+            f"model '{cfg.name}': could not load tokenizer '{name}' ({_first_line(e)}); the hub "
+            f"may be unreachable from this machine (set HF_HUB_OFFLINE=1 to fail at once): {remedy}."
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name: str, revision: str | None, trust_remote_code: bool, *, local: bool) -> Any:
+    # cached: the pre-flight loads it before any run opens, the backend again per cell
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        name, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local
+    )
 
 
 def load_model_config(name_or_path: str | Path) -> ModelConfig:

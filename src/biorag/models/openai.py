@@ -10,14 +10,21 @@ are summed. Which servers echo prompt log-probabilities: vLLM's `vllm serve` (to
 tested against a real one; text prompts against a stand-in server only); OpenAI's current chat
 models do not (the error says so: score such a task by generation). Other servers are untested.
 
-Generation is greedy (`temperature=0`, `seed=0`) through `/completions` (default: the
-prompt is sent as rendered) or `/chat/completions` (`options.api: chat`). With `api: chat` a
-prompt made by `render_chat` is sent as its messages, and the server applies the model's chat
-template itself (with the same template, the same prompt, so the same greedy answer); any
-other prompt is sent as one user message. Without `options.tokenizer` there is no local chat
-template and `count_tokens` is an estimate (4 characters a token). A vLLM server should run
-with `--generation-config vllm`, so the checkpoint's sampling defaults (a repetition penalty)
-cannot change what greedy means.
+Generation is greedy (`temperature=0`, `seed=0`) through `/completions` (the prompt is sent
+as rendered) or `/chat/completions` (the prompt's messages; the server applies the model's
+chat template itself, so with the same template the same prompt and the same greedy answer).
+`options.api: auto` (the default) chooses chat where no local tokenizer renders the template
+and the config does not say `chat: false`; any prompt not made by `render_chat` goes to chat
+as one user message. A vLLM server should run with `--generation-config vllm`, so the
+checkpoint's sampling defaults (a repetition penalty) cannot change what greedy means.
+
+Token counts (context packing under a task's budget, the cost metrics) are exact with
+`options.tokenizer`; without it they are the server's `usage` for the prompts and outputs it
+reported, else about 4 characters a token: the backend says so once, and its `info` (the
+`versions.token_counts` tag) records it.
+
+Before an experiment opens any run, `biorag.models.endpoint.preflight` asks the server
+whether it serves the model, so an unreachable one fails in seconds, saying what to check.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import httpx
 from biorag.errors import BioragError, ConfigError
 from biorag.models.base import LoglikelihoodResult
 from biorag.models.config import ModelConfig
+from biorag.models.endpoint import base_url_of, served_name
 from biorag.models.text import (
     TokenEncoder,
     cut_at_stop,
@@ -44,9 +52,11 @@ from biorag.models.text import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 _OPTIONS = {"api", "tokenizer", "timeout_s", "max_retries"}
+APPROXIMATE = "approximate: server usage where reported, else 4 characters a token"
+_MEMO_MAX = 100_000  # remembered prompts (messages, token counts): a long run stays bounded
+_TOLD_APPROXIMATE: set[str] = set()  # models whose approximate token counts were logged
 
 
 class OpenAIGenerator:
@@ -60,14 +70,17 @@ class OpenAIGenerator:
         api_key: str | None = None,
         name: str = "openai",
         batch_size: int = 8,
-        api: str = "completions",
+        api: str = "auto",
         tokenizer: Any = None,
         chat: str = "auto",
         timeout_s: float = 120.0,
         max_retries: int = 3,
     ) -> None:
-        if api not in ("completions", "chat"):
-            raise ConfigError(f"{name}: options.api must be completions or chat, got {api!r}")
+        if api not in ("auto", "completions", "chat"):
+            raise ConfigError(f"{name}: options.api must be auto, completions or chat, got {api!r}")
+        self.auto_api = api == "auto"
+        if self.auto_api:  # the server renders the chat template where no tokenizer here can
+            api = "chat" if tokenizer is None and chat != "false" else "completions"
         self.model, self.name, self.batch_size, self.api = model, name, batch_size, api
         self.base_url = base_url.rstrip("/")
         self.tokenizer, self.max_retries = tokenizer, max_retries
@@ -75,6 +88,9 @@ class OpenAIGenerator:
         self._encoder = TokenEncoder(tokenizer) if tokenizer is not None else None
         # rendered prompt -> the messages it came from, for /chat/completions
         self._messages: dict[str, list[dict[str, str]]] = {}
+        # text -> its token count from a server's `usage` (no tokenizer here)
+        self._counted: dict[str, int] = {}
+        self._warned_ll = False
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         self.info = {
@@ -82,7 +98,15 @@ class OpenAIGenerator:
             "base_url": self.base_url,
             "api": api,
             "httpx": httpx.__version__,
+            "token_counts": "tokenizer" if tokenizer is not None else APPROXIMATE,
         }
+        if tokenizer is None and name not in _TOLD_APPROXIMATE:  # once per model and process
+            _TOLD_APPROXIMATE.add(name)
+            log.warning(
+                "%s: no local tokenizer (options.tokenizer), so token counts are approximate "
+                "(the server's usage where it reports it, else 4 characters a token): contexts "
+                "are packed under the token budgets by that estimate", name,
+            )
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> OpenAIGenerator:
@@ -91,28 +115,18 @@ class OpenAIGenerator:
             raise ConfigError(
                 f"model '{cfg.name}': unknown openai options {sorted(unknown)}; known: {', '.join(sorted(_OPTIONS))}"
             )
-        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         tokenizer = None
         if cfg.options.get("tokenizer"):
-            from transformers import AutoTokenizer
+            from biorag.models.loading import load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(
-                cfg.options["tokenizer"],
-                revision=cfg.revision,
-                trust_remote_code=cfg.trust_remote_code,
-            )
-        # vLLM serves a LoRA adapter under its own model name: `--lora-modules NAME=PATH`, NAME
-        # being the adapter's folder name (the arm's `adapter`)
-        model = Path(adapter).name if adapter else cfg.id
-        if not model:
-            raise ConfigError(f"model '{cfg.name}': set `id` to the model name the server knows")
+            tokenizer = load_tokenizer(cfg, str(cfg.options["tokenizer"]))
         return cls(
-            model=model,
-            base_url=base_url,
+            model=served_name(cfg, adapter),
+            base_url=base_url_of(cfg),
             api_key=os.environ.get(cfg.api_key_env),
             name=cfg.name if adapter is None else f"{cfg.name}+{Path(adapter).name}",
             batch_size=cfg.batch_size,
-            api=str(cfg.options.get("api", "completions")),
+            api=str(cfg.options.get("api", "auto")),
             tokenizer=tokenizer,
             chat=cfg.chat,
             timeout_s=float(cfg.options.get("timeout_s", 120.0)),
@@ -122,6 +136,13 @@ class OpenAIGenerator:
     # -- scoring ---------------------------------------------------------------------------
 
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
+        if requests and self.api == "chat" and not self.use_chat_template and not self._warned_ll:
+            self._warned_ll = True
+            log.warning(
+                "%s: log-likelihoods come from /completions, which gets the prompt as plain text: "
+                "the server's chat template applies to generation only. Set options.tokenizer to "
+                "score the prompt as the chat template renders it", self.name,
+            )
         results: list[LoglikelihoodResult] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
@@ -148,6 +169,9 @@ class OpenAIGenerator:
                 else:
                     context, continuation = texts[j]
                     results.append(self._score(choice, context, continuation, len(original)))
+                    # the prompt's tokens: those the server echoed before the continuation's
+                    offsets = (choice.get("logprobs") or {}).get("text_offset") or []
+                    self._remember(batch[j][0], sum(1 for o in offsets if o < len(context)))
         return results
 
     def _logprobs(self, choice: dict) -> dict:
@@ -218,32 +242,55 @@ class OpenAIGenerator:
         if self.api == "chat":
             for prompt in prompts:
                 messages = self._messages.get(prompt) or [{"role": "user", "content": prompt}]
-                body = {**common, "messages": messages}
-                choice = _by_index(self._post("/chat/completions", body), 1)[0]
-                outputs.append((choice.get("message") or {}).get("content") or "")
+                payload = self._post("/chat/completions", {**common, "messages": messages})
+                choice = _by_index(payload, 1)[0]
+                text = (choice.get("message") or {}).get("content") or ""
+                outputs.append(self._counted_output(prompt, text, payload, stop, stop_after))
         else:
             for start in range(0, len(prompts), self.batch_size):
                 batch = prompts[start : start + self.batch_size]
-                choices = _by_index(
-                    self._post("/completions", {**common, "prompt": batch}), len(batch)
-                )
-                outputs.extend(c.get("text") or "" for c in choices)
-        return [cut_at_stop(text, stop, stop_after) for text in outputs]
+                payload = self._post("/completions", {**common, "prompt": batch})
+                texts = [c.get("text") or "" for c in _by_index(payload, len(batch))]
+                if len(batch) == 1:  # a batch's usage is its prompts' together: one is countable
+                    outputs.append(self._counted_output(batch[0], texts[0], payload, stop, stop_after))
+                else:
+                    outputs.extend(cut_at_stop(t, stop, stop_after) for t in texts)
+        return outputs
+
+    def _counted_output(self, prompt: str, text: str, payload: dict[str, Any],
+                        stop: list[str] | None, stop_after: list[str] | None) -> str:
+        """The output cut at its stop strings; the prompt's and the output's token counts
+        remembered from the response's usage (the output's only if nothing was cut here)."""
+        usage = payload.get("usage") or {}
+        if self._encoder is None and isinstance(usage.get("prompt_tokens"), int):
+            self._remember(prompt, usage["prompt_tokens"])
+        out = cut_at_stop(text, stop, stop_after)
+        if self._encoder is None and out == text and isinstance(usage.get("completion_tokens"), int):
+            self._remember(out, usage["completion_tokens"])
+        return out
+
+    def _remember(self, text: str, n_tokens: int) -> None:
+        if len(self._counted) > _MEMO_MAX:
+            self._counted.clear()
+        self._counted[text] = n_tokens
 
     def render_chat(
         self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True
     ) -> str:
         text = render_messages(self.tokenizer, self.use_chat_template, messages, add_generation_prompt)
         if self.api == "chat" and add_generation_prompt:
-            if len(self._messages) > 100_000:  # a long run: keep memory bounded
+            if len(self._messages) > _MEMO_MAX:
                 self._messages.clear()
             self._messages[text] = messages
         return text
 
     def count_tokens(self, text: str) -> int:
+        """Exact with a local tokenizer; else the server's count where a response gave one
+        (a prompt it answered, an output it generated), else about 4 characters a token."""
         if self._encoder is not None:
             return self._encoder.count(text)
-        return math.ceil(len(text) / 4)
+        counted = self._counted.get(text)
+        return counted if counted is not None else math.ceil(len(text) / 4)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -262,9 +309,13 @@ class OpenAIGenerator:
                     except ValueError:
                         raise BioragError(f"{self.name}: {url} did not answer JSON") from None
                 if response.status_code not in _RETRY_STATUS or attempt == self.max_retries:
-                    raise BioragError(
-                        f"{self.name}: {url} answered {response.status_code}: {response.text[:300]}"
-                    )
+                    hint = ""
+                    if response.status_code == 400 and path == "/chat/completions" and self.auto_api:
+                        hint = (" (options.api is auto and no tokenizer is set, so prompts go to "
+                                "/chat/completions; a model without a chat template needs "
+                                "chat=false or options.api=completions)")
+                    raise BioragError(f"{self.name}: {url} answered {response.status_code}: "
+                                      f"{response.text[:300]}{hint}")
             time.sleep(min(2**attempt, 8))  # rate limits and restarts pass
         raise AssertionError("unreachable")
 
