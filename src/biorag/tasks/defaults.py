@@ -104,7 +104,7 @@ LOADER_DEFAULTS: dict[str, dict[str, Any]] = {
     "mirage": _MCQ,
     "pubmedqa": {**_MCQ, "template": MCQ_DOCUMENTS_TEMPLATE, "document_tokens": 1536,
                  "metrics": ["accuracy", "macro_f1"]},
-    "longdoc": {**_MCQ, "template": MCQ_DOCUMENTS_TEMPLATE, "scoring": "generate",
+    "longdoc": {**_MCQ, "type": "longdoc", "template": MCQ_DOCUMENTS_TEMPLATE, "scoring": "generate",
                 "document_tokens": 6000},
     "nli": {"type": "nli", "template": NLI_TEMPLATE, "scoring": "both", "continuation": "text",
             "max_new_tokens": 8, "metrics": ["accuracy", "macro_f1"],
