@@ -13,14 +13,26 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import (
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
-from biorag.errors import ConfigError, did_you_mean
+from biorag.errors import (
+    ConfigError,
+    check_file_name,
+    did_you_mean,
+    first_line,
+    key_line,
+    schema_keys,
+)
 
 T = TypeVar("T")
 
@@ -177,12 +189,16 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         for _ in range(len(overrides) + 1):
             try:
-                return hydra_compose(config_name=config_name, overrides=overrides)
+                cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+                return _checked_options(cfg, overrides)
             except HydraException as e:
                 cause = e.__cause__
                 if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
                     # a value of the wrong type: say which field, what it got and what it takes
-                    raise ConfigError(f"{cause.full_key}: {_first_line(str(cause))}") from None
+                    raise ConfigError(f"{cause.full_key}: {first_line(str(cause))}") from None
+                in_file = _explain_composing(str(e), config_name)
+                if in_file:  # a bad key or value inside a group option's YAML: name the file
+                    raise ConfigError(in_file) from None
                 opened = _add_to_open_dict(str(e), config_name, overrides)
                 if opened is None:
                     raise ConfigError(_explain_hydra_error(str(e), config_name, overrides)) from None
@@ -190,6 +206,59 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
             except OmegaConfBaseException as e:
                 raise ConfigError(str(e)) from None
     raise AssertionError("unreachable: every retry adds one key")
+
+
+def _checked_options(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The composed config without Hydra's own node, each chosen option checked against its
+    file: named as the file (a missing `name:` is taken from it) and every required value set."""
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    overridden = {o.partition("=")[0].lstrip("+~") for o in overrides}
+    for group, option in choices.items():
+        node = cfg.get(group) if "/" not in group and group in cfg else None
+        path = option_sources(group).get(str(option)) if isinstance(node, DictConfig) else None
+        if path is None:
+            continue
+        if "name" in node.keys() and OmegaConf.is_missing(node, "name"):  # noqa: SIM118 (`in` is False for ???)
+            node.name = option
+        elif "name" in node and f"{group}.name" not in overridden:
+            check_file_name(node.name, path)
+        if missing := sorted(OmegaConf.missing_keys(node)):
+            raise ConfigError(f"{path}: " + "; ".join(_missing(k) for k in missing))
+    return cfg
+
+
+def _missing(key: str) -> str:
+    """A sentence for a required setting left out."""
+    from biorag import registry
+
+    last = key.rpartition(".")[2]
+    kind = {"loader": "task_loader", "backend": "model_backend"}.get(last)
+    return f"`{last}:` is required and not set" + (f" (one of: {', '.join(registry.names(kind))})" if kind else "")
+
+
+_COMPOSING = re.compile(r"In '([^']+)': (\w+) raised while composing config:\s*(.*)", re.S)
+
+
+def _explain_composing(msg: str, config_name: str) -> str | None:
+    """Hydra's 'In 'task/mytask': ConfigKeyError raised while composing config:' with the
+    file, the line, the key and its close matches (Hydra puts them on lines below)."""
+    m = _COMPOSING.search(msg)
+    if not m:
+        return None
+    option, error, detail = m.groups()
+    group, _, name = option.rpartition("/")
+    full_key = next(iter(re.findall(r"full_key: (\S+)", detail)), "")
+    key = full_key.rpartition(".")[2]
+    path = option_sources(group).get(name) if group else None
+    line = key_line(path, key) if path and key else None
+    where = f"{path or option}" + (f":{line}" if line else "")
+    if error == "ConfigKeyError" and key:
+        schema = SCHEMAS.get(f"_{config_name}_schema")
+        known = schema_keys(_import(schema), full_key) if schema else []
+        return f"{where}: " + did_you_mean(key, known, what="key") + f" (at {full_key})"
+    return f"{where}: {first_line(detail)}" + (f" (at {full_key})" if full_key else "")
 
 
 def _add_to_open_dict(msg: str, config_name: str, overrides: list[str]) -> list[str] | None:
@@ -220,32 +289,39 @@ def _add_to_open_dict(msg: str, config_name: str, overrides: list[str]) -> list[
 def _register_schemas() -> None:
     """Put the primary configs' typed schemas in Hydra's store. A schema that does not import
     is a bug in biorag, and fails loudly rather than leaving its config untyped."""
-    import importlib
-
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for name, target in SCHEMAS.items():
-        module, _, attr = target.partition(":")
-        node = getattr(importlib.import_module(module), attr)
-        store.store(name=name, node=node)
+        store.store(name=name, node=_import(target))
 
 
-def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T], where: str = "config") -> T:
-    """Validate a composed config against a dataclass schema and return the dataclass."""
+def _import(target: str) -> Any:
+    import importlib
+
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T], where: str = "config",
+             source: str | os.PathLike | None = None) -> T:
+    """Validate a composed config against a dataclass schema and return the dataclass; an
+    error names `where` (and the line of `source`, the YAML it was read from, when given)."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except ConfigKeyError as e:
         key = str(getattr(e, "key", "") or "")
         full_key = str(getattr(e, "full_key", "") or key)
-        known = _known_keys(schema, full_key)
-        raise ConfigError(
-            f"{where}: " + did_you_mean(key, known, what="key") + f" (at {full_key})"
-        ) from None
+        known = schema_keys(schema, full_key)
+        line = key_line(source, key) if source and key else None
+        at = f" line {line}" if line else ""
+        raise ConfigError(f"{where}{at}: {did_you_mean(key, known, what='key')} (at {full_key})") from None
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{where}: {_missing(str(getattr(e, 'full_key', '') or '?'))}") from None
     except (ValidationError, OmegaConfBaseException) as e:
         raise ConfigError(
-            f"{where}: {_first_line(str(e))} (at {getattr(e, 'full_key', '?')})"
+            f"{where}: {first_line(str(e))} (at {getattr(e, 'full_key', '?')})"
         ) from None
 
 
@@ -267,17 +343,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def _known_keys(schema: type, dotted: str) -> list[str]:
-    """The field names at the level of `dotted` inside a dataclass schema."""
-    cls: Any = schema
-    for part in dotted.split(".")[:-1]:
-        nxt = get_type_hints(cls).get(part) if is_dataclass(cls) else None
-        if nxt is None or not is_dataclass(nxt):
-            return []
-        cls = nxt
-    return [f.name for f in fields(cls)] if is_dataclass(cls) else []
 
 
 def _explain_hydra_error(msg: str, config_name: str, overrides: list[str]) -> str:
@@ -306,12 +371,7 @@ def _explain_hydra_error(msg: str, config_name: str, overrides: list[str]) -> st
         except Exception:  # the explanation is best effort; the original message stays
             known = []
         return did_you_mean(key, known, what="key") + (f" (at {dotted})" if parent else "")
-    return _first_line(msg)
-
-
-def _first_line(msg: str) -> str:
-    lines = [ln for ln in msg.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else msg
+    return first_line(msg)
 
 
 def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
@@ -328,7 +388,7 @@ def expand_sweeps(overrides: Sequence[str]) -> list[list[str]]:
         try:
             parsed += parser.parse_overrides([o])
         except OverrideParseException as e:
-            raise ConfigError(f"cannot read the override {o!r}: {_first_line(str(e))} (quote a "
+            raise ConfigError(f"cannot read the override {o!r}: {first_line(str(e))} (quote a "
                               "value holding '=', spaces or brackets: key='a=b')") from None
     choices: list[list[str]] = []
     for o in parsed:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from collections.abc import Iterable
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
 
 
 class BioragError(Exception):
@@ -52,3 +57,40 @@ def did_you_mean(name: str, known: Iterable[str], what: str = "name") -> str:
     if known:
         msg += f" Known: {', '.join(known)}."
     return msg
+
+
+def key_line(path: str | os.PathLike, key: str) -> int | None:
+    """The line of a YAML file where `key:` first appears (1-based), or None."""
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*:")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return next((i for i, line in enumerate(lines, 1) if pattern.match(line)), None)
+
+
+def check_file_name(name: str, path: Path) -> None:
+    """A config option is named by its file: a `name:` that says otherwise would run (and
+    log) it under another option's name."""
+    if name != path.stem:
+        raise ConfigError(
+            f"{path}: name '{name}' differs from the file name '{path.stem}': runs and results "
+            f"are named by `name:`; rename the file to {name}.yaml or set name: {path.stem} "
+            "(or leave `name:` out)")
+
+
+def schema_keys(schema: type, dotted: str) -> list[str]:
+    """The field names at the level of `dotted` inside a dataclass schema (the keys an
+    unknown key is matched against)."""
+    cls: Any = schema
+    for part in dotted.split(".")[:-1]:
+        nxt = get_type_hints(cls).get(part) if is_dataclass(cls) else None
+        if nxt is None or not is_dataclass(nxt):
+            return []
+        cls = nxt
+    return [f.name for f in fields(cls)] if is_dataclass(cls) else []
+
+
+def first_line(msg: str) -> str:
+    lines = [ln for ln in msg.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else msg

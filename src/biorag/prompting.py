@@ -70,7 +70,8 @@ def _template(source: str):
 def check_template(cfg: TaskConfig) -> None:
     """Raise ConfigError when the task's template is missing or does not compile."""
     if not cfg.template.strip():
-        raise ConfigError(f"task {cfg.name}: no template")
+        raise ConfigError(f"task {cfg.name}: no template (loader '{cfg.loader}' brings none): set "
+                          "template: in the task's YAML (`biorag task init` writes one to start from)")
     try:
         _template(cfg.template)
         _template(cfg.system)

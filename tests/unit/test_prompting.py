@@ -162,8 +162,10 @@ def test_template_errors_are_config_errors() -> None:
         build_prompt(replace(cfg, template="{{ no_such_variable }}"), example_for(cfg))
     with pytest.raises(ConfigError, match="template"):
         build_prompt(replace(cfg, template="{% if %}"), example_for(cfg))
+    # an empty template is the loader's (biorag.tasks.defaults); a blank one is no template
+    assert replace(cfg, template="").template.startswith("{% if context %}")
     with pytest.raises(ConfigError, match="no template"):
-        build_prompt(replace(cfg, template=""), example_for(cfg))
+        build_prompt(replace(cfg, template="  \n"), example_for(cfg))
 
 
 def test_templates_are_sandboxed() -> None:

@@ -71,8 +71,17 @@ def run(
 def validate(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
 ) -> None:
-    """Resolve and check the configs of a run without loading any model; list the cells."""
+    """Resolve and check the configs of a run without loading any model; list the cells.
+
+    Checks what a run would need: the task's data file and template, the index a rag arm
+    searches (or the corpus it would be built from), the adapter and the model's weights.
+    Lists every problem and exits 1 when there is any. A hub id cannot be checked offline:
+    it shows as "not checked (hub)".
+    """
+    from rich.markup import escape
+
     from biorag.cli.console import console
+    from biorag.experiment.checks import check_cells
     from biorag.experiment.plan import plan
 
     experiment, cells, baseline = plan(overrides or [])
@@ -81,11 +90,29 @@ def validate(
         t.add_column(col)
     for c in cells:
         r = c.arm.retriever
-        where = f"{r.mode} k={r.k} from {r.index or (r.corpus or c.task.corpus)}" if r else "closed-book"
+        source = (r.index or c.task.index or r.corpus or c.task.corpus) if r else None
+        where = f"{r.mode} k={r.k} from {source}" if r else "closed-book"
         protocol = c.task.protocol if c.task.protocol != "task" else f"task ({c.task.scoring})"
         t.add_row(c.arm.name, c.model.name, c.model.family, c.task.name, protocol,
-                  str(c.task.n or "all"), where, c.arm.adapter or "-")
+                  str(c.task.n or "all"), escape(str(where)), c.arm.adapter or "-")
     console.print(t)
+    found = check_cells(cells)
+    for note in dict.fromkeys((p.what, p.why) for p in found if not p.error):
+        console.print(f"[dim]note[/] {note[0]}: {escape(note[1])}", highlight=False)
+    problems = [p for p in found if p.error]
+    if not problems:
+        console.print(f"[green]ok[/]: {len(cells)} cell(s), no problems")
+        return
+    shared: dict[tuple[str, str], list[str]] = {}  # one row per problem, with every cell it hits
+    for p in problems:
+        shared.setdefault((p.what, p.why), []).append(p.cell)
+    t = Table(title=f"{len(shared)} problem(s) in {len({p.cell for p in problems})} of {len(cells)} cell(s)")
+    for col in ("cell", "what", "why"):
+        t.add_column(col, overflow="fold")
+    for (what, why), names in shared.items():
+        t.add_row("\n".join(names), what, escape(why))
+    console.print(t)
+    raise typer.Exit(1)
 
 
 def _fmt(metrics: dict[str, float], key: str) -> str:

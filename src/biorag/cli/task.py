@@ -130,3 +130,35 @@ def validate(
     if len(report.problems) > limit:
         console.print(f"... and {len(report.problems) - limit} more (--limit)")
     raise typer.Exit(1)
+
+
+@app.command("init")
+def init(
+    name: str = typer.Argument(..., help="The task's name (and its file's: NAME.yaml)."),
+    loader: str = typer.Option(..., "--loader", "-l", help="The loader that reads the file "
+                               "(`biorag ls task-loaders`): mcq, medqa, medmcqa, pubmedqa, nli, ..."),
+    path: str = typer.Option(..., "--path", "-p", help="The task's data file."),
+    to: str = typer.Option(None, "--to", help="Where to write it; default experiments/task/NAME.yaml."),
+    subset: str = typer.Option(None, "--subset", help="bioasq: the question type (yesno, factoid, list, summary)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Write a commented task YAML for a file of one's own, with the loader's template,
+    scoring and budgets written out to edit.
+
+    Example: biorag task init mytask --loader medqa --path data/my_questions.jsonl
+    """
+    from pathlib import Path
+
+    from biorag.cli.console import console
+    from biorag.config import option_sources, packaged_config_dir
+    from biorag.tasks.scaffold import write_task_file
+
+    out = write_task_file(name, loader, path, to=to, subset=subset, force=force)
+    console.print(f"[green]wrote[/] {escape(str(out))}", highlight=False)
+    known = option_sources("task").get(name)
+    if known and known.is_relative_to(packaged_config_dir()):
+        console.print(f"[yellow]note[/]: it replaces biorag's own task '{name}' for runs from here")
+    if not Path(path).expanduser().exists():
+        console.print(f"[yellow]note[/]: {escape(path)} does not exist yet")
+    console.print(f"next: biorag task validate {escape(path)} --task {name}\n"
+                  f"      biorag experiment validate arm=base model=smollm2 task={name}", highlight=False)

@@ -40,8 +40,10 @@ class PreparedCell:
 
 def index_targets(cfg: RunConfig) -> list[tuple[str, str | None]]:
     """(index name or folder, corpus to build it from or None) for each index a rag arm
-    searches: `arm.retriever.index` as a name, a folder, a corpus, or a list of these, a
-    corpus group (a union corpus such as medcorp) in a list standing for its parts."""
+    searches: `arm.retriever.index`, else the task's `index`, as a name, a folder, a corpus,
+    or a list of these (a corpus group such as medcorp in a list standing for its parts);
+    else the task's corpus: its index <corpus>-<embedder>, or the built index of that name
+    when no corpus config has it."""
     from biorag.config import load_option, options
     from biorag.corpora import CorpusConfig
     from biorag.indexing.manifest import is_index
@@ -49,16 +51,23 @@ def index_targets(cfg: RunConfig) -> list[tuple[str, str | None]]:
     r = cfg.arm.retriever
     assert r is not None
     suffix = "" if r.index_type == "flat" else f"-{r.index_type}"
-    if r.index is None:
+    root, corpora = index_root_of(cfg), set(options("corpus"))
+    index = r.index if r.index is not None else cfg.task.index
+    if index is None:
         corpus = r.corpus or cfg.task.corpus
         if not corpus:
             raise BioragError(
-                f"arm '{cfg.arm.name}' retrieves, but task '{cfg.task.name}' names no corpus: set "
-                "arm.retriever.index=<index> or arm.retriever.corpus=<corpus>"
+                f"arm '{cfg.arm.name}' retrieves, but task '{cfg.task.name}' names no index and no "
+                f"corpus: set task.index=<index> (built: {_built(root)}), task.corpus=<corpus> or "
+                "arm.retriever.index=<index>"
             )
-        return [(f"{corpus}-{r.embedder}{suffix}", corpus)]
-    names = [r.index] if isinstance(r.index, str) else list(r.index)
-    root, corpora = index_root_of(cfg), set(options("corpus"))
+        if corpus in corpora or corpus.endswith((".yaml", ".yml")):
+            return [(f"{corpus}-{r.embedder}{suffix}", corpus)]
+        for name in (corpus, f"{corpus}-{r.embedder}{suffix}"):  # a built index of that name
+            if is_index(root / name) or is_index(name):
+                return [(name, None)]
+        raise BioragError(unknown_source(cfg, corpus, [corpus, f"{corpus}-{r.embedder}{suffix}"]))
+    names = [index] if isinstance(index, str) else list(index)
     out: list[tuple[str, str | None]] = []
     for name in names:
         if is_index(name) or is_index(root / name) or name not in corpora:
@@ -67,6 +76,34 @@ def index_targets(cfg: RunConfig) -> list[tuple[str, str | None]]:
         parts = load_option("corpus", name, CorpusConfig).parts if len(names) > 1 else []
         out.extend((f"{c}-{r.embedder}{suffix}", c) for c in (parts or [name]))
     return out
+
+
+def unknown_source(cfg: RunConfig, corpus: str, looked_for: list[str]) -> str:
+    """Why a rag cell has nothing to search: the corpus it names is no corpus config and no
+    index by the names tried is built; with the indexes and corpus configs there are."""
+    import difflib
+
+    from biorag.config import options
+
+    root = index_root_of(cfg)
+    whose = f"arm '{cfg.arm.name}'" if cfg.arm.retriever and cfg.arm.retriever.corpus else f"task '{cfg.task.name}'"
+    close = difflib.get_close_matches(corpus, [*_built(root, listed=True), *options("corpus")], n=3, cutoff=0.5)
+    return (
+        f"{whose} names corpus '{corpus}', which is no corpus config, and no index "
+        f"{' or '.join(repr(n) for n in dict.fromkeys(looked_for))} is built in {root}/ (indexes there: "
+        f"{_built(root)}; corpus configs: {', '.join(options('corpus'))})."
+        + (f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
+        + f" Build it with: biorag index build corpus=jsonl-example corpus.path=FILE name={corpus}; "
+        f"or name a built index with task.index=NAME"
+    )
+
+
+def _built(root: Path, listed: bool = False) -> Any:
+    """The indexes built under `root`: a list, or (listed=False) a phrase for a message."""
+    from biorag.indexing.manifest import list_indexes
+
+    names = list_indexes(root)
+    return names if listed else (", ".join(names) or "none yet")
 
 
 def index_root_of(cfg: RunConfig) -> Path:
@@ -81,6 +118,7 @@ def ensure_index(cfg: RunConfig) -> Retriever | None:
     r = cfg.arm.retriever
     if r is None:
         return None
+    from biorag.config import options
     from biorag.indexing.index import SEARCH_SETTINGS, SearchSettings
     from biorag.indexing.manifest import is_index
     from biorag.retrieval import open_retriever
@@ -93,10 +131,12 @@ def ensure_index(cfg: RunConfig) -> Retriever | None:
         if not is_index(path):
             if not (r.build_if_missing and corpus):
                 raise BioragError(
-                    f"index '{name}' of arm '{cfg.arm.name}' does not exist in {root}/. Build it with: "
-                    f"biorag index build corpus={corpus or '<corpus>'} embedder={r.embedder} "
-                    f"index={r.index_type} name={name}"
+                    f"index '{name}' of arm '{cfg.arm.name}' does not exist in {root}/ (indexes "
+                    f"there: {_built(root)}). Build it with: biorag index build corpus="
+                    f"{corpus or '<corpus>'} embedder={r.embedder} index={r.index_type} name={name}"
                 )
+            if corpus not in options("corpus") and not corpus.endswith((".yaml", ".yml")):
+                raise BioragError(unknown_source(cfg, corpus, [name]))
             from biorag.indexing.build import build_index, load_build_config
 
             log.info("index %s is missing: building it from corpus %s", name, corpus)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
-from biorag.errors import ConfigError, did_you_mean
+from biorag.errors import ConfigError, check_file_name, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,11 @@ EMBEDDED_LOADERS = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
 class TaskConfig:
     """One evaluation task: where its items come from, how they are prompted and scored."""
 
-    name: str = "???"
-    type: str = "???"  # mcq | nli | summarisation | coding | longdoc | qa
+    name: str = "???"  # equals the YAML file's name; left out: taken from it
     loader: str = "???"  # a registered task loader (`biorag ls task-loaders`)
+    # mcq | nli | summarisation | coding | longdoc | qa; empty: the loader's. Every setting
+    # below marked "empty: the loader's" comes from `biorag.tasks.defaults` when left out
+    type: str = ""
     description: str = ""
     version: int = 1  # bump when items, template or scoring change: results are not comparable
     # -- source: a local file (jsonl, json, csv, tsv, parquet) or a Hugging Face dataset
@@ -60,7 +63,11 @@ class TaskConfig:
     subset: str | None = None  # the dataset config name
     split: str = "test"
     revision: str | None = None  # pin a hub dataset to a commit for reproducibility
-    corpus: str | None = None  # the corpus config that rag arms retrieve from by default
+    # what a rag arm with `retriever.index: null` searches: `index` (an index name or folder,
+    # or a list fused by RRF) when set, else `corpus` (a corpus config: its index
+    # <corpus>-<embedder>, built when missing; or the name of a built index)
+    corpus: str | None = None
+    index: Any = None
     subjects: list[str] = field(default_factory=list)  # mmlu: subjects to keep (hub: to load)
     fields: dict[str, str | None] = field(default_factory=dict)  # item field -> source column
     answer_base: int = 0  # integer answers (MedMCQA cop, MMLU answer): 0- or 1-based
@@ -71,15 +78,16 @@ class TaskConfig:
     n_options: int = 5  # embedded multiple-choice generators
     # -- prompting: one Jinja2 template for closed-book and with-context prompts
     system: str = ""  # a system message, when not empty
-    template: str = ""
-    context_tokens: int = 1024  # budget for retrieved passages
-    document_tokens: int = 3072  # budget for the item's own documents (PubMedQA, long-doc QA)
+    template: str = ""  # empty: the loader's
+    context_tokens: int | None = None  # budget for retrieved passages; null: the loader's
+    # budget for the item's own documents (PubMedQA, long-doc QA); null: the loader's
+    document_tokens: int | None = None
     # -- answers and scoring
     answer_type: str = ""  # empty: the type's (letter | label | text | codes)
-    metrics: list[str] = field(default_factory=lambda: ["accuracy"])  # registered scorers
-    scoring: str = "generate"  # options: loglikelihood | generate | both
-    continuation: str = "letter"  # log-likelihood scores " A" ... or " <option text>"
-    max_new_tokens: int = 32
+    metrics: list[str] = field(default_factory=list)  # registered scorers; empty: the loader's
+    scoring: str = ""  # loglikelihood | generate | both; empty: the loader's
+    continuation: str = ""  # letter (" A" ...) | text (" <option text>"); empty: the loader's
+    max_new_tokens: int | None = None  # null: the loader's
     stop: list[str] = field(default_factory=list)  # generation ends before them
     # -- answer protocol (experiments/protocol/): "task" is the settings above; another one
     # (loglikelihood, direct, cot, medrag) sets scoring, template, budget and parsing
@@ -114,11 +122,19 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         where = f"task {self.name}"
+        from biorag import registry
+        from biorag.tasks.defaults import fill_defaults
+
+        try:
+            registry.target("task_loader", self.loader)
+        except ConfigError as e:  # unknown: the close matches
+            raise ConfigError(f"{where}: loader: {e}") from None
+        fill_defaults(self)  # what the YAML leaves out, the loader brings
+        if not self.type:
+            raise ConfigError(f"{where}: set `type:` ({' | '.join(TYPES)}); loader "
+                              f"'{self.loader}' does not say which items it makes")
         if self.type not in TYPES:
             raise ConfigError(f"{where}: " + did_you_mean(self.type, TYPES, what="task type"))
-        from biorag import registry
-
-        registry.target("task_loader", self.loader)  # unknown: error with close matches
         made = LOADER_TYPES.get(self.loader)
         if made and made != self.type:
             raise ConfigError(
@@ -128,6 +144,10 @@ class TaskConfig:
             from biorag.tasks.protocols import apply_protocol
 
             apply_protocol(self)
+        names = self.index if isinstance(self.index, list | tuple | ListConfig) else [self.index]
+        if self.index is not None and not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{where}: index must be an index name, a folder or a list of them, "
+                              f"not {self.index!r}")
         if self.samples < 1 or self.temperature < 0:
             raise ConfigError(f"{where}: samples must be at least 1 and temperature at least 0")
         if self.samples > 1 and (self.temperature == 0 or self.scoring == "loglikelihood"):
@@ -200,8 +220,8 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     base = extended(read_yaml(path), path, "task")
     if base.get("name") is None:
         base.name = path.stem
-    elif base.name != path.stem and path.parent.name == "task":
-        raise ConfigError(f"{path}: name '{base.name}' differs from the file name '{path.stem}'")
+    else:
+        check_file_name(base.name, path)
     dotlist = []
     for o in overrides:
         if "=" not in o:
@@ -211,4 +231,5 @@ def load_task_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> 
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
     except Exception as e:
         raise ConfigError(f"task {base.name}: {e}") from None
-    return to_typed(merged, TaskConfig, where=f"task {base.name}")
+    return to_typed(merged, TaskConfig, where=f"task {base.name} ({path})", source=path)
+

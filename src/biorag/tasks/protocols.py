@@ -123,4 +123,7 @@ def _own_settings(task: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     raw = OmegaConf.to_container(extended(read_yaml(path), path, "task"), resolve=True)
+    from biorag.tasks.defaults import loader_defaults  # what the YAML leaves out, its loader's
+
+    values.update(loader_defaults(str(raw.get("loader", "")), raw.get("subset")))
     return {**values, **{k: v for k, v in raw.items() if k in values}}
