@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from biorag.errors import BioragError
 from biorag.report.compare import build_report, check, model_pairs, recompute
-from biorag.report.study import read_study, resolve_parent
+from biorag.report.select import resolve_parent
+from biorag.report.study import read_study
 from biorag.retrieval.evidence import (
     CELL_KEYS,
     EVIDENCE_IN_PROMPT,
@@ -65,7 +66,9 @@ def test_a_tampered_metric_is_reported(tiny_study) -> None:
 
 
 def test_deltas_against_baseline_and_between_families_are_paired(tiny_study) -> None:
-    report = build_report(read_study(tiny_study.parent_run_id))
+    # the tasks list `accuracy` (the generated answer); the fake model's letters are not read
+    # from a text-option task, so its option ranking is the measure that tells rag from base
+    report = build_report(read_study(tiny_study.parent_run_id), metric="accuracy_ll_norm")
     heads = [d for d in report.deltas if d.headline]
     arm = [d for d in heads if d.kind == "arm"]
     family = [d for d in heads if d.kind == "family"]
@@ -145,7 +148,7 @@ def test_no_study_runs_says_how_to_make_one(tmp_path, monkeypatch) -> None:
 def test_strata_split_rag_against_base_by_evidence_in_prompt(tiny_study) -> None:
     """Half the hpo items' definitions are in the index: those reach the prompt. The strata
     equal numbers recomputed here from the predictions."""
-    report = build_report(read_study(tiny_study.parent_run_id))
+    report = build_report(read_study(tiny_study.parent_run_id), metric="accuracy_ll_norm")
     cells = {c.name: c for c in report.study.cells}
     rag, base = cells["rag/fake/hpo-term-mcq"], cells["base/fake/hpo-term-mcq"]
     metric = report.headline["hpo-term-mcq"]
@@ -166,3 +169,119 @@ def test_strata_split_rag_against_base_by_evidence_in_prompt(tiny_study) -> None
     assert got["evidence in prompt"].treatment_value == 1.0  # the fake model uses the evidence
     leak = [s for s in report.strata if s.split == SOURCE_IN_INDEX and s.task == "hpo-term-mcq" and s.model == "fake"]
     assert {s.n for s in leak} == {N // 2}
+
+
+# -- issue 37: a failed latest run, piped tables, formats, the headline option ---------------
+
+
+def _store_copy(tiny_study, tmp_path, monkeypatch) -> str:
+    """The tiny study's store copied, so a test can add runs to it; returns its URI."""
+    import shutil
+
+    src = tiny_study.tracking_uri.removeprefix("sqlite:///")
+    shutil.copy(src, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def _failed_study_run(uri: str, experiment: str) -> str:
+    """A newer study run that failed in its first cell, before any result: the parent and
+    its cell run FAILED, no metrics, no predictions."""
+    from biorag.tracking import keys
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    parent = client.create_run(exp, tags={keys.KIND: keys.KIND_STUDY, keys.RUN_NAME: "tiny:8 cells"},
+                               run_name="tiny:8 cells")
+    cell = client.create_run(exp, run_name="base/fake/hpo-term-mcq", tags={
+        keys.KIND: keys.KIND_CELL, keys.PARENT_RUN_ID: parent.info.run_id, keys.ARM: "base",
+        keys.MODEL: "fake", keys.TASK: "hpo-term-mcq"})
+    for run in (cell, parent):
+        client.set_terminated(run.info.run_id, "FAILED")
+    return parent.info.run_id
+
+
+def test_a_failed_latest_run_is_passed_over_and_named(tiny_study, tmp_path, monkeypatch) -> None:
+    from biorag.cli import app
+
+    uri = _store_copy(tiny_study, tmp_path, monkeypatch)
+    failed = _failed_study_run(uri, tiny_study.experiment)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["report", "--no-log"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"reporting on study run {tiny_study.parent_run_id}" in text
+    assert f"{failed} (tiny:8 cells, FAILED) logged no results" in text
+    assert "hpo-term-mcq: every metric" in text
+    folders = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert folders == [f"{tiny_study.experiment}-{tiny_study.parent_run_id[:8]}"]
+    # asked for by its id, the failed run is an error, and leaves no folder behind
+    result = CliRunner().invoke(app, ["report", failed, "--no-log"])
+    assert isinstance(result.exception, BioragError) and "has no cell with results" in str(result.exception)
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == folders
+
+
+def test_piped_tables_are_whole_and_every_format_parses(tiny_study, tmp_path) -> None:
+    import csv
+    import io
+    import json
+
+    from biorag.cli import app
+
+    runner = CliRunner()  # not a terminal: what `biorag report | less` gets
+    result = runner.invoke(app, ["report", tiny_study.experiment, "--no-log", "-o", str(tmp_path / "t")],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "accuracy_ll_norm" in result.output
+    titles = None
+    for fmt in ("json", "csv", "md"):
+        result = runner.invoke(app, ["report", tiny_study.experiment, "--no-log", "--format", fmt,
+                                     "-o", str(tmp_path / fmt)], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        assert "…" not in out and "report of run" not in out  # messages go to stderr
+        if fmt == "json":
+            tables = json.loads(out)
+            titles = [t["title"] for t in tables]
+            quality = tables[0]
+            assert quality["columns"][:4] == ["arm", "model", "family", "n"]
+            assert {r["arm"].removesuffix(" (baseline)") for r in quality["rows"]} == set(ARMS)
+            assert any(r["accuracy_ll_norm"].count("[") == 1 for r in quality["rows"])
+        elif fmt == "csv":
+            blocks = [b for b in out.split("\n\n") if b.strip()]
+            assert [b.splitlines()[0].removeprefix("# ") for b in blocks] == titles
+            for b in blocks:
+                rows = list(csv.reader(io.StringIO(b.split("\n", 1)[1])))
+                assert len({len(r) for r in rows}) == 1 and len(rows) > 1
+        else:
+            assert [line.removeprefix("## ") for line in out.splitlines() if line.startswith("## ")] == titles
+            assert "| arm | model | family | n |" in out
+
+
+def test_metric_option_heads_the_tables_and_names_the_measured_ones(tiny_study, tmp_path) -> None:
+    from biorag.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", tiny_study.experiment, "--no-log", "--metric", "accuracy_ll",
+                                 "--latex", "--dpi", "80", "-o", str(tmp_path / "r")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "headline metric: accuracy_ll (Accuracy (log-likelihood))" in " ".join(result.output.split())
+    assert "\\toprule" in (tmp_path / "r" / "results.tex").read_text()
+    assert {"bars.svg", "bars.pdf", "deltas.svg", "deltas.pdf"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    result = runner.invoke(app, ["report", tiny_study.experiment, "--no-log", "--metric", "f1",
+                                 "-o", str(tmp_path / "bad")])
+    assert isinstance(result.exception, BioragError)
+    assert "metric 'f1' was not measured" in str(result.exception)
+    assert "accuracy, accuracy_ll, accuracy_ll_norm" in str(result.exception)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_headline_is_the_tasks_own_metric(tiny_study) -> None:
+    """The tiny tasks list `metrics: [accuracy]` and score both ways: the headline is the
+    generated answers' accuracy, not the log-likelihood accuracy_ll_norm."""
+    study = read_study(tiny_study.parent_run_id)
+    assert {c.task_info.metrics for c in study.cells} == {("accuracy",)}
+    assert build_report(study).headline == dict.fromkeys(TASKS, "accuracy")
+    hpo = next(c for c in study.cells if c.task == "hpo-term-mcq")
+    assert hpo.task_info.chance == pytest.approx(1 / 5) and hpo.task_info.description

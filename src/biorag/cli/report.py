@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 
@@ -18,19 +19,30 @@ def register(app: typer.Typer) -> None:
 def report(
     target: str = typer.Argument(
         None, show_default=False,
-        help="A study name (its latest run), a parent run id, or an MLflow experiment name; "
-             "default: the latest study run in the store.",
+        help="A study name (its latest run with results), a parent run id, or an MLflow experiment "
+             "name; default: the latest study run in the store that has results.",
     ),
     out: Path = typer.Option(None, "--out", "-o",
                              help="Report folder; default reports/<experiment>-<run id prefix>/."),
     baseline: str = typer.Option(None, help="Arm to compare against; default: the study's baseline_arm."),
+    metric: str = typer.Option(None, "--metric", "-m",
+                               help="Headline metric (e.g. accuracy_ll); default: each task's first listed "
+                                    "metric that was measured."),
+    fmt: str = typer.Option("table", "--format", "-f",
+                            help="How the tables are printed: table (rich), md, csv or json; with md, csv "
+                                 "and json only the tables go to stdout, messages go to stderr."),
+    latex: bool = typer.Option(False, "--latex", help="Also write booktabs LaTeX tables (results.tex, "
+                                                      "deltas.tex, factorial.tex) into the report folder."),
+    dpi: int = typer.Option(150, min=50, max=1200, help="Resolution of the PNG figures (SVG and PDF "
+                                                         "are written beside them)."),
     log: bool = typer.Option(True, "--log/--no-log", help="Log the report as artifacts of the parent run."),
     all_metrics: bool = typer.Option(False, "--all", help="Print the deltas of every metric, not only the headline."),
     unparsed_threshold: float = typer.Option(
         0.05, help="Warn about a cell whose generated answers could not be read more often than this."),
 ) -> None:
     """Compare a study's arms: every metric with 95% CIs, paired tests against the baseline arm
-    and between general and biomedical models, cost beside quality, plots, Markdown and HTML.
+    and between general and biomedical models, cost beside quality, figures (PNG, SVG, PDF),
+    Markdown, HTML and, with --latex, LaTeX tables.
 
     When the arms form the RAG x fine-tune 2x2 (base, rag, lora, lora_rag; raft beside them),
     the report adds the main effects of retrieval and fine-tuning and their interaction, with
@@ -39,38 +51,68 @@ def report(
 
     Examples:
 
-      biorag report                     (the latest study run)
+      biorag report                     (the latest study run with results)
 
-      biorag report embedded --out reports/embedded
+      biorag report embedded --out reports/embedded --latex --dpi 300
+
+      biorag report embedded --metric accuracy_ll --format csv > tables.csv
 
       biorag report 1c3ed290d4424e17b2c12edc67997247 --baseline base
     """
-    from biorag.cli.console import console
+    from rich.markup import escape
+
+    from biorag.cli.console import console, err_console
+    from biorag.errors import BioragError
     from biorag.report.compare import build_report, log_to_parent, report_dir
     from biorag.report.render import all_tables, write_report
     from biorag.report.study import read_study
+    from biorag.report.tables import tables_as
 
+    if fmt not in FORMATS:
+        raise BioragError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    say = console if fmt == "table" else err_console  # md, csv and json keep stdout to the tables
     study = read_study(target, baseline)
-    rep = build_report(study, unparsed_threshold)
-    for t in all_tables(rep, headline_only=not all_metrics):
-        console.print(_rich(t))
+    for note in study.notes:
+        say.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    rep = build_report(study, unparsed_threshold, metric)
+    tables = all_tables(rep, headline_only=not all_metrics)
+    if fmt == "table":
+        for t in tables:
+            _print_table(console, _rich(t))
+    else:
+        sys.stdout.write(tables_as(tables, fmt))
+        sys.stdout.flush()
     folder = report_dir(study, out)
-    files = write_report(rep, folder)
+    files = write_report(rep, folder, dpi=dpi, latex=latex)
     if log:
         log_to_parent(rep, folder)
     for p in rep.problems:
-        console.print(f"[yellow]check failed:[/] {p}")
-    for w in rep.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
-    console.print(f"report of run {study.parent_run_id} ({study.experiment}) in {folder}/: "
-                  + ", ".join(p.name for p in files.values())
-                  + (" (also logged to the parent run under report/)" if log else ""))
+        say.print(f"[yellow]check failed:[/] {escape(p)}", highlight=False)
+    for w in (w for w in rep.warnings if w not in study.notes):
+        say.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    say.print(f"report of run {study.parent_run_id} ({study.experiment}) in {folder}/: "
+              + ", ".join(p.name for p in files.values())
+              + (" (also logged to the parent run under report/)" if log else ""), highlight=False)
+
+
+FORMATS = ("table", "md", "csv", "json")
+
+
+def _print_table(console: Console, table: Table) -> None:
+    """A terminal gets the table folded to its width; a pipe or file gets every row whole, at
+    the table's natural width (nothing cut, nothing wrapped mid-cell)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(file=sys.stdout, width=max(console.width, natural), highlight=False).print(table)
 
 
 def _rich(t) -> Table:
-    table = Table(title=t.title, caption=t.note or None)
+    # cells fold rather than end in "…": a piped or narrow terminal still gets every character
+    table = Table(title=t.title, caption=t.note or None, title_justify="left", caption_justify="left")
     for i, h in enumerate(t.headers):
-        table.add_column(h, justify="left" if i < 3 else "right")
+        table.add_column(h, justify="left" if i < 3 else "right", overflow="fold")
     for row in t.rows:
         table.add_row(*row)
     return table

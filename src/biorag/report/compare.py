@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biorag.errors import BioragError
+from biorag.report.checks import adapter_warnings
 from biorag.report.factorial import Factorial, factorials
+from biorag.report.labels import arm_key, base_metric
 from biorag.report.protocols import (
     UNPARSED_WARN,
     ProtocolDelta,
@@ -31,15 +34,65 @@ from biorag.tracking import keys
 log = logging.getLogger(__name__)
 
 
-def headline_metric(metrics: dict[str, float], task: str) -> str:
-    """The metric a task is summarised by: the logged metric whose scorer ranks first for
-    heading a table (log-likelihood accuracy when present), else the first logged one."""
+def headline_metric(metrics: dict[str, float], task: str, listed: Sequence[str] = (),
+                    continuation: str = "") -> str:
+    """The metric a task is summarised by: the first metric its config lists (`listed`) that
+    was logged — the metric itself, else its log-likelihood variants (`_ll` first when the
+    continuations were letters, where length normalisation changes nothing); without such a
+    list, the logged metric whose scorer ranks first for heading a table; else the first logged."""
     logged = [keys.split_metric(k)[1] for k in metrics
               if keys.split_metric(k)[0] == task and not keys.is_interval(k)]
+    suffixes = ("", "_ll", "_ll_norm") if continuation == "letter" else ("", "_ll_norm", "_ll")
+    for name in listed:
+        for suffix in suffixes:
+            if name + suffix in logged:
+                return name + suffix
     ranked = sorted((r, k) for k in logged if (r := headline_rank(k)) is not None)
     if ranked:
-        return ranked[0][1]
+        top = ranked[0][1]
+        base, suffix = base_metric(top)
+        return base + "_ll" if suffix == "_ll_norm" and continuation == "letter" and base + "_ll" in logged else top
     return logged[0] if logged else keys.N
+
+
+def measured(cells: Sequence[Cell]) -> dict[str, list[str]]:
+    """Per task (label): the answer metrics its cells logged with an interval."""
+    out: dict[str, list[str]] = {}
+    for c in cells:
+        got = out.setdefault(c.label, [])
+        got += [m for m in c.quality_metrics() if is_answer_metric(m) and m not in got]
+    return out
+
+
+def choose_headlines(cells: Sequence[Cell], metric: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """Per task (label): its headline metric, `metric` where the task measured it; and a
+    warning per task that did not. A metric no task measured is an error naming those measured."""
+    headline: dict[str, str] = {}
+    for c in cells:  # per task and protocol: `medqa`, `medqa@cot`
+        headline.setdefault(c.label, headline_metric(c.metrics, c.task, c.task_info.metrics,
+                                                     c.task_info.continuation))
+    if metric is None:
+        return headline, []
+    found = measured(cells)
+    if not any(metric in ms for ms in found.values()):
+        raise BioragError(f"metric '{metric}' was not measured in this study; measured: "
+                          + "; ".join(f"{t}: {', '.join(sorted(ms)) or 'none'}" for t, ms in found.items()))
+    warnings = []
+    for task, ms in found.items():
+        if metric in ms:
+            headline[task] = metric
+        else:
+            warnings.append(f"task {task} did not measure {metric}: its headline stays {headline[task]}")
+    return headline, warnings
+
+
+def chance_levels(cells: Sequence[Cell]) -> dict[str, float]:
+    """Per task (label): the accuracy of a uniform guess, where its cells know it."""
+    out: dict[str, list[float]] = {}
+    for c in cells:
+        if not math.isnan(c.task_info.chance):
+            out.setdefault(c.label, []).append(c.task_info.chance)
+    return {t: sum(xs) / len(xs) for t, xs in out.items()}
 
 
 # -- checks: logged numbers against the logged predictions -----------------------------------
@@ -138,6 +191,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)  # cells with too many unparsed answers
     unparsed_threshold: float = UNPARSED_WARN
     factorials: list[Factorial] = field(default_factory=list)  # RAG x fine-tune, per model and task
+    chance: dict[str, float] = field(default_factory=dict)  # task -> accuracy of a uniform guess
 
 
 def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[Delta]:
@@ -179,12 +233,12 @@ def model_pairs(cells: Sequence[Cell]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN) -> Report:
-    """Tables, paired deltas, cost and checks of a study's cells."""
+def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN, metric: str | None = None) -> Report:
+    """Tables, paired deltas, cost and checks of a study's cells; `metric` heads the tables
+    of every task that measured it (default: each task's own, `headline_metric`)."""
+    study.cells.sort(key=lambda c: arm_key(c.arm))  # the design's order wherever cells are listed
     cells = study.cells
-    headline: dict[str, str] = {}
-    for c in cells:  # per task and protocol: `medqa`, `medqa@cot`
-        headline.setdefault(c.label, headline_metric(c.metrics, c.task))
+    headline, metric_warnings = choose_headlines(cells, metric)
     rows = [Row(c.arm, c.model, c.family, c.label, m, *c.value(m), len(c.predictions), c.run_id, c.protocol)
             for c in cells for m in c.quality_metrics() if is_answer_metric(m)]
     by = {(c.arm, c.model, c.label): c for c in cells}
@@ -211,12 +265,14 @@ def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN) -> Rep
     problems = [p for c in cells for p in check(c)]
     for p in problems:
         log.warning("metric check: %s", p)
-    warnings = parse_warnings(cells, unparsed_threshold)
+    design = adapter_warnings(cells, study.baseline)
+    warnings = [*design, *metric_warnings, *parse_warnings(cells, unparsed_threshold)]
     for w in warnings:
         log.warning("%s", w)
     return Report(study, headline, rows, deltas, costs, problems,
                   study_strata(cells, study.baseline, headline),
-                  protocol_deltas(cells, headline), verdicts(deltas), warnings, unparsed_threshold, designs)
+                  protocol_deltas(cells, headline), verdicts(deltas), [*study.notes, *warnings],
+                  unparsed_threshold, designs, chance_levels(cells))
 
 
 def report_dir(study: Study, out: str | Path | None = None) -> Path:

@@ -1,22 +1,39 @@
-"""The plots of a report: a grouped bar chart with interval whiskers per task, a delta
-(forest) plot, and the interaction plot of each RAG x fine-tune factorial; PNG files written
-whole or not at all."""
+"""The figures of a report: a grouped bar chart per task (95% interval whiskers where the
+cell has an interval, the chance level where the task has one), a delta (forest) plot with
+raw and Holm-adjusted p, and the interaction plot of each RAG x fine-tune factorial.
+
+Each figure is drawn once and saved in every format asked for (PNG for the HTML page, SVG
+and PDF for a paper) at the dpi asked for, with constrained layout so that titles, labels,
+legends and whiskers keep out of each other's way. Figures are returned as bytes; the
+report folder is written only once everything is drawn.
+"""
 
 from __future__ import annotations
 
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from biorag.report.labels import arm_key, has_chance, metric_name, task_name
 from biorag.report.tables import fmt_p
 
 if TYPE_CHECKING:
     from biorag.report.compare import Delta, Report
     from biorag.report.factorial import Factorial
 
-BAR_PNG, DELTA_PNG, FACTORIAL_PNG = "bars.png", "deltas.png", "factorial.png"
+BARS, DELTAS, FACTORIAL = "bars", "deltas", "factorial"
+BAR_PNG, DELTA_PNG, FACTORIAL_PNG = f"{BARS}.png", f"{DELTAS}.png", f"{FACTORIAL}.png"
+FORMATS = ("png", "svg", "pdf")
+DPI = 150
+# no creation dates in the files: the same report draws the same bytes
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}
+# text stays text: editable in an SVG editor, TrueType (not Type 3) fonts in the PDF, as
+# publishers ask
+_PAPER_RC = {"svg.fonttype": "none", "pdf.fonttype": 42}
+Figure = dict[str, bytes]  # file name -> its bytes, one per format
 
 
 def _pyplot() -> Any:
@@ -28,81 +45,150 @@ def _pyplot() -> Any:
     return plt
 
 
-def bar_chart(report: Report, path: Path) -> Path:
-    """Grouped bars per task (models on the axis, one bar per arm) with 95% interval whiskers."""
+def _finite(*xs: float) -> bool:
+    return all(x is not None and not math.isnan(x) for x in xs)
+
+
+def _descriptions(report: Report) -> dict[str, str]:
+    return {c.label: c.task_info.description for c in report.study.cells}
+
+
+def bar_chart(report: Report, dpi: int = DPI, formats: Sequence[str] = FORMATS) -> Figure | None:
+    """Grouped bars per task (models on the axis, one bar per arm) of the headline metric;
+    None when no cell has a value to draw. A bar without an interval has no whisker."""
+    rows_of = {task: {(r.arm, r.model): r for r in report.rows
+                      if r.task == task and r.metric == head and _finite(r.value)}
+               for task, head in report.headline.items()}
+    tasks = [t for t, rows in rows_of.items() if rows]
+    if not tasks:
+        return None
     plt = _pyplot()
-    tasks = list(report.headline)
-    arms = list(dict.fromkeys(r.arm for r in report.rows))
-    models = list(dict.fromkeys(r.model for r in report.rows))
+    arms = sorted({arm for rows in rows_of.values() for arm, _ in rows}, key=arm_key)
+    models = list(dict.fromkeys(model for rows in rows_of.values() for _, model in rows))
     per_task = max(3.5, 1.5 + 0.6 * len(models) * len(arms))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(per_task * len(tasks), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(per_task * len(tasks) + 1.5, 4.6), squeeze=False,
+                             layout="constrained")
     width = 0.8 / max(len(arms), 1)
+    colours = {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    described = _descriptions(report)
+    handles: dict[str, Any] = {}
     for ax, task in zip(axes[0], tasks, strict=True):
-        head = report.headline[task]
-        rows = {(r.arm, r.model): r for r in report.rows if r.task == task and r.metric == head}
+        head, rows = report.headline[task], rows_of[task]
         for i, arm in enumerate(arms):
-            xs, ys, err = [], [], [[], []]
-            for j, model in enumerate(models):
-                r = rows.get((arm, model))
-                if r is None:
-                    continue
-                xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(r.value)
-                err[0].append(max(r.value - r.lo, 0) if not math.isnan(r.lo) else 0)
-                err[1].append(max(r.hi - r.value, 0) if not math.isnan(r.hi) else 0)
-            ax.bar(xs, ys, width, yerr=err, capsize=4, label=arm)
+            drawn = [(j - 0.4 + width * (i + 0.5), rows[(arm, m)]) for j, m in enumerate(models) if (arm, m) in rows]
+            if not drawn:
+                continue
+            handles[arm] = ax.bar([x for x, _ in drawn], [r.value for _, r in drawn], width, color=colours[arm],
+                                  label=arm)
+            whiskers = [(x, r) for x, r in drawn if _finite(r.lo, r.hi)]
+            if whiskers:
+                ax.errorbar([x for x, _ in whiskers], [r.value for _, r in whiskers],
+                            yerr=[[max(r.value - r.lo, 0) for _, r in whiskers],
+                                  [max(r.hi - r.value, 0) for _, r in whiskers]],
+                            fmt="none", ecolor="black", elinewidth=1, capsize=4)
+        chance = report.chance.get(task, math.nan)
+        if has_chance(head) and _finite(chance):
+            handles["chance"] = ax.axhline(chance, color="grey", ls=":", lw=1.5, label="chance")
         ax.set_xticks(range(len(models)), models)
-        ax.set_title(task, fontsize=10)
-        ax.set_ylabel(f"{head} (95% CI)")
-        ax.set_ylim(0, max(1.0, *(r.hi for r in rows.values() if not math.isnan(r.hi))) * 1.05)
+        ax.set_title(task_name(task, described.get(task, ""), width=int(per_task * 11)), fontsize=9)
+        ax.set_ylabel(f"{metric_name(head)}\n(95% CI)" if len(metric_name(head)) > 24 else
+                      f"{metric_name(head)} (95% CI)", fontsize=9)
+        top = max([1.0, *(r.hi for r in rows.values() if _finite(r.hi)), *(r.value for r in rows.values())])
+        ax.set_ylim(0, top * 1.08)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(title="arm", fontsize=8)
+    fig.legend(list(handles.values()), list(handles), title="arm", fontsize=8, loc="outside right upper")
     fig.suptitle(f"{report.study.experiment}: headline metric by arm", fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, BARS, dpi, formats)
 
 
-def delta_plot(report: Report, path: Path) -> Path | None:
-    """Forest plot of the headline deltas with their 95% intervals; None when there are none."""
-    deltas = [d for d in report.deltas if d.headline]
+def delta_plot(report: Report, dpi: int = DPI, formats: Sequence[str] = FORMATS) -> Figure | None:
+    """Forest plot of the headline deltas with their 95% intervals, each with its p and
+    Holm-adjusted p; None when there are none."""
+    deltas = [d for d in report.deltas if d.headline and _finite(d.delta)]
     if not deltas:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(deltas)))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.55 * len(deltas)), layout="constrained")
     ys = list(range(len(deltas)))[::-1]
     colours = {"arm": "tab:blue", "family": "tab:green"}
     for y, d in zip(ys, deltas, strict=True):
-        lo = d.delta - d.lo if not math.isnan(d.lo) else 0
-        hi = d.hi - d.delta if not math.isnan(d.hi) else 0
-        ax.errorbar([d.delta], [y], xerr=[[max(lo, 0)], [max(hi, 0)]], fmt="o", capsize=4,
-                    color=colours.get(d.kind, "k"))
-        ax.annotate(f"p={fmt_p(d.p)}", (d.delta, y), textcoords="offset points", xytext=(0, 7),
-                    ha="center", fontsize=7)
+        whisker = _finite(d.lo, d.hi)
+        xerr = [[max(d.delta - d.lo, 0)], [max(d.hi - d.delta, 0)]] if whisker else None
+        ax.errorbar([d.delta], [y], xerr=xerr, fmt="o", capsize=4 if whisker else 0, color=colours.get(d.kind, "k"))
+        ax.annotate(f"p={fmt_p(d.p)}, Holm {fmt_p(d.p_holm)}", (d.delta, y), textcoords="offset points",
+                    xytext=(0, 6), ha="center", va="bottom", fontsize=7,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
     ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(ys, [_label(d) for d in deltas], fontsize=8)
-    ax.set_xlabel("delta of the headline metric (95% paired-bootstrap CI)")
+    metrics = list(dict.fromkeys(d.metric for d in deltas))
+    ax.set_yticks(ys, [_label(d, len(metrics) > 1) for d in deltas], fontsize=8)
+    ax.set_ylim(-0.7, len(deltas) - 0.3)
+    what = metric_name(metrics[0]) if len(metrics) == 1 else "the headline metric"
+    ax.set_xlabel(f"difference in {what}\n(95% paired-bootstrap CI)", fontsize=9)
     from matplotlib.lines import Line2D
 
     kinds = {"arm": "arm vs baseline arm", "family": "biomedical vs general model"}
     present = list(dict.fromkeys(d.kind for d in deltas))
-    ax.legend([Line2D([], [], marker="o", ls="", color=colours[k]) for k in present],
-              [kinds[k] for k in present], fontsize=8, loc="best")
+    fig.legend([Line2D([], [], marker="o", ls="", color=colours[k]) for k in present],
+               [kinds[k] for k in present], fontsize=8, loc="outside lower center", ncols=len(present))
     ax.set_title(f"{report.study.experiment}: paired deltas", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, DELTAS, dpi, formats)
 
 
-def _label(d: Delta) -> str:
-    return f"{d.task}: {d.treatment} vs {d.reference} ({d.metric})"
+def _label(d: Delta, with_metric: bool) -> str:
+    label = f"{d.task}: {d.treatment} vs {d.reference}"
+    return f"{label}\n{metric_name(d.metric)}" if with_metric else label
 
 
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
+def interaction_plot(factorials: list[Factorial], chance: dict[str, float] | None = None,
+                     descriptions: dict[str, str] | None = None, dpi: int = DPI,
+                     formats: Sequence[str] = FORMATS) -> Figure | None:
+    """The 2x2 of each factorial as an interaction plot: the headline metric without and
+    with retrieval, one line per fine-tune level (parallel lines: no interaction), a level
+    seen only with retrieval (raft) as a point, 95% intervals as whiskers; None without any."""
+    if not factorials:
+        return None
+    plt = _pyplot()
+    chance, descriptions = chance or {}, descriptions or {}
+    fig, axes = plt.subplots(1, len(factorials), figsize=(4.8 * len(factorials), 4.6), squeeze=False,
+                             layout="constrained")
+    for ax, f in zip(axes[0], factorials, strict=True):
+        levels = [("no fine-tune", f.base, f.rag), *((a, off, on) for a, (off, on) in f.tuned.items())]
+        for i, (name, off, on) in enumerate(levels):
+            pts = [(x, c) for x, c in ((0, off), (1, on)) if c is not None and _finite(c.value(f.metric)[0])]
+            if not pts:
+                continue
+            xs = [x + (i - (len(levels) - 1) / 2) * 0.03 for x, _ in pts]  # dodge the whiskers
+            vals = [c.value(f.metric) for _, c in pts]
+            err = [[max(v[0] - v[1], 0) if _finite(v[1], v[2]) else 0 for v in vals],
+                   [max(v[2] - v[0], 0) if _finite(v[1], v[2]) else 0 for v in vals]]
+            label = f"{name} ({', '.join(c.arm for _, c in pts)})"
+            ax.errorbar(xs, [v[0] for v in vals], yerr=err, fmt="-o" if len(pts) > 1 else "s", capsize=4,
+                        label=label)
+        if has_chance(f.metric) and _finite(chance.get(f.task, math.nan)):
+            ax.axhline(chance[f.task], color="grey", ls=":", lw=1.5, label="chance")
+        ax.set_xticks([0, 1], ["closed-book", "retrieval"])
+        ax.set_xlim(-0.4, 1.4)
+        ax.set_title(f"{task_name(f.task, descriptions.get(f.task, ''), width=48)}\n({f.model})", fontsize=9)
+        ax.set_ylabel(f"{metric_name(f.metric)} (95% CI)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(title="fine-tune", fontsize=7, title_fontsize=8, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.1), ncols=1)
+    fig.suptitle("RAG x fine-tune: interaction plots", fontsize=11)
+    return _save(fig, FACTORIAL, dpi, formats)
+
+
+def _save(fig: Any, stem: str, dpi: int, formats: Sequence[str]) -> Figure:
+    import matplotlib
+
+    out = {}
+    with matplotlib.rc_context(_PAPER_RC):
+        for ext in formats:
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=dpi, metadata=_NO_DATE.get(ext, {}))
+            out[f"{stem}.{ext}"] = buf.getvalue()
     _pyplot().close(fig)
-    write_bytes(path, buf.getvalue())
-    return path
+    return out
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -110,33 +196,3 @@ def write_bytes(path: Path, data: bytes) -> Path:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
-
-
-def interaction_plot(factorials: list[Factorial], path: Path) -> Path | None:
-    """The 2x2 of each factorial as an interaction plot: the headline metric without and
-    with retrieval, one line per fine-tune level (parallel lines: no interaction), a level
-    seen only with retrieval (raft) as a point, 95% intervals as whiskers; None without any."""
-    if not factorials:
-        return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(factorials), figsize=(4.6 * len(factorials), 4.0), squeeze=False)
-    for ax, f in zip(axes[0], factorials, strict=True):
-        levels = [("no fine-tune", f.base, f.rag), *((a, off, on) for a, (off, on) in f.tuned.items())]
-        for i, (name, off, on) in enumerate(levels):
-            pts = [(x, c) for x, c in ((0, off), (1, on)) if c is not None]
-            xs = [x + (i - (len(levels) - 1) / 2) * 0.03 for x, _ in pts]  # dodge the whiskers
-            vals = [c.value(f.metric) for _, c in pts]
-            ys = [v[0] for v in vals]
-            err = [[max(v[0] - v[1], 0) if not math.isnan(v[1]) else 0 for v in vals],
-                   [max(v[2] - v[0], 0) if not math.isnan(v[2]) else 0 for v in vals]]
-            label = f"{name} ({', '.join(c.arm for _, c in pts)})"
-            ax.errorbar(xs, ys, yerr=err, fmt="-o" if len(pts) > 1 else "s", capsize=4, label=label)
-        ax.set_xticks([0, 1], ["closed-book", "retrieval"])
-        ax.set_xlim(-0.4, 1.4)
-        ax.set_title(f"{f.task} ({f.model})", fontsize=10)
-        ax.set_ylabel(f"{f.metric} (95% CI)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(title="fine-tune", fontsize=7, title_fontsize=8, loc="best")
-    fig.suptitle("RAG x fine-tune: interaction plots", fontsize=11)
-    fig.tight_layout()
-    return _save(fig, path)

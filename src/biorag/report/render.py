@@ -17,17 +17,21 @@ from biorag.errors import BioragError
 from biorag.report.clue import clue_tables
 from biorag.report.compare import Report
 from biorag.report.factorial import factorial_tables
+from biorag.report.labels import arm_key, metric_name
+from biorag.report.latex import latex_files
 from biorag.report.plots import (
-    BAR_PNG,
-    DELTA_PNG,
-    FACTORIAL_PNG,
+    BARS,
+    DELTAS,
+    DPI,
+    FACTORIAL,
+    FORMATS,
     bar_chart,
     delta_plot,
     interaction_plot,
     write_bytes,
 )
 from biorag.report.protocols import parsing_table, protocol_tables
-from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds
+from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds, markdown_table
 from biorag.retrieval.evidence import CELL_KEYS, is_retrieval_metric
 
 # -- tables ---------------------------------------------------------------------------------
@@ -42,9 +46,9 @@ def quality_tables(report: Report) -> list[Table]:
         metrics = list(dict.fromkeys(r.metric for r in rows))
         metrics.sort(key=lambda m: m != head)  # the headline metric first
         t = Table(f"{task}: every metric, 95% bootstrap CI", ["arm", "model", "family", "n", *metrics],
-                  note=f"headline metric: {head}")
+                  note=f"headline metric: {head} ({metric_name(head)})")
         cells = dict.fromkeys((r.arm, r.model, r.family, r.n) for r in rows)
-        for arm, model, family, n in sorted(cells, key=lambda k: (k[1], k[0] != base, k[0])):
+        for arm, model, family, n in sorted(cells, key=lambda k: (k[1], arm_key(k[0]))):
             vals = {r.metric: r for r in rows if (r.arm, r.model) == (arm, model)}
             t.rows.append([arm + (" (baseline)" if arm == base else ""), model, family, str(n),
                            *(fmt_ci(vals[m].value, vals[m].lo, vals[m].hi) if m in vals else "-"
@@ -148,8 +152,12 @@ METHODS = (
     "per-item contrasts (e.g. interaction = (lora_rag - lora) - (rag - base)) over the items all four cells "
     "scored, with a paired bootstrap interval and a two-sided sign-flip permutation test (exact up to 16 "
     "non-zero contrasts, else 10,000 seeded flips); an adapter seen only with retrieval (raft) is compared "
-    "with rag and lora_rag. Holm's adjustment runs over every headline test: the deltas, the factorial "
-    "effects and each best-cell test."
+    "with rag and lora_rag. Holm's adjustment (statsmodels' multipletests) runs over every headline test: "
+    "the deltas, the factorial effects and each best-cell test. "
+    "A task's headline metric is the first metric its config lists that the study measured (for a "
+    "log-likelihood-only cell, that metric's log-likelihood accuracy: per-character normalised for option "
+    "texts, plain for letters), unless `biorag report --metric` chose another. The chance line of a figure "
+    "is the accuracy of a uniform guess, the mean of 1/n over the items' n options."
 )
 
 
@@ -160,10 +168,7 @@ def markdown(report: Report, images: Sequence[str]) -> str:
     for img in images:
         lines += [f"![{img}]({img})", ""]
     for t in all_tables(report):
-        lines += [f"## {t.title}", "", "| " + " | ".join(t.headers) + " |",
-                  "|" + "|".join("---" for _ in t.headers) + "|"]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
-        lines += ["", f"_{t.note}_" if t.note else "", ""]
+        lines += [markdown_table(t), ""]
     lines += ["## Method", "", METHODS, ""]
     if report.problems:
         lines += ["## Check failures", "", *[f"- {p}" for p in report.problems], ""]
@@ -203,41 +208,55 @@ def html_page(report: Report, images: dict[str, bytes]) -> str:
 # -- the folder -----------------------------------------------------------------------------
 
 
-def write_report(report: Report, folder: Path) -> dict[str, Path]:
-    """Write PNGs, CSVs, Markdown and HTML into `folder`; each file appears complete or not at all.
-    `folder` must be new, empty or an earlier biorag report: a user's folder is not written into."""
-    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "report.md").is_file())):
-        raise BioragError(f"refusing to write the report into {folder}: it is not empty and not a "
-                          "biorag report folder; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {"bars": bar_chart(report, folder / BAR_PNG)}
-    if (p := delta_plot(report, folder / DELTA_PNG)) is not None:
-        files["deltas_plot"] = p
-    if (p := interaction_plot(report.factorials, folder / FACTORIAL_PNG)) is not None:
-        files["factorial_plot"] = p
-    files["results_csv"] = _write_csv(folder / "results.csv", [asdict(r) for r in report.rows])
-    files["deltas_csv"] = _write_csv(folder / "deltas.csv", [asdict(d) for d in report.deltas])
-    files["costs_csv"] = _write_csv(folder / "costs.csv", report.costs)
+def render_files(report: Report, dpi: int = DPI, latex: bool = False) -> dict[str, bytes]:
+    """Every file of the report folder, drawn in memory: figures (PNG, SVG, PDF), CSVs,
+    Markdown, HTML, and with `latex` the booktabs tables."""
+    out: dict[str, bytes] = {}
+    descriptions = {c.label: c.task_info.description for c in report.study.cells}
+    for figure in (bar_chart(report, dpi, FORMATS), delta_plot(report, dpi, FORMATS),
+                   interaction_plot(report.factorials, report.chance, descriptions, dpi, FORMATS)):
+        out.update(figure or {})
+    out["results.csv"] = _csv([asdict(r) for r in report.rows])
+    out["deltas.csv"] = _csv([asdict(d) for d in report.deltas])
+    out["costs.csv"] = _csv(report.costs)
     effects = [e for f in report.factorials for e in f.effects]
     for name, items in (("strata", report.strata), ("protocols", report.protocol_deltas), ("factorial", effects)):
         if items:
-            files[f"{name}_csv"] = _write_csv(folder / f"{name}.csv", [asdict(x) for x in items])
-    images = [files[k].name for k in ("bars", "deltas_plot", "factorial_plot") if k in files]
-    files["markdown"] = _write_text(folder / "report.md", markdown(report, images))
-    files["html"] = _write_text(folder / "report.html",
-                                html_page(report, {n: (folder / n).read_bytes() for n in images}))
-    return files
+            out[f"{name}.csv"] = _csv([asdict(x) for x in items])
+    if latex:
+        out.update({name: text.encode() for name, text in latex_files(report).items()})
+    pngs = [f"{stem}.png" for stem in (BARS, DELTAS, FACTORIAL) if f"{stem}.png" in out]
+    out["report.md"] = markdown(report, pngs).encode()
+    out["report.html"] = html_page(report, {n: out[n] for n in pngs}).encode()
+    return out
 
 
-def _write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode())
+def write_report(report: Report, folder: Path, dpi: int = DPI, latex: bool = False) -> dict[str, Path]:
+    """Write the report folder; each file appears complete or not at all, and the folder only
+    once every file is drawn (a report that fails leaves no folder behind). `folder` must be
+    new, empty or an earlier biorag report: a user's folder is not written into."""
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "report.md").is_file())):
+        raise BioragError(f"refusing to write the report into {folder}: it is not empty and not a "
+                          "biorag report folder; choose another --out")
+    files = render_files(report, dpi, latex)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {_key(name): write_bytes(folder / name, data) for name, data in files.items()}
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+_KEYS = {f"{BARS}.png": "bars", f"{DELTAS}.png": "deltas_plot", f"{FACTORIAL}.png": "factorial_plot",
+         "report.md": "markdown", "report.html": "html"}
+
+
+def _key(name: str) -> str:
+    """A file's key in `write_report`'s answer: `bars` (its PNG), `bars_svg`, `results_csv`, ..."""
+    return _KEYS.get(name) or name.replace(".", "_")
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
     buf = io.StringIO()
     if rows:
         keys = list(dict.fromkeys(k for r in rows for k in r))
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    return _write_text(path, buf.getvalue())
+    return buf.getvalue().encode()

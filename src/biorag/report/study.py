@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from biorag.errors import BioragError, did_you_mean
+from biorag.errors import BioragError
+from biorag.report.labels import arm_key, chance_of
+from biorag.report.select import select_run
 from biorag.tracking import keys
-from biorag.tracking.read import RunRecord, StoreReader
+from biorag.tracking.read import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,20 @@ CI_LOW, CI_HIGH = keys.CI_LOW, keys.CI_HIGH
 COST_KEYS = keys.COST
 # an adapter manifest's training time: the first of these keys, in `results` or at the top
 FINETUNE_SECONDS_KEYS = ("wall_seconds", "train_seconds", "training_seconds", "finetune_seconds")
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+TASK_PARAM = "task."  # prefix of a cell's task config among its params
+
 # -- what a study logged --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a cell's logged params say of its task: what the report headlines and plots."""
+
+    metrics: tuple[str, ...] = ()  # the task's own metrics, as its config lists them
+    continuation: str = ""  # letter | text: what its log-likelihood scored
+    type: str = ""  # mcq | nli | ...
+    description: str = ""
+    chance: float = math.nan  # the accuracy of a uniform guess among its options
 
 
 @dataclass
@@ -49,6 +62,7 @@ class Cell:
     # closed-book) and its adapter (None: no fine-tune)
     retriever: str | None = None
     adapter: str | None = None
+    task_info: TaskInfo = field(default_factory=TaskInfo)
 
     @property
     def label(self) -> str:
@@ -95,6 +109,7 @@ class Study:
     tracking_uri: str
     git_sha: str
     cells: list[Cell]
+    notes: list[str] = field(default_factory=list)  # which run was chosen over which, and why
 
 
 def finetune_seconds(manifest: dict[str, Any]) -> float:
@@ -117,54 +132,46 @@ def _none(value: str | None) -> str | None:
     return None if value in (None, "", "None", "null") else value
 
 
-def resolve_parent(target: str | None = None, reader: StoreReader | None = None) -> RunRecord:
-    """The parent run to report on: a run id (a child's id gives its parent), a study name
-    (its latest run), an MLflow experiment name (its latest study run), or — with no target —
-    the latest study run in the store."""
-    reader = reader or StoreReader()
-    if target and _RUN_ID.match(target):
-        run = reader.run(target)
-        return reader.run(run.parent_id) if run.parent_id else run
-    if target is None:
-        run = reader.latest(None, keys.KIND_STUDY)
-        if run is None:
-            raise BioragError(f"no study runs in the MLflow store {reader.uri}; run one first: "
-                              "biorag experiment run study=embedded")
-        return run
-    experiment = _experiment_of(target)
-    exp_id = reader.experiment_id(experiment)
-    if exp_id is None:
-        raise BioragError(did_you_mean(experiment, reader.experiment_names(), what="MLflow experiment")
-                          + f" (store {reader.uri})")
-    run = reader.latest([exp_id], keys.KIND_STUDY)
-    if run is None:
-        raise BioragError(f"MLflow experiment '{experiment}' has no study run yet")
-    return run
+def task_info(params: dict[str, str], predictions: list[dict[str, Any]]) -> TaskInfo:
+    """A cell's task as its logged params (`task.*`) and predictions describe it."""
+    from biorag.tasks.config import EMBEDDED_LOADERS
+
+    n_options = params.get(TASK_PARAM + "n_options", "")
+    embedded = params.get(TASK_PARAM + "loader") in EMBEDDED_LOADERS  # files: n_options is unused
+    counts = [len(p["option_logprobs"]) for p in predictions if p.get("option_logprobs")]
+    return TaskInfo(
+        metrics=tuple(_json_list(params.get(TASK_PARAM + "metrics"))),
+        continuation=params.get(TASK_PARAM + "continuation", ""),
+        type=params.get(TASK_PARAM + "type", ""),
+        description=_none(params.get(TASK_PARAM + "description")) or "",
+        chance=chance_of(counts, params.get(TASK_PARAM + "type", ""),
+                         int(n_options) if embedded and n_options.isdigit() else None,
+                         len(_json_list(params.get(TASK_PARAM + "labels")))),
+    )
 
 
-def _experiment_of(target: str) -> str:
-    """A study's MLflow experiment; anything that is not a study is taken as an experiment."""
-    from biorag.config import options
-
-    if target in options("study") or target.endswith((".yaml", ".yml")):
-        from biorag.experiment.plan import load_study_config
-
-        study = load_study_config(target)
-        return study.experiment or f"biorag-{study.name}"
-    return target
+def _json_list(value: str | None) -> list[str]:
+    try:
+        got = json.loads(value) if value else []
+    except json.JSONDecodeError:
+        return []
+    return [str(x) for x in got] if isinstance(got, list) else []
 
 
 def read_study(target: str | None = None, baseline: str | None = None) -> Study:
-    """Read a study's parent run, its child runs and their predictions from MLflow."""
+    """Read a study's parent run, its child runs and their predictions from MLflow: the run
+    `biorag.report.select.select_run` chooses, and of it the cells that logged results."""
     reader = StoreReader()
-    parent = resolve_parent(target, reader)
+    chosen = select_run(target, reader)
+    parent = chosen.run
     experiment = reader.experiment_name(parent.experiment_id)
-    children = reader.children(parent, keys.KIND_CELL)
-    if not children:
+    if not chosen.cells:
         raise BioragError(f"run {parent.run_id} of experiment '{experiment}' has no cell runs "
                           "(is it a study's parent run?)")
+    for note in chosen.notes:
+        log.warning("%s", note)
     cells = []
-    for run in children:
+    for run in chosen.cells:
         tags, params = run.tags, run.params
         preds = reader.artifact_text(run, keys.PREDICTIONS_FILE)
         if preds is None:
@@ -173,24 +180,28 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
         index_m = reader.artifact_text(run, keys.INDEX_MANIFEST_FILE)
         adapter_m = reader.artifact_text(run, keys.ADAPTER_MANIFEST_FILE)
         counterpart = params.get(keys.MODEL_COUNTERPART)
+        predictions = [json.loads(x) for x in (preds or "").splitlines() if x.strip()]
         cells.append(Cell(
             run_id=run.run_id, arm=tags.get(keys.ARM, "?"), model=tags.get(keys.MODEL, "?"),
             task=tags.get(keys.TASK, "?"),
             family=tags.get(keys.MODEL_FAMILY) or params.get(keys.MODEL_FAMILY_PARAM, "general"),
             counterpart=_none(counterpart),
             seed=int(params.get(keys.SEED, 0) or 0), metrics=dict(run.metrics),
-            predictions=[json.loads(x) for x in (preds or "").splitlines() if x.strip()],
+            predictions=predictions,
             index_manifest=json.loads(index_m) if index_m else None,
             adapter_manifest=json.loads(adapter_m) if adapter_m else None,
             protocol=tags.get(keys.PROTOCOL) or "task",
             retriever=retriever_levels(params), adapter=_none(params.get(keys.ARM_ADAPTER)),
+            task_info=task_info(params, predictions),
         ))
     _warn_duplicates(cells)
+    cells.sort(key=lambda c: arm_key(c.arm))  # the design's order wherever the report lists cells
     return Study(
         experiment=experiment, experiment_id=parent.experiment_id, parent_run_id=parent.run_id,
         parent_name=parent.name,
         baseline=baseline or parent.tags.get(keys.BASELINE_ARM) or "base",
         tracking_uri=reader.uri, git_sha=parent.tags.get(keys.GIT_SHA, "unknown"), cells=cells,
+        notes=chosen.notes,
     )
 
 

@@ -120,14 +120,16 @@ def sign_flip(contrasts: Sequence[float], seed: int = 0, n_resamples: int = SIGN
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (NaN stays NaN), in the given order."""
+    """Holm-Bonferroni adjusted p-values (statsmodels' multipletests), in the given order;
+    NaN stays NaN and is not counted as a test."""
+    from statsmodels.stats.multitest import multipletests
+
     idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
-    order = sorted(idx, key=lambda i: pvalues[i])
     out = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        out[i] = running
+    if idx:
+        adjusted = multipletests([pvalues[i] for i in idx], method="holm")[1]
+        for i, p in zip(idx, adjusted, strict=True):
+            out[i] = float(p)
     return out
 
 

@@ -23,6 +23,7 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    status: str = ""  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
 
     @property
     def name(self) -> str:
@@ -39,7 +40,8 @@ class RunRecord:
 
 def _record(run: Any) -> RunRecord:
     return RunRecord(run.info.run_id, run.info.experiment_id, run.info.start_time or 0,
-                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics),
+                     run.info.status or "")
 
 
 class StoreReader:
@@ -101,6 +103,10 @@ class StoreReader:
         """The newest run of a kind (`keys.KIND_STUDY`, ...)."""
         runs = self.search(experiment_ids, f"tags.`{keys.KIND}` = '{kind}'", 1)
         return runs[0] if runs else None
+
+    def newest(self, experiment_ids: list[str] | None, kind: str, limit: int = 50) -> list[RunRecord]:
+        """The newest runs of a kind, newest first (at most `limit`)."""
+        return self.search(experiment_ids, f"tags.`{keys.KIND}` = '{kind}'", limit)[:limit]
 
     def children(self, parent: RunRecord, kind: str | None = None) -> list[RunRecord]:
         """A parent's child runs (of a kind), oldest first."""
