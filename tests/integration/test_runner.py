@@ -452,3 +452,41 @@ def test_self_consistency_keeps_the_majority_of_seeded_samples(tmp_path) -> None
     assert again.cells[0].metrics["hpo-term-mcq/accuracy"] == cell.metrics["hpo-term-mcq/accuracy"]
     with pytest.raises(ConfigError, match="temperature above 0"):
         plan(["model=fake", "task=hpo-term-mcq", "task.protocol=cot", "task.samples=3"])
+
+
+def test_predictions_show_items_answers_and_passages(task_index, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+    from biorag.report.predictions import cell_items
+
+    result = run_experiment(["arm=base,rag", "model=fake", "model.options.mode=context", *TASK,
+                             f"arm.retriever.index={task_index}", f"cache_dir={tmp_path / 'c'}"])
+    base, rag = result.cells
+    # Python gets what a cell measured: no NaN retrieval measures for the closed-book cell,
+    # while MLflow logs the same names in every arm
+    assert not any("retrieval_recall" in k for k in base.metrics)
+    assert any("retrieval_recall" in k for k in base.logged) and len(base.logged) == len(rag.logged)
+    assert "hpo-term-mcq/retrieval_recall_at_1" in rag.metrics
+
+    every = cell_items("rag/fake/hpo-term-mcq")
+    assert every.n_total == N == len(every.items) and every.metric == "accuracy_ll_norm"
+    item = every.items[0]
+    assert item.input and len(item.options) == 5 and item.gold in "ABCDE"
+    assert len(item.passages) == 5 and all(p.text for p in item.passages)
+    assert item.passages[0].text.startswith(tuple(item.options))  # the index's own "term: definition"
+    wrong = cell_items("rag/fake/hpo-term-mcq", wrong=True)
+    assert [i.id for i in wrong.items] == [i.id for i in every.items if i.correct < 1]
+    found = cell_items("rag/fake/hpo-term-mcq", stratum="evidence").items
+    assert found and all(i.scores["retrieval_evidence_in_prompt"] == 1 for i in found)
+    with pytest.raises(BioragError, match="strata are for rag cells"):
+        cell_items("base/fake/hpo-term-mcq", stratum="evidence")
+    with pytest.raises(BioragError, match="Did you mean 'rag/fake/hpo-term-mcq'"):
+        cell_items("rag/fake/hpo-term-mc")
+
+    out = CliRunner().invoke(app, ["predictions", "show", rag.run_id, "--json"])
+    assert out.exit_code == 0, out.output
+    shown = json.loads(out.stdout)
+    assert shown["cell"] == "rag/fake/hpo-term-mcq" and len(shown["items"]) == N
+    text = CliRunner().invoke(app, ["predictions", "show", "rag/fake/hpo-term-mcq", "--wrong", "-n", "1"])
+    assert text.exit_code == 0 and "passage 1 [" in text.stdout and "gold: " in text.stdout

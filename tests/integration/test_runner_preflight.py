@@ -24,7 +24,7 @@ def test_missing_task_file_fails_before_any_run_is_logged(tmp_path) -> None:
         loaded.append(cfg.name)
         raise AssertionError("a model was loaded")
 
-    with pytest.raises(BioragError, match=r"mli_test_v1\.jsonl: no such file.*task\.path"):
+    with pytest.raises(BioragError, match=r"mednli: task data: task.path \S*mli_test_v1\.jsonl does not exist"):
         run_experiment(
             ["arm=base", "model=fake", "task=hpo-term-mcq,mednli", "task.n=4",
              f"cache_dir={tmp_path / 'c'}", "experiment=preflight"],

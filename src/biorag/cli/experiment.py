@@ -81,10 +81,13 @@ def validate(
     from rich.markup import escape
 
     from biorag.cli.console import console
-    from biorag.experiment.checks import check_cells
-    from biorag.experiment.plan import plan
+    from biorag.experiment.checks import check_cells, grouped
+    from biorag.experiment.plan import plan_run
 
-    experiment, cells, baseline = plan(overrides or [])
+    planned = plan_run(overrides or [])
+    experiment, cells, baseline = planned.experiment, planned.cells, planned.baseline
+    for note in planned.notes:
+        console.print(f"[dim]note[/] {escape(note)}", highlight=False)
     t = Table(title=f"experiment '{experiment}': {len(cells)} cell(s), baseline arm '{baseline}'")
     for col in ("arm", "model", "family", "task", "protocol", "items", "retrieval", "adapter"):
         t.add_column(col)
@@ -103,9 +106,7 @@ def validate(
     if not problems:
         console.print(f"[green]ok[/]: {len(cells)} cell(s), no problems")
         return
-    shared: dict[tuple[str, str], list[str]] = {}  # one row per problem, with every cell it hits
-    for p in problems:
-        shared.setdefault((p.what, p.why), []).append(p.cell)
+    shared = grouped(problems)  # one row per problem, with every cell it hits
     t = Table(title=f"{len(shared)} problem(s) in {len({p.cell for p in problems})} of {len(cells)} cell(s)")
     for col in ("cell", "what", "why"):
         t.add_column(col, overflow="fold")
@@ -132,7 +133,7 @@ def results_table(cells, baseline: str = "base") -> Table:
     heads = {}
     for task, protocol in tasks:
         first = next(c for c in cells if (c.task, c.protocol) == (task, protocol))
-        heads[task, protocol] = headline_metric(first.metrics, task)
+        heads[task, protocol] = headline_metric(first.metrics, task, first.listed, first.continuation)
         t.add_column(f"{keys.task_label(task, protocol)}\n{heads[task, protocol]}", justify="right")
     rows = dict.fromkeys((c.arm, c.model) for c in cells)
     for arm, model in rows:

@@ -186,3 +186,23 @@ def _model(model) -> list[Found]:
     if model.gguf_file and not (folder / model.gguf_file).is_file():
         return [*found, ("model", f"{folder} holds no {model.gguf_file} (gguf_file)", True)]
     return found
+
+
+def grouped(problems: Sequence[Problem]) -> dict[tuple[str, str], list[str]]:
+    """(what, why) -> every cell it hits, in order: one line per problem, not per cell."""
+    shared: dict[tuple[str, str], list[str]] = {}
+    for p in problems:
+        shared.setdefault((p.what, p.why), []).append(p.cell)
+    return shared
+
+
+def require_runnable(cells: Sequence[RunConfig]) -> None:
+    """Raise one error listing every problem of `cells` (the runner calls it before anything
+    is built, loaded or logged)."""
+    problems = [p for p in check_cells(cells) if p.error]
+    if not problems:
+        return
+    lines = [f"  {', '.join(names) if len(names) <= 3 else f'{names[0]} and {len(names) - 1} more cells'}: "
+             f"{what}: {why}" for (what, why), names in grouped(problems).items()]
+    raise BioragError(f"{len(lines)} problem(s) before anything ran (biorag experiment validate lists "
+                      "them too):\n" + "\n".join(lines))

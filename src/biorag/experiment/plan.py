@@ -21,6 +21,9 @@ from biorag.tasks.protocols import ProtocolNotApplicable
 
 # descriptive fields: changing them does not change a cell's predictions
 _DESCRIPTIVE = ("description", "expected_format")
+# task fields added after predictions were cached: left unset, they leave the fingerprint (and
+# so the cached predictions) as before they existed
+_NEW_UNSET = ("index",)
 
 
 @dataclass
@@ -215,7 +218,7 @@ def cell_fingerprint(cfg: RunConfig, index_fp: str, adapter_fp: str) -> str:
     payload = {
         "arm": _strip(asdict(cfg.arm)),
         "model": _strip({k: v for k, v in asdict(cfg.model).items() if k not in ("batch_size", "device")}),
-        "task": _strip(asdict(cfg.task)),
+        "task": _strip({k: v for k, v in asdict(cfg.task).items() if not (k in _NEW_UNSET and v is None)}),
         "seed": cfg.seed,
         "index": index_fp,
         "adapter": adapter_fp,

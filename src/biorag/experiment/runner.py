@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +22,7 @@ from biorag import progress
 from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
+from biorag.experiment.checks import require_runnable
 from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.predict import predict
 from biorag.experiment.resources import GeneratorCache, PreparedCell, check_servers, prepare
@@ -70,6 +72,16 @@ class CellResult:
     run_id: str | None = None
     resumed: int = 0  # predictions taken from the cache of an earlier, interrupted run
     protocol: str = "task"  # the task's answer protocol
+    listed: tuple[str, ...] = ()  # the task's own metrics, in its order (the headline's)
+    continuation: str = ""  # the task's continuation (letter | text)
+    logged: dict[str, float] = field(default_factory=dict)  # every metric as MLflow has it
+
+    def __post_init__(self) -> None:
+        # MLflow gets the same names in every arm, retrieval measures NaN in a closed-book one;
+        # Python gets what the cell measured (`logged` keeps the rest)
+        self.logged = self.logged or dict(self.metrics)
+        unset = {keys.metric(self.task, k + ci) for k in RETRIEVAL_KEYS for ci in ("", keys.CI_LOW, keys.CI_HIGH)}
+        self.metrics = {k: v for k, v in self.metrics.items() if not (k in unset and math.isnan(v))}
 
 
 # -- running --------------------------------------------------------------------------------
@@ -124,6 +136,7 @@ def run_experiment(
     experiment, cells, baseline = planned.experiment, planned.cells, planned.baseline
     for note in planned.notes:  # an arm-part override kept off the arms without that part
         log.info("%s", note)
+    require_runnable(cells)  # every problem that shows without a model, listed at once
     uri = check_store(tracking_uri())  # before any model is loaded
     check_servers(cells)  # remote models answer, before any index is built or run opened
     if loader is None:
@@ -219,7 +232,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
         if prep.adapter_manifest:
             log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
         return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
-                          run_id, resumed, cfg.task.protocol)
+                          run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation)
 
 
 def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]],
