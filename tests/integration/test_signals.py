@@ -52,14 +52,18 @@ def test_sigterm_marks_the_runs_killed_keeps_finished_steps_and_prints_the_resum
 
 def test_runs_are_named_and_cells_counted(caplog, tmp_path):
     caplog.set_level(logging.INFO, logger="biorag.experiment.runner")
-    over = ["arm=base,rag", "model=fake", "task=hpo-term-mcq", "task.n=2", "task.scoring=loglikelihood",
-            "arm.retriever.mode=bm25"]
     import mlflow
+
+    from biorag.indexing.build import build_index, load_build_config
+
+    index = build_index(load_build_config(["corpus=sample", "name=snippets", f"root={tmp_path}"])).path
+    over = ["arm=base,rag", "model=fake", "task=hpo-term-mcq", "task.n=2", "task.scoring=loglikelihood",
+            "arm.retriever.mode=bm25", f"arm.retriever.index={index}"]
 
     first = run_experiment(over)
     assert mlflow.get_run(first.parent_run_id).info.run_name == "base,rag x fake x hpo-term-mcq"
     assert "cell 1 of 2: base/fake/hpo-term-mcq" in caplog.text
     assert "cell 2 of 2: rag/fake/hpo-term-mcq (about" in caplog.text  # the time left, once known
     assert "arm.retriever.mode=bm25 applies to rag; not to base (no retriever)" in caplog.text
-    named = run_experiment([*over[:4], "run_name=my pilot"])
+    named = run_experiment([*over, "run_name=my pilot"])
     assert mlflow.get_run(named.parent_run_id).info.run_name == "my pilot"

@@ -56,7 +56,7 @@ def _root(
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "faiss", "bm25s"):
+    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "faiss", "bm25s", "fontTools"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if quiet:
         progress.set_enabled(False)

@@ -65,7 +65,7 @@ def show(
         if item.output:
             console.print(f"output: {escape(json.dumps(item.output))}", highlight=False)
         for i, p in enumerate(item.passages, 1):
-            console.print(f"  passage {i} [{escape(p.chunk_id)}]: {escape(p.text or '(text not here)')}",
+            console.print(f"  passage {i} \\[{escape(p.chunk_id)}]: {escape(p.text or '(text not here)')}",
                           highlight=False)
         scores = ", ".join(f"{k} {v:g}" for k, v in sorted(item.scores.items()) if not math.isnan(v))
         console.print(f"[dim]scores: {escape(scores)}[/]", highlight=False)

@@ -140,6 +140,7 @@ def init(
     path: str = typer.Option(..., "--path", "-p", help="The task's data file."),
     to: str = typer.Option(None, "--to", help="Where to write it; default experiments/task/NAME.yaml."),
     subset: str = typer.Option(None, "--subset", help="bioasq: the question type (yesno, factoid, list, summary)."),
+    index: str = typer.Option(None, "--index", help="The built index rag arms search (`biorag ls indexes`)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing file."),
 ) -> None:
     """Write a commented task YAML for a file of one's own, with the loader's template,
@@ -153,7 +154,7 @@ def init(
     from biorag.config import option_sources, packaged_config_dir
     from biorag.tasks.scaffold import write_task_file
 
-    out = write_task_file(name, loader, path, to=to, subset=subset, force=force)
+    out = write_task_file(name, loader, path, to=to, subset=subset, force=force, index=index)
     console.print(f"[green]wrote[/] {escape(str(out))}", highlight=False)
     known = option_sources("task").get(name)
     if known and known.is_relative_to(packaged_config_dir()):

@@ -70,7 +70,8 @@ class DataConfig:
     # sft: instruction tuning on JSONL prompt/response pairs or chat messages;
     # raft: retrieval-augmented SFT on a task's training items (see `raft`)
     objective: str = "pretrain"
-    # pretrain: corpus configs (experiments/corpus/<name>.yaml or YAML paths), read in order
+    # pretrain: corpus configs (experiments/corpus/<name>.yaml or YAML paths) or data files
+    # (.jsonl, .parquet, .csv of id, title, text), read in order
     corpora: list[str] = field(default_factory=list)
     limit: int | None = None  # documents per corpus (pretrain) or examples (sft); null: all
     # sft: a JSONL file (.gz too) of {"prompt", "response"} or {"messages": [{role, content}]}
@@ -112,10 +113,18 @@ def corpus_documents(data: DataConfig) -> Iterator[tuple[str, str, str]]:
             yield cfg.name, doc.id, titled(doc.title, doc.text, "\n")
 
 
+FILE_LOADERS = {".jsonl": "jsonl", ".gz": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
 def load_corpus_config(name: str) -> CorpusConfig:
-    """A corpus config by name (experiments/corpus/NAME.yaml) or path."""
+    """A corpus config by name (experiments/corpus/NAME.yaml) or path; or a data file of one's
+    own (.jsonl, .jsonl.gz, .parquet, .csv with id, title and text fields), read as the
+    matching loader reads it."""
     from biorag.config import load_option
 
+    file = Path(name).expanduser()
+    if file.suffix in FILE_LOADERS and file.is_file():
+        return CorpusConfig(name=file.name.split(".")[0], loader=FILE_LOADERS[file.suffix], path=str(file))
     return load_option("corpus", name, CorpusConfig)
 
 

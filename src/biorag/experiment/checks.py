@@ -125,7 +125,8 @@ def _index(cfg: RunConfig, name: str, corpus: str | None, root: Path) -> list[Fo
     assert r is not None
     if not (r.build_if_missing and corpus):
         return [("index", f"index '{name}' is not built in {root}/ (indexes there: "
-                 f"{', '.join(list_indexes(root)) or 'none yet'}) and has no corpus to build it from", True)]
+                 f"{', '.join(list_indexes(root)) or 'none yet'}) and has no corpus to build it from: build it with "
+                 f"biorag index build corpus=<corpus> name={name}", True)]
     if corpus not in options("corpus") and not corpus.endswith((".yaml", ".yml")):
         return [("index", unknown_source(cfg, corpus, [name]), True)]
     try:

@@ -143,8 +143,10 @@ def run_experiment(
         from biorag.models.loading import load_generator as loader
     models = GeneratorCache(loader)
     prepared = [prepare(c) for c in cells]  # indexes and adapters, before the parent run opens
+    # a run named on purpose (run_name=) is its own parent run, not the unnamed one's
+    named = [cells[0].run_name] if cells[0].run_name else []
     invocation = hashlib.sha256(
-        json.dumps([experiment, [p.fingerprint for p in prepared]]).encode()
+        json.dumps([experiment, [p.fingerprint for p in prepared], *named]).encode()
     ).hexdigest()[:16]
     # an identical invocation running already: wait for it, then continue its runs (all
     # predictions cached), so the store gets no second parent or duplicate children

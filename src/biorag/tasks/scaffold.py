@@ -23,7 +23,7 @@ def loader_fields(loader: str) -> dict[str, str | None]:
     }.get(loader, {}))
 
 
-def task_yaml(name: str, loader: str, path: str, subset: str | None = None) -> str:
+def task_yaml(name: str, loader: str, path: str, subset: str | None = None, index: str | None = None) -> str:
     """The text of a task YAML reading `path` with `loader`: every setting the loader brings,
     written out with a comment, so the file is the place to change the prompt or the scoring."""
     from biorag import registry
@@ -54,7 +54,7 @@ def task_yaml(name: str, loader: str, path: str, subset: str | None = None) -> s
         f"path: {q(path)}",
         *([f"subset: {subset}"] if subset else []),
         _c("n: null", "null: every item; N: a seeded sample of N"),
-        _c("index: null", "rag arms search this built index (`biorag ls indexes`)"),
+        _c(f"index: {q(index) if index else 'null'}", "rag arms search this built index (`biorag ls indexes`)"),
         _c("corpus: null", "... or, index null, a corpus config: its index <corpus>-<embedder>"),
         _c("fields: {}", "columns your file names otherwise, e.g. {question: stem}"),
         f"#   the loader reads: {fields or 'see its docs'}",
@@ -75,7 +75,7 @@ def task_yaml(name: str, loader: str, path: str, subset: str | None = None) -> s
 
 
 def write_task_file(name: str, loader: str, path: str, to: str | Path | None = None,
-                    subset: str | None = None, force: bool = False) -> Path:
+                    subset: str | None = None, force: bool = False, index: str | None = None) -> Path:
     """Write `task_yaml` to `to` (default experiments/task/NAME.yaml); an existing file is
     kept unless `force`."""
     from omegaconf import OmegaConf
@@ -88,7 +88,7 @@ def write_task_file(name: str, loader: str, path: str, to: str | Path | None = N
         raise ConfigError(f"{out} exists; pass --force to replace it")
     if out.stem != name:
         raise ConfigError(f"{out}: a task file is named as its task: {name}.yaml")
-    text = task_yaml(name, loader, path, subset)
+    text = task_yaml(name, loader, path, subset, index)
     to_typed(OmegaConf.create(text), TaskConfig, where=f"task {name}")  # what it writes validates
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
