@@ -58,7 +58,7 @@ def test_runs_are_named_and_cells_counted(caplog, tmp_path):
 
     index = build_index(load_build_config(["corpus=sample", "name=snippets", f"root={tmp_path}"])).path
     over = ["arm=base,rag", "model=fake", "task=hpo-term-mcq", "task.n=2", "task.scoring=loglikelihood",
-            "arm.retriever.mode=bm25", f"arm.retriever.index={index}"]
+            "arm.retriever.mode=bm25", f"arm.retriever.index={index}", f"cache_dir={tmp_path / 'cache'}"]
 
     first = run_experiment(over)
     assert mlflow.get_run(first.parent_run_id).info.run_name == "base,rag x fake x hpo-term-mcq"

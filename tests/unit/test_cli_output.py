@@ -32,3 +32,16 @@ def test_piped_help_keeps_the_docstring_lines_whole():
     assert result.exit_code == 0
     lines = [ln.strip() for ln in result.output.splitlines()]
     assert "A rag arm builds its index when missing. A killed run started again with the same" in lines
+
+
+def test_version_on_its_own():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("biorag ")
+
+
+def test_a_piped_line_of_text_is_not_broken():
+    out = io.StringIO()
+    con = _Console(file=out, width=40)
+    command = "biorag experiment run arm=base,rag,lora,lora_rag model=smollm2 task=mytask arm.adapter=mine"
+    con.print(f"Compare it: {command}")
+    assert command in out.getvalue() and out.getvalue().count("\n") == 1

@@ -30,10 +30,10 @@ def test_a_retriever_override_goes_only_on_the_arms_that_retrieve():
 
 
 @pytest.mark.parametrize("overrides, named", [
-    (["arm=base", "arm.adapter=mine"], "none of base has one"),
-    (["arm=base,rag", "arm.adapter=mine"], "none of base, rag has one"),
-    (["arm=base", "arm.retriever.k=3"], "none of base has one"),
-    (["arm=base", "+arm.retriever.k=3"], "none of base has one"),
+    (["arm=base", "arm.adapter=mine"], "arm base has none"),
+    (["arm=base,rag", "arm.adapter=mine"], "none of the arms base, rag has one"),
+    (["arm=base", "arm.retriever.k=3"], "arm base has none"),
+    (["arm=base", "+arm.retriever.k=3"], "arm base has none"),
 ])
 def test_an_override_that_would_add_a_part_to_every_arm_is_refused(overrides, named):
     with pytest.raises(ConfigError, match=named) as e:

@@ -42,21 +42,38 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from biorag import __version__
+
+        console.print(f"biorag {__version__}")
+        raise typer.Exit()
+
+
+# libraries whose INFO and DEBUG lines are noise at biorag's levels (some set their own level on
+# import, so a handler filter keeps them quiet rather than a logger level)
+NOISY = ("httpx", "urllib3", "filelock", "sentence_transformers", "faiss", "bm25s", "fontTools")
+
+
+class _QuietLibraries(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] not in NOISY
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; warnings only."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
 ) -> None:
-    from biorag import __version__, progress
-
-    if version:
-        console.print(f"biorag {__version__}")
-        raise typer.Exit()
+    from biorag import progress
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "urllib3", "filelock", "sentence_transformers", "faiss", "bm25s", "fontTools"):
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLibraries())
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if quiet:
         progress.set_enabled(False)

@@ -64,6 +64,10 @@ def show(
                       highlight=False)
         if item.output:
             console.print(f"output: {escape(json.dumps(item.output))}", highlight=False)
+        if item.option_logprobs:
+            best = max(range(len(item.option_logprobs)), key=item.option_logprobs.__getitem__)
+            lls = ", ".join(f"{chr(65 + j)} {v:.2f}" for j, v in enumerate(item.option_logprobs))
+            console.print(f"log-likelihoods: {lls} (highest: {chr(65 + best)})", highlight=False)
         for i, p in enumerate(item.passages, 1):
             console.print(f"  passage {i} \\[{escape(p.chunk_id)}]: {escape(p.text or '(text not here)')}",
                           highlight=False)

@@ -149,9 +149,10 @@ def plan_run(overrides: Sequence[str]) -> Plan:
         if o not in applied:
             holders = ", ".join(arms_with(part.split()[-1])) or "none shipped"
             raise ConfigError(
-                f"{o} applies to the arms that have {part}, and none of {', '.join(sorted(arms))} has "
-                f"one: it would change what the arm is. Put it on an arm with {part} "
-                f"(here: {holders})")
+                f"{o} applies to the arms that have {part}, and "
+                + (f"arm {next(iter(arms))} has none" if len(arms) == 1 else
+                   f"none of the arms {', '.join(sorted(arms))} has one")
+                + f": it would change what the arm is. Put it on an arm with {part} (here: {holders})")
         notes.append(f"{o} applies to {', '.join(sorted(applied[o]))}; not to {', '.join(sorted(arms))} "
                      f"(no {part.split()[-1]})")
     return Plan(cells[0].experiment, cells, baseline, notes, study_name)

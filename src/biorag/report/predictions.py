@@ -52,6 +52,7 @@ class Item:
     options: tuple[str, ...] = ()
     passages: list[Passage] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
+    option_logprobs: tuple[float, ...] = ()  # each option's log-likelihood, where they were scored
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -122,7 +123,7 @@ def cell_items(target: str, study: str | None = None, *, wrong: bool = False, st
             gold=answer_text(r.get("gold")), answer=answer_text(r.get("parsed")),
             output=r.get("output", ""), input=e.input if e else None, options=e.options if e else (),
             passages=[Passage(cid, passages.get(cid)) for cid in r.get("retrieved", [])],
-            scores=dict(r["scores"]),
+            scores=dict(r["scores"]), option_logprobs=tuple(r.get("option_logprobs") or ()),
         ))
     return CellItems(cell.name, cell.run_id, metric, len(cell.predictions), items, notes)
 
