@@ -490,3 +490,28 @@ def test_predictions_show_items_answers_and_passages(task_index, tmp_path) -> No
     assert shown["cell"] == "rag/fake/hpo-term-mcq" and len(shown["items"]) == N
     text = CliRunner().invoke(app, ["predictions", "show", "rag/fake/hpo-term-mcq", "--wrong", "-n", "1"])
     assert text.exit_code == 0 and "passage 1 [" in text.stdout and "gold: " in text.stdout
+
+
+def test_run_and_validate_print_their_tables_as_csv_and_json(tmp_path) -> None:
+    import csv
+    import io
+
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    over = ["arm=base", "model=fake", "task=hpo-term-mcq", "task.n=2", "task.scoring=loglikelihood",
+            f"cache_dir={tmp_path}"]
+    run = CliRunner().invoke(app, ["experiment", "run", "--format", "csv", *over])
+    assert run.exit_code == 0, run.output
+    assert run.stdout.startswith("# results (95% bootstrap CI)\n")  # the table alone on stdout
+    rows = list(csv.reader(io.StringIO(run.stdout.split("\n", 1)[1])))
+    assert rows[0] == ["arm", "model", "hpo-term-mcq\naccuracy_ll_norm"] and rows[1][0] == "base (baseline)"
+    assert "MLflow experiment" in run.stderr
+    bad = CliRunner().invoke(app, ["experiment", "validate", "-f", "json", "arm=rag", "model=fake",
+                                   "task=hpo-term-mcq", "arm.retriever.index=nosuch",
+                                   "arm.retriever.build_if_missing=false"])
+    assert bad.exit_code == 1
+    plan_table, problems = json.loads(bad.stdout)
+    assert plan_table["rows"][0]["retrieval"] == "dense k=5 from nosuch"
+    assert problems["rows"][0]["what"] == "index" and "nosuch" in problems["rows"][0]["why"]

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from biorag.cli.console import FORMAT_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -28,9 +28,7 @@ def report(
     metric: str = typer.Option(None, "--metric", "-m",
                                help="Headline metric (e.g. accuracy_ll); default: each task's first listed "
                                     "metric that was measured."),
-    fmt: str = typer.Option("table", "--format", "-f",
-                            help="How the tables are printed: table (rich), md, csv or json; with md, csv "
-                                 "and json only the tables go to stdout, messages go to stderr."),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
     latex: bool = typer.Option(False, "--latex", help="Also write booktabs LaTeX tables (results.tex, "
                                                       "deltas.tex, factorial.tex) into the report folder."),
     dpi: int = typer.Option(150, min=50, max=1200, help="Resolution of the PNG figures (SVG and PDF "
@@ -61,27 +59,18 @@ def report(
     """
     from rich.markup import escape
 
-    from biorag.cli.console import console, err_console
-    from biorag.errors import BioragError
+    from biorag.cli.console import check_format, print_tables
     from biorag.report.compare import build_report, log_to_parent, report_dir
     from biorag.report.render import all_tables, write_report
     from biorag.report.study import read_study
-    from biorag.report.tables import tables_as
 
-    if fmt not in FORMATS:
-        raise BioragError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    say = console if fmt == "table" else err_console  # md, csv and json keep stdout to the tables
+    say = check_format(fmt)  # md, csv and json keep stdout to the tables
     study = read_study(target, baseline)
     for note in study.notes:
         say.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     rep = build_report(study, unparsed_threshold, metric)
     tables = all_tables(rep, headline_only=not all_metrics)
-    if fmt == "table":
-        for t in tables:
-            _print_table(console, _rich(t))
-    else:
-        sys.stdout.write(tables_as(tables, fmt))
-        sys.stdout.flush()
+    print_tables(tables, fmt, left=3)
     folder = report_dir(study, out)
     files = write_report(rep, folder, dpi=dpi, latex=latex)
     if log:
@@ -93,29 +82,6 @@ def report(
     say.print(f"report of run {study.parent_run_id} ({study.experiment}) in {folder}/: "
               + ", ".join(p.name for p in files.values())
               + (" (also logged to the parent run under report/)" if log else ""), highlight=False)
-
-
-FORMATS = ("table", "md", "csv", "json")
-
-
-def _print_table(console: Console, table: Table) -> None:
-    """A terminal gets the table folded to its width; a pipe or file gets every row whole, at
-    the table's natural width (nothing cut, nothing wrapped mid-cell)."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
-    Console(file=sys.stdout, width=max(console.width, natural), highlight=False).print(table)
-
-
-def _rich(t) -> Table:
-    # cells fold rather than end in "…": a piped or narrow terminal still gets every character
-    table = Table(title=t.title, caption=t.note or None, title_justify="left", caption_justify="left")
-    for i, h in enumerate(t.headers):
-        table.add_column(h, justify="left" if i < 3 else "right", overflow="fold")
-    for row in t.rows:
-        table.add_row(*row)
-    return table
 
 
 def ui(
