@@ -13,4 +13,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 bash scripts/install.sh --dev
 .venv/bin/ruff check src tests benchmarks
+# the documentation site: every page in the nav, no broken link or anchor (built outside the tree)
+docs_site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$docs_site"
+rm -rf "$docs_site"
 .venv/bin/python -m pytest "$@"

@@ -21,7 +21,7 @@ MEDQA = Path(__file__).resolve().parents[1] / "fixtures" / "tasks" / "medqa.json
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The index root holding one tiny index, `mycorpus`, built from a JSONL of one's own the
-    way the README says (corpus=sample with corpus.path, name=mycorpus)."""
+    way docs/own-data.md says (corpus=sample with corpus.path, name=mycorpus)."""
     root = tmp_path_factory.mktemp("indexes")
     corpus = root.parent / "mydocs.jsonl"
     docs = [("thyroid", "Hypothyroidism", "Hypothyroidism is treated with levothyroxine."),

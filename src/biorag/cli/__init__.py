@@ -97,6 +97,14 @@ def _register() -> None:
 _register()
 
 
+def __getattr__(name: str) -> object:
+    """`click_app`: the app as a click command, built on first use (the docs' CLI reference
+    renders every command's help from it with mkdocs-click)."""
+    if name == "click_app":
+        return typer.main.get_command(app)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 INTERRUPTED = ("[yellow]interrupted.[/] Nothing finished is lost: run the same command again to "
                "resume (finished index shards, fine-tune checkpoints and predictions are kept).")
 
