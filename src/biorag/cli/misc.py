@@ -161,7 +161,7 @@ def doctor() -> None:
         t.add_row(
             "faiss",
             f"{faiss.__version__}; GPUs seen by faiss: {n}"
-            + ("" if n else " (CPU build; pip install 'biorag\[gpu]' for faiss-gpu)"),
+            + ("" if n else " (CPU build; pip install 'biorag\\[gpu]' for faiss-gpu)"),
         )
     except ImportError:
         t.add_row("faiss", "[red]not installed[/]")
