@@ -240,6 +240,12 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
     assert info.exit_code == 0 and "on disk: index.ivfdata, refine.sq8.npy" in info.output, info.output
     hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in refined]
     assert set(hits[0]) == set(hits[1])
+    codes = refined[1].path / "refine.sq8.npy"
+    whole = codes.read_bytes()
+    codes.write_bytes(whole[: len(whole) - 10])  # a truncated copy of the refine codes
+    with pytest.raises(BioragError, match=r"refine.sq8.npy: .* bytes, but the index's .* codes need .* --force"):
+        open_retriever(refined[1].path, "dense")
+    codes.write_bytes(whole)
     (disk.path / IVFDATA_FILE).unlink()
     with pytest.raises(BioragError, match=r"on-disk index without its index.ivfdata"):
         open_retriever(disk.path, "dense")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from biorag.errors import BioragError
+
 REFINE_CODES_FILE = "refine.sq8.npy"
 REFINE_QUANTIZER_FILE = "refine.sq8.faiss"
 
@@ -76,13 +78,17 @@ class DiskRefined:
         self.base, self.k_factor = base, k_factor
         self.quantizer = faiss.read_index(str(folder / REFINE_QUANTIZER_FILE))
         path = folder / REFINE_CODES_FILE
-        header = np.load(path, mmap_mode="r")  # shape, dtype and data offset; no page is read
-        shape, dtype, self._start = header.shape, header.dtype, int(header.offset)
-        del header
+        shape, dtype, self._start = _npy_header(path)  # read, not mapped: a short file is a message
         if dtype != np.uint8 or len(shape) != 2 or shape[1] != self.quantizer.sa_code_size():
-            raise ValueError(f"{path}: {shape} {dtype} are not sq8 codes of {self.quantizer.d}-d vectors")
+            raise BioragError(f"{path}: {shape} {dtype} are not sq8 codes of {self.quantizer.d}-d vectors; "
+                              "rebuild with --force")
         if shape[0] != base.ntotal:
-            raise ValueError(f"{path} holds {shape[0]} codes for an index of {base.ntotal} vectors")
+            raise BioragError(f"{path} holds {shape[0]} codes for an index of {base.ntotal} vectors; "
+                              "rebuild with --force")
+        need = self._start + shape[0] * shape[1]
+        if path.stat().st_size < need:
+            raise BioragError(f"{path}: {path.stat().st_size:,} bytes, but the index's {shape[0]:,} codes need "
+                              f"{need:,} (a truncated copy?); rebuild with --force")
         self.code_size = int(shape[1])
         self._fd = os.open(path, os.O_RDONLY)
         if hasattr(os, "posix_fadvise"):
@@ -120,3 +126,15 @@ class DiskRefined:
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """An .npy file's shape, dtype and data offset, from its header alone."""
+    try:
+        with path.open("rb") as f:
+            fmt = np.lib.format
+            read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            return shape, dtype, f.tell()
+    except (OSError, ValueError) as e:
+        raise BioragError(f"{path}: not a readable .npy file ({e}); rebuild with --force") from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -80,8 +81,16 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
     if suffix == ".json" and _json_lines(path):  # CLUE's data scripts write JSON lines as .json
         suffix = ".jsonl"
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
+        with path.open("rb") as fh:
+            offset = 0
+            for line_no, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield line_no, Problem(path_str, line_no, None, _not_utf8(e, offset))
+                    offset += len(raw)
+                    continue
+                offset += len(raw)
                 if not line.strip():
                     continue
                 try:
@@ -97,7 +106,7 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
                 )
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_utf8(path, path_str))
         except json.JSONDecodeError as e:
             raise InputError(
                 f"not valid JSON ({e.msg} at line {e.lineno})", file=path_str, line=e.lineno
@@ -117,7 +126,7 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
             else:
                 yield i, {KEY: str(key), **rec} if isinstance(data, dict) else rec
     elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
+        with io.StringIO(_utf8(path, path_str), newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
             for rec in reader:
                 yield reader.line_num, dict(rec)
@@ -141,9 +150,26 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
         )
 
 
+def _not_utf8(e: UnicodeDecodeError, line_offset: int) -> str:
+    return (f"not valid UTF-8: byte 0x{e.object[e.start]:02x} at byte {e.start} of the line (byte "
+            f"{line_offset + e.start} of the file); re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _utf8(path: Path, path_str: str) -> str:
+    """A whole file's text; bytes that are not UTF-8 are an error naming the line and offset."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        start = raw.rfind(b"\n", 0, e.start) + 1
+        e2 = UnicodeDecodeError("utf-8", raw[start:], e.start - start, e.end - start, e.reason)
+        raise InputError(_not_utf8(e2, start), file=path_str, line=line) from None
+
+
 def _json_lines(path: Path) -> bool:
     """Whether a .json file holds one object a line rather than one JSON value."""
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8", errors="replace") as fh:
         first = next((line for line in fh if line.strip()), "")
         second = next((line for line in fh if line.strip()), "")
     if not first.lstrip().startswith("{") or not second.lstrip().startswith("{"):
@@ -163,7 +189,7 @@ def read_json(cfg: TaskConfig, what: str, where: str) -> tuple[str, Any]:
     path = Path(cfg.path).expanduser()
     if not path.is_file():
         raise InputError(f"no such file. {what} is at {where}; pass task.path=FILE", file=cfg.path)
-    raw = path.read_text(encoding="utf-8")
+    raw = _utf8(path, cfg.path)
     try:
         return raw, json.loads(raw)
     except json.JSONDecodeError as e:
