@@ -204,10 +204,16 @@ def _build_locked(cfg: BuildConfig, reader: Any, fingerprint: str, source_finger
         log.info("index %s exists with other settings; rebuilding", name)
 
     partial = root / f".{name}.partial"
+    _remove_old_copies(final)
+    assembled = _assembled(partial, fingerprint)
+    if assembled is not None and not force:  # stopped during its finish: only the swap is left
+        log.info("finishing the build of %s that was stopped after it was assembled", name)
+        return _finish(partial, final, assembled, resumed=assembled.counts.shards)
     state = resume_state(
         partial, STATE_FILE, fingerprint, force=force, what="build", shards_done=0, chunks_done=0
     )
     (partial / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    state["shards_done"] = _shards_present(partial, state["shards_done"])
     resumed = state["shards_done"]
     if resumed:
         log.info("resuming %s: %d shard(s) already embedded", name, resumed)
@@ -321,12 +327,50 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
                **({"ivfdata": IVFDATA_FILE} if cfg.index.on_disk else {}),
                **({"refine": REFINE_CODES_FILE} if cfg.index.disk_refine else {})},
     )
-    manifest.write(partial)
-    shutil.rmtree(partial / SHARDS_DIR)
-    (partial / STATE_FILE).unlink()
-    swap_into_place(partial, final, MANIFEST_FILE, "index")
+    manifest.write(partial)  # from here the partial is a whole index: a stopped finish resumes at the swap
     log.info("built %s: %d chunks in %.1fs", name, n_chunks, manifest.build_seconds)
+    return _finish(partial, final, manifest, resumed)
+
+
+def _finish(partial: Path, final: Path, manifest: IndexManifest, resumed: int) -> BuildResult:
+    """Drop the build's working files and swap the assembled index into place. Each step may
+    be cut short by a kill: the next run finds the manifest and does what is left."""
+    (partial / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(partial / SHARDS_DIR, ignore_errors=True)
+    swap_into_place(partial, final, MANIFEST_FILE, "index")
+    _remove_old_copies(final)
     return BuildResult(final, manifest, up_to_date=False, resumed_shards=resumed)
+
+
+def _assembled(partial: Path, fingerprint: str) -> IndexManifest | None:
+    """The manifest of a partial that was assembled with these settings (its manifest is
+    written last, after the index, chunks and BM25), else None."""
+    if not (partial / MANIFEST_FILE).is_file():
+        return None
+    try:
+        manifest = IndexManifest.read(partial)
+    except BioragError:
+        return None
+    whole = (partial / INDEX_FILE).is_file() and (partial / CHUNKS_FILE).is_file()
+    return manifest if manifest.fingerprint == fingerprint and whole else None
+
+
+def _shards_present(partial: Path, counted: int) -> int:
+    """How many of the `counted` finished shards are whole on disk (both files); a build
+    whose later shards went missing re-embeds from the first gap rather than failing."""
+    for k in range(counted):
+        if not all(p.is_file() for p in shard_paths(partial, k)):
+            log.warning("%s: shard %d of %d is missing; embedding again from it", partial, k, counted)
+            return k
+    return counted
+
+
+def _remove_old_copies(final: Path) -> None:
+    """Earlier indexes of this name left by a swap that was stopped before it removed them
+    (`.NAME.old-PID`); the build holds the name's lock, so no other swap is using them."""
+    for old in final.parent.glob(f".{final.name}.old-*"):
+        if is_index(old):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _embedded_shards(cfg: BuildConfig, embedder: Any, chunks: Iterator[Chunk], skip: int,
