@@ -340,3 +340,48 @@ def test_killed_before_any_checkpoint_logs_each_step_once(trained, tiny_dir, cor
     _, straight = trained
     assert result.manifest["results"]["train_loss"] == pytest.approx(straight.manifest["results"]["train_loss"],
                                                                      abs=1e-6)
+
+
+@pytest.mark.parametrize("point", ["swap", "cleanup"])
+def test_a_fine_tune_stopped_at_its_finish_leaves_a_finished_run_and_is_completed(
+        tiny_dir, corpus_yaml, tmp_path, shared_mlflow, monkeypatch, point) -> None:
+    """Issue 39, finding 3: killed just before the adapter is moved into place ("swap") or just
+    after ("cleanup"), the MLflow run is FINISHED with its summary and adapter artifact, and the
+    next run of the same command completes the job without training: no partial is left."""
+    import shutil
+
+    real_rmtree = shutil.rmtree
+    from mlflow.tracking import MlflowClient
+
+    from biorag.finetune import run as run_mod
+
+    class Killed(BaseException):
+        pass
+
+    def die(*a, **kw):
+        raise Killed
+
+    cfg = _cfg(tiny_dir, corpus_yaml, tmp_path / "adapters")
+    with monkeypatch.context() as m:
+        if point == "swap":
+            m.setattr(run_mod, "swap_into_place", die)
+        else:
+            m.setattr(run_mod.shutil, "rmtree", lambda p, *a, **kw: die() if str(p).endswith(".partial")
+                      else real_rmtree(p, *a, **kw))
+        with pytest.raises(Killed):
+            run_finetune(cfg)
+    partial = tmp_path / "adapters" / ".tiny-notes.partial"
+    assert partial.is_dir()
+    state_file = partial / "finetune-state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else None
+    run_id = state["run_id"] if state else json.loads((tmp_path / "adapters" / "tiny-notes" / "manifest.json")
+                                                       .read_text())["mlflow"]["run_id"]
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["steps"] == STEPS
+    assert any(a.path == "adapter" for a in MlflowClient().list_artifacts(run_id))
+    trained_steps = []
+    monkeypatch.setattr(run_mod, "_train", lambda *a, **kw: trained_steps.append(1))
+    again = run_finetune(cfg)
+    assert trained_steps == [] and not partial.exists()
+    assert (tmp_path / "adapters" / "tiny-notes" / "adapter_model.safetensors").is_file()
+    assert again.manifest["results"]["steps"] == STEPS

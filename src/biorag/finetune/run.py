@@ -116,7 +116,14 @@ def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
     existing = read_manifest(final)
     if not force and existing.get("fingerprint") == fingerprint:
         log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
+        if partial.exists() and _partial_fingerprint(partial) == fingerprint:
+            shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped just after its swap
         return FinetuneResult(final, existing, up_to_date=True)
+    staged = read_manifest(partial / "adapter")
+    if not force and staged.get("fingerprint") == fingerprint:  # trained, logged, stopped before the swap
+        log.info("adapter %s was trained and logged, and stopped before it was moved into place", name)
+        _swap_in(partial / "adapter", final, partial)
+        return FinetuneResult(final, staged, resumed_from_step=staged["results"]["steps"])
     report, warnings = _audit(cfg, data, allow_overlap)  # before anything is trained
     state = resume_state(partial, STATE_FILE, fingerprint, force=force, what="fine-tune")
     try:
@@ -215,15 +222,28 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         }
         manifest = _manifest(cfg, model, data, fingerprint, results, report, device, dtype, run_id, uri)
         write_json(stage / MANIFEST_FILE, manifest)
-        swap_into_place(stage, final, MANIFEST_FILE, "adapter")
-        shutil.rmtree(partial, ignore_errors=True)
+        # the run gets its summary and the adapter and is closed before the swap: a kill from
+        # here on leaves a finished run and a staged adapter that the next run swaps in
         log_metrics({k: float(v) for k, v in results.items()
                      if isinstance(v, int | float) and v is not None}, step=results["steps"])
-        log_folder(final, keys.ADAPTER_DIR)
+        log_folder(stage, keys.ADAPTER_DIR)
+    _swap_in(stage, final, partial)
     log.info("adapter %s: %d steps, train loss %.4f, %.0f tokens/s, at %s", name, results["steps"],
              results["train_loss"], results["tokens_per_second"], final)
     return FinetuneResult(final, manifest, resumed_from_step=resumed_from, audit=report,
                           warnings=warnings, model=model)
+
+
+def _partial_fingerprint(partial: Path) -> str | None:
+    try:
+        return json.loads((partial / STATE_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _swap_in(stage: Path, final: Path, partial: Path) -> None:
+    swap_into_place(stage, final, MANIFEST_FILE, "adapter")
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 def _audit(cfg: FinetuneConfig, data: TrainingData, allow_overlap: bool = False
