@@ -62,8 +62,9 @@ def part2(n: int, model: str) -> None:
     t0 = time.perf_counter()
     records, _ = predict(cfg, examples, generator, cached, cache)
     cell_s = time.perf_counter() - t0
+    rows = [r.to_json() for r in records]  # cell_retrieval reads the records' cache form
     t0 = time.perf_counter()
-    found, _files = cell_retrieval(examples, records, cached, cfg.seed)
+    found, _files = cell_retrieval(examples, rows, cached, cfg.seed)
     metrics_s = time.perf_counter() - t0
     queries = [e.input for e in examples]
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from biorag.scoring.evaluate import score_task
 from biorag.scoring.metrics import aggregate, compute_metrics
 from biorag.tasks import load_examples, load_task_config
 from biorag.tasks.longhealth import ABSTAIN
+from biorag.types import Prediction
 
 CLUE = Path(__file__).resolve().parents[1] / "fixtures" / "clue"
 FILES = {  # task -> (the file in CLUE's data/ layout, items, first gold)
@@ -277,7 +278,7 @@ def _cell(task: str, protocol: str, metric: str, scores: list[float], logged: fl
     v, lo, hi = aggregate(scores)
     v = v if logged is None else logged
     metrics = {f"{task}/{metric}": v, f"{task}/{metric}_ci_low": lo, f"{task}/{metric}_ci_high": hi}
-    preds = [{"example_id": f"{task}-{i}", "scores": {metric: s}} for i, s in enumerate(scores)]
+    preds = [Prediction(f"{task}-{i}", "", None, "", scores={metric: s}) for i, s in enumerate(scores)]
     return Cell(f"{task}-{protocol}", "base", "m", task, "general", None, 0, metrics, preds, protocol=protocol)
 
 

@@ -13,6 +13,7 @@ from biorag.report.render import all_tables, markdown, write_report
 from biorag.report.study import Cell, Study
 from biorag.scoring.metrics import aggregate
 from biorag.scoring.stats import sign_flip
+from biorag.types import Prediction
 
 R = '{"arm.retriever.k": "3", "arm.retriever.mode": "dense"}'
 LEVELS = {"base": (None, None), "rag": (R, None), "lora": (None, "smollm2-hpo"),
@@ -24,7 +25,7 @@ def _cell(arm: str, correct: list[int], model: str = "m", task: str = "t") -> Ce
     v, lo, hi = aggregate(values)
     metrics = {f"{task}/accuracy": v, f"{task}/accuracy_ci_low": lo, f"{task}/accuracy_ci_high": hi,
                f"{task}/eval_seconds": 2.0 * len(values) * (2 if LEVELS[arm][0] else 1), f"{task}/tokens": 10.0}
-    preds = [{"example_id": f"e{i}", "scores": {"accuracy": x}} for i, x in enumerate(values)]
+    preds = [Prediction(f"e{i}", "", None, "", scores={"accuracy": x}) for i, x in enumerate(values)]
     retriever, adapter = LEVELS[arm]
     return Cell(f"{arm}-{model}", arm, model, task, "general", None, 0, metrics, preds,
                 index_manifest={"build_seconds": 42.0} if retriever else None,

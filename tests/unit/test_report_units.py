@@ -11,6 +11,7 @@ from biorag.report.compare import build_report, headline_metric, model_pairs
 from biorag.report.render import all_tables, fmt_ci, fmt_p, write_report
 from biorag.report.study import Cell, Study, TaskInfo, finetune_seconds
 from biorag.scoring.metrics import aggregate
+from biorag.types import Prediction
 
 IDS = [f"e{i}" for i in range(10)]
 
@@ -24,7 +25,7 @@ def _cell(arm: str, model: str, family: str, correct: list[int], rouge: list[flo
         metrics.update({f"{task}/{name}": v, f"{task}/{name}_ci_low": lo, f"{task}/{name}_ci_high": hi})
     # a corpus-level metric: its value is not the mean of its per-example values
     metrics.update({f"{task}/macro_f1": 0.5, f"{task}/macro_f1_ci_low": 0.3, f"{task}/macro_f1_ci_high": 0.7})
-    preds = [{"example_id": i, "scores": {"accuracy": float(c), "rouge1": r, "macro_f1": float(c)}}
+    preds = [Prediction(i, "", None, "", scores={"accuracy": float(c), "rouge1": r, "macro_f1": float(c)})
              for i, c, r in zip(IDS, correct, rouge, strict=True)]
     return Cell(f"{arm}-{model}", arm, model, task, family, counterpart, 0, metrics, preds,
                 index_manifest={"build_seconds": 12.5} if arm == "rag" else None,

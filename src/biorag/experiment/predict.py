@@ -18,7 +18,7 @@ from biorag.retrieval.rerank import RerankingRetriever, find
 from biorag.retrieval.retrievers import Retriever
 from biorag.scoring.evaluate import majority_output
 from biorag.tasks.config import TaskConfig
-from biorag.types import Example, Hit
+from biorag.types import CellRecord, Example, Hit, RankedChunk
 
 
 def _batches(items: Sequence[Example], size: int) -> Iterator[Sequence[Example]]:
@@ -32,11 +32,12 @@ def predict(
     generator: Generator,
     retriever: Retriever | None,
     cache: PredictionCache,
-) -> tuple[list[dict[str, Any]], int]:
-    """Raw outputs for every example (from the cache where present), in example order."""
+) -> tuple[list[CellRecord], int]:
+    """The record of every example (from the cache where present), in example order, and how
+    many came from the cache."""
     from biorag.prompting import build_prompt, mcq_continuations
 
-    done = cache.load()
+    done = cache.load_records()
     resumed = sum(1 for e in examples if e.id in done)
     todo = [e for e in examples if e.id not in done]
     task = cfg.task
@@ -83,29 +84,26 @@ def predict(
                     in_prompt = set(p.hit_ids)
                     n_out = generator.count_tokens(out) if out else 0  # the output kept (budget, truncation)
                     n_gen = sum(generator.count_tokens(x) for x in sampled) if sampled else n_out  # all generated
-                    records.append({
-                        "id": e.id,
-                        "prompt_hash": p.hash,
-                        "retrieved": list(p.hit_ids),
-                        # documents in rank order (retrieval measures) and those in the prompt
+                    records.append(CellRecord(
+                        id=e.id,
+                        prompt_hash=p.hash,
+                        retrieved=tuple(p.hit_ids),
+                        output=out,
+                        ll=tuple((r.logprob, r.n_tokens, r.n_chars, r.is_greedy) for r in ll),
+                        tokens=generator.count_tokens(text) + n_gen,
+                        retrieval_s=t_retrieval / len(batch),
+                        model_s=t_model / len(batch),
+                        truncated=p.truncated,
                         # with a rerank stage, each hit's first-stage rank follows its rerank score
-                        "ranked": [[h.chunk.id, h.chunk.doc_id, h.score, *([h.first_rank] if h.first_rank else [])]
-                                   for h in hs],
-                        "prompt_docs": doc_ranking([h for h in hs if h.chunk.id in in_prompt]),
-                        "output": out,
-                        **({"samples": sampled} if sampled else {}),
-                        "ll": [[r.logprob, r.n_tokens, r.n_chars, r.is_greedy] for r in ll],
-                        "tokens": generator.count_tokens(text) + n_gen,
-                        "gen_tokens": n_out,
-                        "retrieval_s": t_retrieval / len(batch),
-                        "rerank_s": rerank_s,  # part of retrieval_s; None without a rerank stage
-                        "query_cut": c,
-                        "model_s": t_model / len(batch),
-                        "truncated": p.truncated,
-                    })
-                cache.append(records)
-                for r in records:
-                    done[r["id"]] = r
+                        ranked=tuple(RankedChunk(h.chunk.id, h.chunk.doc_id, h.score, h.first_rank) for h in hs),
+                        prompt_docs=tuple(doc_ranking([h for h in hs if h.chunk.id in in_prompt])),
+                        samples=tuple(sampled),
+                        gen_tokens=n_out,
+                        rerank_s=rerank_s,
+                        query_cut=c,
+                    ))
+                cache.append_records(records)
+                done.update((r.id, r) for r in records)
     return [done[e.id] for e in examples], resumed
 
 

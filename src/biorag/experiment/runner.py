@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ from biorag.tracking.runs import (
     set_tags,
     tracking_uri,
 )
-from biorag.types import Example, Prediction, answer_text
+from biorag.types import CellRecord, Example, Prediction, answer_text
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +87,29 @@ class CellResult:
 # -- running --------------------------------------------------------------------------------
 
 
-def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]]) -> TaskScores:
-    """Task scores from raw records; predictions carry retrieved ids and prompt hashes."""
+def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence[CellRecord]) -> TaskScores:
+    """Task scores from the cell's records; predictions carry retrieved ids, prompt hashes and
+    token counts."""
     from biorag.scoring.evaluate import score_task
 
     task = cfg.task
-    has_ll = bool(records) and all(r["ll"] for r in records)
+    has_ll = bool(records) and all(r.ll for r in records)
     has_gen = task.scoring in ("generate", "both") or not has_ll
     scores = score_task(
         task,
         examples,
-        outputs=[r["output"] for r in records] if has_gen else None,
-        loglikelihoods=[[LoglikelihoodResult(*x) for x in r["ll"]] for r in records] if has_ll else None,
+        outputs=[r.output for r in records] if has_gen else None,
+        loglikelihoods=[[LoglikelihoodResult(*x) for x in r.ll] for r in records] if has_ll else None,
         seed=cfg.seed,
     )
     scores.predictions = [
-        replace(p, retrieved=tuple(r["retrieved"]), prompt_hash=r["prompt_hash"])
+        replace(p, retrieved=r.retrieved, prompt_hash=r.prompt_hash, tokens=r.tokens)
         for p, r in zip(scores.predictions, records, strict=True)
     ]
     if has_gen and task.answer_type != "text":
         # ran into the budget (within a token: re-tokenising an output can merge a pair)
         # before an answer could be read
-        per = [float(r.get("gen_tokens", 0) >= task.max_new_tokens - 1 and unparsed(p.parsed))
+        per = [float(r.gen_tokens >= task.max_new_tokens - 1 and unparsed(p.parsed))
                for p, r in zip(scores.predictions, records, strict=True)]
         scores.metrics[TRUNCATED] = mean_result(TRUNCATED, per, cfg.seed, N_RESAMPLES)
         for p, v in zip(scores.predictions, per, strict=True):
@@ -219,7 +220,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
                   keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
                   **keys.versions(generator.info)})
         log_text_artifact(scrub(to_yaml(cfg)), keys.CONFIG_FILE)
-        _log_predictions(scores.predictions, records)
+        _log_predictions(scores.predictions)
         if prep.index_manifest is not None and prep.retriever is not None:
             from biorag.contamination import audit_cell_index
 
@@ -237,21 +238,29 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker
                           run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation)
 
 
-def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequence[dict[str, Any]],
-                   scores: TaskScores, retriever: CachedRetriever) -> None:
-    """Retrieval measures into the cell's metrics and per-example scores; TREC files and
-    the retrieval cache's reuse onto the child run."""
-    found, files = cell_retrieval(examples, records, retriever, cfg.seed)
+def add_retrieval_scores(examples: Sequence[Example], records: Sequence[CellRecord], scores: TaskScores,
+                         retriever: CachedRetriever, seed: int) -> dict[str, str]:
+    """Retrieval measures into the cell's metrics and per-example scores; its TREC run and
+    qrels files {name: text}."""
+    # cell_retrieval reads the records' cache form ("ranked", "prompt_docs")
+    found, files = cell_retrieval(examples, [r.to_json() for r in records], retriever, seed)
     scores.metrics.update(found.metrics)
     for p in scores.predictions:
         p.scores.update({k: v[p.example_id] for k, v in found.per_example.items() if p.example_id in v})
-    for name, text in files.items():
+    return files
+
+
+def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequence[CellRecord],
+                   scores: TaskScores, retriever: CachedRetriever) -> None:
+    """Retrieval measures into the cell's metrics and per-example scores; TREC files and
+    the retrieval cache's reuse onto the child run."""
+    for name, text in add_retrieval_scores(examples, records, scores, retriever, cfg.seed).items():
         log_text_artifact(text, name)
-    share = source_share(retriever.index, [cid for r in records for cid in r["retrieved"]])
+    share = source_share(retriever.index, [cid for r in records for cid in r.retrieved])
     if share:
         log.info("%s: passages in the prompts by index: %s", cfg.arm.name,
                  ", ".join(f"{name} {v:.0%}" for name, v in share.items()))
-    cut = sum(bool(r.get("query_cut")) for r in records)
+    cut = sum(r.query_cut for r in records)
     if cut:
         log.info("%s: %d of %d queries were longer than the query encoder reads and were cut",
                  cfg.arm.name, cut, len(records))
@@ -260,7 +269,7 @@ def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequenc
               keys.RETRIEVAL_SOURCES: json.dumps({k: round(v, 4) for k, v in share.items()}) if share else "single"})
 
 
-def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+def cell_metrics(task: str, scores: TaskScores, records: Sequence[CellRecord]) -> dict[str, float]:
     """Every metric with its interval, and the cost of the cell, as `<task>/<key>`."""
     out: dict[str, float] = {}
     nan = float("nan")
@@ -270,10 +279,10 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]
         out[keys.metric(task, key)] = value
         out[keys.metric(task, key + keys.CI_LOW)] = lo
         out[keys.metric(task, key + keys.CI_HIGH)] = hi
-    model_s = sum(r["model_s"] for r in records)
-    retrieval_s = sum(r["retrieval_s"] for r in records)
-    reranked = [r["rerank_s"] for r in records if r.get("rerank_s") is not None]
-    tokens = sum(r["tokens"] for r in records)
+    model_s = sum(r.model_s for r in records)
+    retrieval_s = sum(r.retrieval_s for r in records)
+    reranked = [r.rerank_s for r in records if r.rerank_s is not None]
+    tokens = sum(r.tokens for r in records)
     n = len(records)
     cost = {
         keys.N: n,
@@ -284,15 +293,15 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[dict[str, Any]
         keys.RETRIEVAL_LATENCY_MS: 1000 * retrieval_s / max(n, 1),
         # NaN without a rerank stage (closed-book, first stage only); part of the latency above
         keys.RERANK_SECONDS: sum(reranked) if reranked else nan,
-        keys.QUERIES_CUT: sum(bool(r.get("query_cut")) for r in records),
-        keys.TRUNCATED_PROMPTS: sum(1 for r in records if r.get("truncated")),
-        keys.GENERATED_TOKENS: sum(r.get("gen_tokens", 0) for r in records) / max(n, 1),
+        keys.QUERIES_CUT: sum(r.query_cut for r in records),
+        keys.TRUNCATED_PROMPTS: sum(r.truncated for r in records),
+        keys.GENERATED_TOKENS: sum(r.gen_tokens for r in records) / max(n, 1),
     }
     out.update({keys.metric(task, k): v for k, v in cost.items()})
     return out
 
 
-def _log_predictions(predictions: Sequence[Prediction], records: Sequence[dict[str, Any]]) -> None:
+def _log_predictions(predictions: Sequence[Prediction]) -> None:
     """One predictions table per child run (shown as a table in the UI) and the full JSONL
     beside it, with every per-example score (the report's paired tests read it)."""
     import pandas as pd
@@ -310,9 +319,9 @@ def _log_predictions(predictions: Sequence[Prediction], records: Sequence[dict[s
             "unparsed": p.scores.get(UNPARSED, float("nan")),
         })
     log_table(pd.DataFrame(rows), keys.PREDICTIONS_TABLE)
-    lines = []
-    for p, r in zip(predictions, records, strict=True):
-        d = asdict(p)
-        d["tokens"] = r["tokens"]
-        lines.append(json.dumps(d, default=str))
-    log_text_artifact("\n".join(lines) + "\n", keys.PREDICTIONS_FILE)
+    log_text_artifact(predictions_jsonl(predictions), keys.PREDICTIONS_FILE)
+
+
+def predictions_jsonl(predictions: Sequence[Prediction]) -> str:
+    """A cell's `predictions.jsonl`: one `Prediction.to_json` line per example."""
+    return "\n".join(p.to_json() for p in predictions) + "\n"

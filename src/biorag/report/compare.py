@@ -104,7 +104,7 @@ def recompute(cell: Cell) -> dict[str, tuple[float, float, float]]:
     Corpus-level metrics (macro-F1, micro code-F1) are not means and are left out."""
     out = {}
     for metric in cell.quality_metrics():
-        values = [p["scores"][metric] for p in cell.predictions if metric in p.get("scores", {})]
+        values = [p.scores[metric] for p in cell.predictions if metric in p.scores]
         if values and len(values) == len(cell.predictions) and not _is_corpus_level(metric):
             out[metric] = aggregate(values, seed=cell.seed)
     return out

@@ -103,27 +103,27 @@ def cell_items(target: str, study: str | None = None, *, wrong: bool = False, st
     rows = cell.predictions
     if not rows:
         raise BioragError(f"cell {cell.name} (run {cell.run_id}) logged no {keys.PREDICTIONS_FILE}")
-    if metric not in rows[0].get("scores", {}):
-        scored = sorted(rows[0].get("scores", {}))
+    if metric not in rows[0].scores:
+        scored = sorted(rows[0].scores)
         raise BioragError(f"cell {cell.name} has no per-item '{metric}': " + ", ".join(scored))
     if wrong:
-        rows = [r for r in rows if r["scores"].get(metric, math.nan) < 1]
+        rows = [r for r in rows if r.scores.get(metric, math.nan) < 1]
     if stratum is not None:
         key, value = STRATA[stratum]
-        if not any(key in r["scores"] for r in cell.predictions):
+        if not any(key in r.scores for r in cell.predictions):
             raise BioragError(f"cell {cell.name} has no per-item {key}: strata are for rag cells whose "
                               "items have gold evidence")
-        rows = [r for r in rows if r["scores"].get(key) == value]
-    examples, passages = _sources(cell, [r for row in rows for r in row.get("retrieved", [])], notes)
+        rows = [r for r in rows if r.scores.get(key) == value]
+    examples, passages = _sources(cell, [cid for r in rows for cid in r.retrieved], notes)
     items = []
     for r in rows:
-        e = examples.get(r["example_id"])
+        e = examples.get(r.example_id)
         items.append(Item(
-            id=r["example_id"], correct=r["scores"].get(metric, math.nan),
-            gold=answer_text(r.get("gold")), answer=answer_text(r.get("parsed")),
-            output=r.get("output", ""), input=e.input if e else None, options=e.options if e else (),
-            passages=[Passage(cid, passages.get(cid)) for cid in r.get("retrieved", [])],
-            scores=dict(r["scores"]), option_logprobs=tuple(r.get("option_logprobs") or ()),
+            id=r.example_id, correct=r.scores.get(metric, math.nan),
+            gold=answer_text(r.gold), answer=answer_text(r.parsed),
+            output=r.output, input=e.input if e else None, options=e.options if e else (),
+            passages=[Passage(cid, passages.get(cid)) for cid in r.retrieved],
+            scores=dict(r.scores), option_logprobs=r.option_logprobs,
         ))
     return CellItems(cell.name, cell.run_id, metric, len(cell.predictions), items, notes)
 

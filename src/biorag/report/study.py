@@ -14,11 +14,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from biorag.errors import BioragError
+from biorag.errors import BioragError, InputError
 from biorag.report.labels import arm_key, chance_of
 from biorag.report.select import select_run
 from biorag.tracking import keys
 from biorag.tracking.read import StoreReader
+from biorag.types import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Cell:
     counterpart: str | None
     seed: int
     metrics: dict[str, float]  # as logged: `<task>/<key>`
-    predictions: list[dict[str, Any]] = field(default_factory=list)  # predictions.jsonl rows
+    predictions: list[Prediction] = field(default_factory=list)  # its predictions.jsonl, read back
     index_manifest: dict[str, Any] | None = None
     adapter_manifest: dict[str, Any] | None = None
     protocol: str = "task"  # the task's answer protocol
@@ -87,8 +88,7 @@ class Cell:
 
     def scores(self, metric: str) -> dict[str, float]:
         """Per-example scores of a metric, by example id (empty when not logged)."""
-        return {p["example_id"]: float(p["scores"][metric]) for p in self.predictions
-                if metric in p.get("scores", {})}
+        return {p.example_id: p.scores[metric] for p in self.predictions if metric in p.scores}
 
     def cost(self) -> dict[str, float]:
         out = {k: self.metrics.get(keys.metric(self.task, k), math.nan) for k in COST_KEYS}
@@ -132,13 +132,13 @@ def _none(value: str | None) -> str | None:
     return None if value in (None, "", "None", "null") else value
 
 
-def task_info(params: dict[str, str], predictions: list[dict[str, Any]]) -> TaskInfo:
+def task_info(params: dict[str, str], predictions: list[Prediction]) -> TaskInfo:
     """A cell's task as its logged params (`task.*`) and predictions describe it."""
     from biorag.tasks.config import EMBEDDED_LOADERS
 
     n_options = params.get(TASK_PARAM + "n_options", "")
     embedded = params.get(TASK_PARAM + "loader") in EMBEDDED_LOADERS  # files: n_options is unused
-    counts = [len(p["option_logprobs"]) for p in predictions if p.get("option_logprobs")]
+    counts = [len(p.option_logprobs) for p in predictions if p.option_logprobs]
     return TaskInfo(
         metrics=tuple(_json_list(params.get(TASK_PARAM + "metrics"))),
         continuation=params.get(TASK_PARAM + "continuation", ""),
@@ -180,7 +180,7 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
         index_m = reader.artifact_text(run, keys.INDEX_MANIFEST_FILE)
         adapter_m = reader.artifact_text(run, keys.ADAPTER_MANIFEST_FILE)
         counterpart = params.get(keys.MODEL_COUNTERPART)
-        predictions = [json.loads(x) for x in (preds or "").splitlines() if x.strip()]
+        predictions = read_predictions(preds or "", f"{keys.PREDICTIONS_FILE} of run {run.run_id}")
         cells.append(Cell(
             run_id=run.run_id, arm=tags.get(keys.ARM, "?"), model=tags.get(keys.MODEL, "?"),
             task=tags.get(keys.TASK, "?"),
@@ -203,6 +203,21 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
         tracking_uri=reader.uri, git_sha=parent.tags.get(keys.GIT_SHA, "unknown"), cells=cells,
         notes=chosen.notes,
     )
+
+
+def read_predictions(text: str, where: str = keys.PREDICTIONS_FILE) -> list[Prediction]:
+    """A cell's `predictions.jsonl` as `Prediction`s, the one reader of its rows (the report,
+    the strata, `biorag predictions show`); a row that is not a prediction is an error naming
+    `where`, the line and the field."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Prediction.from_json(json.loads(line)))
+        except ValueError as e:  # a JSON decode error is one too
+            raise InputError(f"not a prediction ({e})", file=where, line=n) from None
+    return out
 
 
 def _warn_duplicates(cells: list[Cell]) -> None:
