@@ -46,8 +46,9 @@ def part2(n: int, model: str) -> None:
     from biorag.experiment.plan import plan
     from biorag.experiment.predict import predict
     from biorag.experiment.resources import ensure_index
-    from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
+    from biorag.experiment.retrieval_eval import cell_retrieval
     from biorag.models.loading import load_generator
+    from biorag.retrieval.cache import CachedRetriever
     from biorag.tasks import load_examples
 
     _, (cfg,), _ = plan(["arm=rag", f"model={model}", "task=hpo-term-mcq", f"task.n={n}"])

@@ -26,9 +26,10 @@ from biorag.experiment.checks import require_runnable
 from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.predict import predict
 from biorag.experiment.resources import GeneratorCache, PreparedCell, check_servers, prepare
-from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
+from biorag.experiment.retrieval_eval import cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
+from biorag.retrieval.cache import CachedRetriever
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
 from biorag.retrieval.fusion import source_share
 from biorag.retrieval.rerank import bind_generator, model_key
