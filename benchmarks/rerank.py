@@ -38,11 +38,11 @@ TASKS = ("hpo-term-mcq", "icd10-code-mcq")
 
 def _first_stage():
     from biorag.experiment.plan import plan
-    from biorag.experiment.resources import ensure_index
+    from biorag.experiment.resources import cell_retriever
     from biorag.tasks import load_examples
 
     _, cells, _ = plan(["arm=rag", "model=fake", "task=hpo-term-mcq"])
-    return ensure_index(cells[0]), load_examples(cells[0].task)
+    return cell_retriever(cells[0]), load_examples(cells[0].task)
 
 
 def _per_query(retriever, queries: list[str], k: int = 5) -> float:

@@ -45,7 +45,7 @@ def part1(n: int) -> None:
 def part2(n: int, model: str) -> None:
     from biorag.experiment.plan import plan
     from biorag.experiment.predict import predict
-    from biorag.experiment.resources import ensure_index
+    from biorag.experiment.resources import cell_retriever
     from biorag.experiment.retrieval_eval import cell_retrieval
     from biorag.models.loading import load_generator
     from biorag.retrieval.cache import CachedRetriever
@@ -54,7 +54,7 @@ def part2(n: int, model: str) -> None:
     _, (cfg,), _ = plan(["arm=rag", f"model={model}", "task=hpo-term-mcq", f"task.n={n}"])
     cfg.cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
     examples = load_examples(cfg.task)
-    retriever = ensure_index(cfg)
+    retriever = cell_retriever(cfg)
     generator = load_generator(cfg.model, None)
     from biorag.experiment.cache import PredictionCache
 

@@ -57,7 +57,7 @@ def index_root_of(cfg: RunConfig) -> Path:
     return index_root(cfg.index_root)
 
 
-def ensure_index(cfg: RunConfig) -> Retriever | None:
+def cell_retriever(cfg: RunConfig) -> Retriever | None:
     """The retriever of a rag arm (building its indexes when missing), or None: closed-book."""
     return open_retriever(cfg.arm.retriever, index_context(cfg)) if cfg.arm.retriever else None
 
@@ -90,7 +90,7 @@ def check_adapter_items(cfg: RunConfig, adapter: str | None, manifest: dict[str,
         check_disjoint(adapter, manifest, cfg.task.name, examples, cfg.arm.name)
 
 
-class GeneratorCache:
+class LoadedModels:
     """Keeps the last loaded model, so cells of one model (base, rag) load it once. A backend
     whose engine serves several adapters (vllm with `enable_lora`) has `with_adapter`: the
     lora cells of that model then reuse the engine too."""
@@ -137,7 +137,7 @@ def prepare(cfg: RunConfig) -> PreparedCell:
     examples = load_examples(cfg.task)
     if not examples:
         raise BioragError(f"task '{cfg.task.name}' has no examples")
-    retriever = ensure_index(cfg)
+    retriever = cell_retriever(cfg)
     index_manifest = retriever.index.manifest if retriever is not None else None
     adapter, adapter_manifest = resolve_adapter(cfg)
     check_adapter_items(cfg, adapter, adapter_manifest, examples)

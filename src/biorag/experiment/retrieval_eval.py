@@ -25,7 +25,7 @@ from biorag import progress
 from biorag.errors import ConfigError
 from biorag.experiment.cache import cache_root
 from biorag.experiment.plan import plan
-from biorag.experiment.resources import ensure_index
+from biorag.experiment.resources import cell_retriever
 from biorag.retrieval.cache import CachedRetriever
 from biorag.retrieval.evidence import (
     DEPTH,
@@ -91,7 +91,7 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
         spec = cfg.arm.retriever
         assert spec is not None
         examples = load_examples(cfg.task)
-        retriever = CachedRetriever(ensure_index(cfg), cache_root(cfg) / "retrieval")
+        retriever = CachedRetriever(cell_retriever(cfg), cache_root(cfg) / "retrieval")
         queries = [search_query(e, spec.query) for e in examples]
         t0 = time.perf_counter()
         ranked = []
