@@ -38,11 +38,11 @@ TASKS = ("hpo-term-mcq", "icd10-code-mcq")
 
 def _first_stage():
     from biorag.experiment.plan import plan
-    from biorag.experiment.resources import ensure_index
+    from biorag.experiment.resources import cell_retriever
     from biorag.tasks import load_examples
 
     _, cells, _ = plan(["arm=rag", "model=fake", "task=hpo-term-mcq"])
-    return ensure_index(cells[0]), load_examples(cells[0].task)
+    return cell_retriever(cells[0]), load_examples(cells[0].task)
 
 
 def _per_query(retriever, queries: list[str], k: int = 5) -> float:
@@ -56,14 +56,14 @@ def _per_query(retriever, queries: list[str], k: int = 5) -> float:
 
 
 def part1(n_queries: int, candidates: list[int], cross: str | None) -> None:
-    from biorag.experiment.retrieval import search_query
+    from biorag.retrieval.open import reranked
     from biorag.retrieval.rerank import (
         CrossEncoderReranker,
         LMReranker,
         RerankerConfig,
-        RerankingRetriever,
         load_reranker_config,
     )
+    from biorag.retrieval.spec import search_query
 
     first, examples = _first_stage()
     queries = [search_query(e, "query") for e in examples[:n_queries]]
@@ -80,7 +80,7 @@ def part1(n_queries: int, candidates: list[int], cross: str | None) -> None:
     rows = [["dense first stage", "-", f"{1000 * base:.1f}", "1.00x", "-"]]
     for name, reranker in rerankers.items():
         for c in candidates:
-            stage = RerankingRetriever(first, reranker, c)
+            stage = reranked(first, reranker, c)
             t = _per_query(stage, queries)
             rows.append([name, str(c), f"{1000 * t:.1f}", f"{t / base:.1f}x", f"{c / max(t - base, 1e-9):.0f}"])
     print(f"\nPart 1: latency per query (median of {n_queries}, hpo-minilm, top 5 kept)")

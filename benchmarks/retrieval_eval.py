@@ -45,15 +45,16 @@ def part1(n: int) -> None:
 def part2(n: int, model: str) -> None:
     from biorag.experiment.plan import plan
     from biorag.experiment.predict import predict
-    from biorag.experiment.resources import ensure_index
-    from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
+    from biorag.experiment.resources import cell_retriever
+    from biorag.experiment.retrieval_eval import cell_retrieval
     from biorag.models.loading import load_generator
+    from biorag.retrieval.cache import CachedRetriever
     from biorag.tasks import load_examples
 
     _, (cfg,), _ = plan(["arm=rag", f"model={model}", "task=hpo-term-mcq", f"task.n={n}"])
     cfg.cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
     examples = load_examples(cfg.task)
-    retriever = ensure_index(cfg)
+    retriever = cell_retriever(cfg)
     generator = load_generator(cfg.model, None)
     from biorag.experiment.cache import PredictionCache
 
@@ -62,9 +63,8 @@ def part2(n: int, model: str) -> None:
     t0 = time.perf_counter()
     records, _ = predict(cfg, examples, generator, cached, cache)
     cell_s = time.perf_counter() - t0
-    rows = [r.to_json() for r in records]  # cell_retrieval reads the records' cache form
     t0 = time.perf_counter()
-    found, _files = cell_retrieval(examples, rows, cached, cfg.seed)
+    found, _files = cell_retrieval(examples, records, cached, cfg.seed)
     metrics_s = time.perf_counter() - t0
     queries = [e.input for e in examples]
     t0 = time.perf_counter()

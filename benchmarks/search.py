@@ -19,7 +19,7 @@ parameters were chosen so that HNSW's recall-vs-ef_search curve is no easier tha
 all-MiniLM-L6-v2 embeddings of ICD-10-CM.
 
 Part 2 builds a flat index over ~2,000 ICD-10-CM chunks with BM25 and times 200 held-out
-ICD-10-CM descriptions through `open_retriever(mode=dense|bm25|hybrid)`.
+ICD-10-CM descriptions through `open_index_retriever(index, mode=dense|bm25|hybrid)`.
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def _hybrid(args: argparse.Namespace) -> None:
     from biorag.corpora import open_corpus
     from biorag.indexing.build import build_index, load_build_config
     from biorag.indexing.index import open_index
-    from biorag.retrieval import open_retriever
+    from biorag.retrieval import open_index_retriever
 
     n_docs, n_q = args.hybrid_chunks, args.hybrid_queries
     print(
@@ -273,7 +273,7 @@ def _hybrid(args: argparse.Namespace) -> None:
         rows = []
         dense_ms = None
         for mode in ("dense", "bm25", "hybrid"):
-            retriever = open_retriever(index, mode)
+            retriever = open_index_retriever(index, mode)
             retriever.retrieve_batch(queries[:5], K)  # warm: model, tokenizer, caches
             lat = []
             for q in queries:

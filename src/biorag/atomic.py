@@ -1,6 +1,7 @@
 """Nothing lost, nothing overwritten: artifact names that stay inside their root, one writer
 per artifact (a lock file), and write-then-rename, so a reader never sees a half-written file
-or folder and a swap never replaces a folder that is not the artifact it claims to be."""
+or folder and a swap never replaces a folder that is not the artifact it claims to be; and
+append-only record logs (the prediction and retrieval caches) that a kill cannot tear."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -160,3 +161,78 @@ def resume_state(
     state = {"fingerprint": fingerprint, **initial}
     write_json(state_path, state)
     return state
+
+
+class RecordLog:
+    """Append-only JSONL of records keyed by their `id` (the prediction and retrieval caches):
+    what a killed run resumes from.
+
+    A kill can cut the last line short. Reading skips any line that is not a whole record
+    (that example is simply redone), and the first append after a kill truncates the torn
+    tail, so a kill costs at most the batch in flight, once, and the file never grows with
+    broken lines. Hold `lock()` while writing: one writer per file.
+    """
+
+    what = "record log"  # what a lock held on it is called in messages
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._repaired = False
+
+    def lock(self) -> AbstractContextManager[None]:
+        return artifact_lock(self.path, self.what)
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        return {rec["id"]: rec for _, rec in self.lines()}
+
+    def lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) of every whole line."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as f:
+            for n, line in enumerate(f, 1):
+                rec = _record(line)
+                if rec is None:  # a line a kill cut short: redo that example
+                    log.info("%s: skipping a torn line (%d bytes)", self.path, len(line))
+                    continue
+                yield n, rec
+
+    def _repair_tail(self) -> None:
+        """Cut the file back to its last complete line (what a kill mid-write leaves)."""
+        if self._repaired or not self.path.exists():
+            return
+        with self.path.open("rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(max(0, size - 1))
+                if f.read(1) != b"\n":
+                    f.seek(0)
+                    data = f.read()
+                    keep = data.rfind(b"\n") + 1
+                    if _record(data[keep:]) is not None:  # whole, only its newline lost: keep it
+                        f.write(b"\n")
+                    else:
+                        log.warning("%s: truncating a torn last line (%d bytes) left by a kill",
+                                    self.path, size - keep)
+                        f.truncate(keep)
+                    f.flush()
+                    os.fsync(f.fileno())
+        self._repaired = True
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        self._repair_tail()
+        with self.path.open("a") as f:
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """A cache line as its record, or None for a line that is not a whole record."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) and "id" in rec else None

@@ -22,10 +22,12 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "icd10cm": "biorag.corpora.ontology:ICD10CMReader",
         "union": "biorag.corpora.union:UnionReader",
     },
+    # a retrieval mode: fn(index, embedder, rrf_k, fetch_k) -> Retriever, which
+    # `biorag.retrieval.open_retriever` calls for each index a spec searches; the first is the default
     "retriever": {
-        "dense": "biorag.retrieval.retrievers:DenseRetriever",
-        "bm25": "biorag.retrieval.retrievers:BM25Retriever",
-        "hybrid": "biorag.retrieval.retrievers:HybridRetriever",
+        "dense": "biorag.retrieval.open:dense",
+        "bm25": "biorag.retrieval.open:bm25",
+        "hybrid": "biorag.retrieval.open:hybrid",
     },
     "task_loader": {
         "mcq": "biorag.tasks.loaders:load_mcq",
@@ -74,6 +76,11 @@ _ENTRIES: dict[str, dict[str, str]] = {
 def names(kind: str) -> list[str]:
     """The registered names of one kind, sorted."""
     return sorted(_table(kind))
+
+
+def listed(kind: str) -> list[str]:
+    """The registered names of one kind in the order they were registered."""
+    return list(_table(kind))
 
 
 def kinds() -> list[str]:

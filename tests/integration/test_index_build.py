@@ -19,7 +19,7 @@ from biorag.errors import BioragError, IndexMismatchError
 from biorag.indexing.build import build_index, load_build_config
 from biorag.indexing.index import open_index
 from biorag.indexing.manifest import IndexManifest
-from biorag.retrieval.retrievers import open_retriever
+from biorag.retrieval.open import open_index_retriever
 
 HPO_300 = ["corpus=hpo", "corpus.limit=300", "name=hpo-300"]
 
@@ -97,7 +97,7 @@ def test_dense_bm25_and_hybrid_find_the_right_term(hpo_index) -> None:
     # the first 300 HPO terms are mostly genitourinary: ask for one of them
     index = open_index(hpo_index.path)
     for mode in ("dense", "bm25", "hybrid"):
-        hits = open_retriever(index, mode).retrieve("leaking urine involuntarily, incontinence", 5)
+        hits = open_index_retriever(index, mode).retrieve("leaking urine involuntarily, incontinence", 5)
         assert hits, mode
         assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
         assert "incontinence" in hits[0].chunk.title.lower(), (mode, hits[0].chunk)
@@ -173,14 +173,14 @@ def test_build_killed_by_sigkill_resumes(tmp_path: Path) -> None:
 def test_search_with_another_embedder_is_refused(hpo_index, minilm_cfg) -> None:
     other = type(minilm_cfg)(name="minilm-q", model=minilm_cfg.model, query_prompt="query: ")
     with pytest.raises(IndexMismatchError) as e:
-        open_retriever(hpo_index.path, "dense", embedder=other)
+        open_index_retriever(hpo_index.path, "dense", embedder=other)
     msg = str(e.value)
     assert "minilm" in msg and "minilm-q" in msg and "query_prompt" in msg
 
 
 def test_missing_index_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(BioragError) as e:
-        open_retriever("no-such-index", "dense")
+        open_index_retriever("no-such-index", "dense")
     assert "biorag index build" in str(e.value)
 
 
@@ -188,7 +188,7 @@ def _flat_top3(tmp_path: Path, query: str) -> tuple[list[str], Any, list[str]]:
     """(build overrides for an 80-chunk corpus, its flat retriever, flat's top 3 for query)."""
     corpus = _jsonl_corpus(tmp_path, n=80)
     common = ["corpus=sample", f"corpus.path={corpus}", "index.bm25=false", f"root={tmp_path}"]
-    flat = open_retriever(build_index(load_build_config([*common, "name=f"])).path, "dense")
+    flat = open_index_retriever(build_index(load_build_config([*common, "name=f"])).path, "dense")
     return common, flat, [h.chunk.id for h in flat.retrieve(query, 3)]
 
 
@@ -200,7 +200,7 @@ def test_hnsw_and_ivf_indexes_agree_with_flat(tmp_path: Path) -> None:
             load_build_config([*common, f"index={kind}", f"name={kind}", "index.nprobe=64"])
         )
         assert built.manifest.index.type == kind
-        got = [h.chunk.id for h in open_retriever(built.path, "dense").retrieve(query, 3)]
+        got = [h.chunk.id for h in open_index_retriever(built.path, "dense").retrieve(query, 3)]
         assert got[0] == expected[0], kind
 
 
@@ -214,10 +214,10 @@ def test_search_time_settings_are_set_per_search_not_by_a_rebuild(tmp_path: Path
     common, _, expected = _flat_top3(tmp_path, "child with fever")
     built = build_index(load_build_config([*common, "index=ivf", "name=ivf", "index.nlist=4"]))
     ivf = lambda r: faiss.extract_index_ivf(r.index.faiss)  # noqa: E731
-    assert ivf(open_retriever(built.path, "dense")).nprobe == 16  # as built (the default)
-    one = open_retriever(built.path, "dense", search=SearchSettings(nprobe=1))
+    assert ivf(open_index_retriever(built.path, "dense")).nprobe == 16  # as built (the default)
+    one = open_index_retriever(built.path, "dense", search=SearchSettings(nprobe=1))
     assert ivf(one).nprobe == 1
-    every = open_retriever(built.path, "dense", search=SearchSettings(nprobe=4))
+    every = open_index_retriever(built.path, "dense", search=SearchSettings(nprobe=4))
     assert [h.chunk.id for h in every.retrieve("child with fever", 3)] == expected  # all lists: exact
     # a build asked for another nprobe is up to date, and says where the setting goes instead
     again = build_index(load_build_config([*common, "index=ivf", "name=ivf", "index.nlist=4",
@@ -249,7 +249,7 @@ def test_ivfpq_reranks_its_shortlist_with_sq8_vectors(tmp_path: Path, on_disk: s
     assert built.manifest.index.params["refine"] == "sq8"
     assert ((built.path / "index.ivfdata").exists(), (built.path / "refine.sq8.npy").exists()) == (
         (on_disk is None,) * 2)
-    retriever = open_retriever(built.path, "dense")
+    retriever = open_index_retriever(built.path, "dense")
     index = retriever.index.faiss
     assert isinstance(index, DiskRefined if on_disk is None else faiss.IndexRefine) and index.k_factor == 20
     hits = retriever.retrieve(query, 3)
@@ -263,7 +263,7 @@ def test_llama_index_adapter(hpo_index) -> None:
 
     from biorag.retrieval.llamaindex import BioragRetriever
 
-    retriever = BioragRetriever(open_retriever(hpo_index.path, "hybrid"), k=3)
+    retriever = BioragRetriever(open_index_retriever(hpo_index.path, "hybrid"), k=3)
     assert isinstance(retriever, BaseRetriever)
     nodes = retriever.retrieve(QueryBundle("urinary incontinence"))
     assert len(nodes) == 3 and all(isinstance(n, NodeWithScore) for n in nodes)

@@ -15,7 +15,7 @@ from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.build import build_index, load_build_config
 from biorag.indexing.index import IndexConfig, open_faiss, set_search_params
 from biorag.indexing.manifest import IVFDATA_FILE
-from biorag.retrieval.retrievers import open_retriever
+from biorag.retrieval.open import open_index_retriever
 
 
 def _shards(folder: Path, n: int, dim: int, shard: int, seed: int = 0) -> list[Path]:
@@ -203,7 +203,7 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
     assert "refine" not in disk.manifest.files  # ivf has no refine store
     assert memory.manifest.fingerprint != disk.manifest.fingerprint
     query = "child with fever"
-    got = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
+    got = [[h.chunk.id for h in open_index_retriever(r.path, "dense").retrieve(query, 5)] for r in (memory, disk)]
     assert got[0] == got[1] and got[0][0].startswith("n")
     # the lists are recorded where the build ended up, not in its .partial folder (plain faiss
     # opens them there); biorag maps them from the index's own folder, read-only, printing
@@ -220,7 +220,7 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
     assert printed.out == "" and printed.err == ""
     moved = disk.path.with_name("moved")
     os.replace(disk.path, moved)
-    assert [h.chunk.id for h in open_retriever(moved, "dense").retrieve(query, 5)] == got[1]
+    assert [h.chunk.id for h in open_index_retriever(moved, "dense").retrieve(query, 5)] == got[1]
     os.replace(moved, disk.path)
     whole = (disk.path / IVFDATA_FILE).read_bytes()
     (disk.path / IVFDATA_FILE).write_bytes(whole[: len(whole) // 2])  # a truncated copy
@@ -238,17 +238,17 @@ def test_build_and_search_an_on_disk_index_end_to_end(tmp_path: Path, capfd) -> 
 
     info = CliRunner().invoke(app, ["index", "info", str(refined[1].path)], terminal_width=200)
     assert info.exit_code == 0 and "on disk: index.ivfdata, refine.sq8.npy" in info.output, info.output
-    hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve(query, 5)] for r in refined]
+    hits = [[h.chunk.id for h in open_index_retriever(r.path, "dense").retrieve(query, 5)] for r in refined]
     assert set(hits[0]) == set(hits[1])
     codes = refined[1].path / "refine.sq8.npy"
     whole = codes.read_bytes()
     codes.write_bytes(whole[: len(whole) - 10])  # a truncated copy of the refine codes
     with pytest.raises(BioragError, match=r"refine.sq8.npy: .* bytes, but the index's .* codes need .* --force"):
-        open_retriever(refined[1].path, "dense")
+        open_index_retriever(refined[1].path, "dense")
     codes.write_bytes(whole)
     (disk.path / IVFDATA_FILE).unlink()
     with pytest.raises(BioragError, match=r"on-disk index without its index.ivfdata"):
-        open_retriever(disk.path, "dense")
+        open_index_retriever(disk.path, "dense")
 
 
 def test_killing_an_on_disk_build_mid_merge_and_rerunning_ends_with_the_same_index(tmp_path: Path) -> None:
@@ -284,6 +284,6 @@ build_index(load_build_config({[*common, "name=killed"]!r}))
     assert resumed.resumed_shards == 3
     for name in (IVFDATA_FILE, "refine.sq8.npy", "chunks.parquet"):
         assert (resumed.path / name).read_bytes() == (clean.path / name).read_bytes(), name
-    hits = [[h.chunk.id for h in open_retriever(r.path, "dense").retrieve("fever in patient 7", 5)]
+    hits = [[h.chunk.id for h in open_index_retriever(r.path, "dense").retrieve("fever in patient 7", 5)]
             for r in (resumed, clean)]
     assert hits[0] == hits[1]

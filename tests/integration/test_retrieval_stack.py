@@ -16,10 +16,11 @@ from tests.helpers.tiny_model import build_tiny_model
 from biorag.config import load_option
 from biorag.errors import BioragError, ConfigError, IndexMismatchError
 from biorag.experiment.arms import RetrieverConfig
-from biorag.experiment.retrieval import retriever_fingerprint, search_query
 from biorag.indexing.build import build_index, load_build_config
 from biorag.indexing.embedding import Embedder, EmbedderConfig
+from biorag.retrieval.cache import retriever_fingerprint
 from biorag.retrieval.fusion import MEDRAG_RRF_K, FusedRetriever, IndexSet, source_share
+from biorag.retrieval.open import open_index_retriever
 from biorag.retrieval.rerank import (
     CrossEncoderReranker,
     LMReranker,
@@ -28,7 +29,8 @@ from biorag.retrieval.rerank import (
     load_reranker_config,
     passage,
 )
-from biorag.retrieval.retrievers import open_retriever, reciprocal_rank_fusion
+from biorag.retrieval.retrievers import reciprocal_rank_fusion
+from biorag.retrieval.spec import search_query
 from biorag.types import Example
 
 TOPICS = ["seizure", "fever", "asthma", "anaemia", "fracture", "migraine", "eczema", "sepsis"]
@@ -104,15 +106,15 @@ def test_manifest_lists_both_models_and_a_search_with_another_query_model_is_ref
     assert manifest["model"] == str(models["doc"]) and manifest["query_model"] == str(models["query"])
     assert manifest["pooling"] == manifest["query_pooling"] == "cls" and manifest["normalize"] is False
     # the built embedder is read back from the manifest: the same query vectors as the config's
-    r = open_retriever(indexes["left"], "dense")
+    r = open_index_retriever(indexes["left"], "dense")
     assert np.allclose(r.embedder.embed_queries(["fever"]), Embedder(_dual_cfg(models)).embed_queries(["fever"]))
     with pytest.raises(IndexMismatchError) as e:
-        open_retriever(indexes["left"], "dense", embedder=_dual_cfg(models, query_model=str(models["cross"])))
+        open_index_retriever(indexes["left"], "dense", embedder=_dual_cfg(models, query_model=str(models["cross"])))
     assert str(models["query"]) in str(e.value) and str(models["cross"]) in str(e.value)
 
 
 def test_a_random_cross_encoder_reorders_candidates_exactly_by_its_scores(indexes, models) -> None:
-    first = open_retriever(indexes["left"], "dense")
+    first = open_index_retriever(indexes["left"], "dense")
     reranker = CrossEncoderReranker(RerankerConfig(name="tiny", model=str(models["cross"])))
     stage = RerankingRetriever(first, reranker, candidates=10)
     query = "patient with fever"
@@ -136,7 +138,7 @@ def test_the_lm_reranker_scores_are_the_generators_log_likelihoods(indexes, tmp_
     gen = load_generator(ModelConfig(name="tiny", id=str(build_tiny_model(tmp_path / "llm")), batch_size=4))
     reranker = LMReranker(load_reranker_config("lm"))
     reranker.bind(gen, "tiny:none")
-    first = open_retriever(indexes["left"], "dense")
+    first = open_index_retriever(indexes["left"], "dense")
     query = "Which term is a fever?"
     hits = first.retrieve(query, 6)
     pairs = [(query, passage(h)) for h in hits]
@@ -152,7 +154,7 @@ def test_the_lm_reranker_scores_are_the_generators_log_likelihoods(indexes, tmp_
 
 
 def test_fusion_over_two_indexes_equals_rrf_by_hand(indexes) -> None:
-    left, right = open_retriever(indexes["left"], "dense"), open_retriever(indexes["right"], "dense")
+    left, right = open_index_retriever(indexes["left"], "dense"), open_index_retriever(indexes["right"], "dense")
     fused = FusedRetriever([left, right], rrf_k=MEDRAG_RRF_K, fetch_k=8)
     query = "seizure review"
     lists = [left.retrieve(query, 8), right.retrieve(query, 8)]

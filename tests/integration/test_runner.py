@@ -94,13 +94,13 @@ def test_fake_model_arms_are_child_runs_with_equal_names(task_index, tmp_path) -
 
 def test_search_settings_of_an_arm_reach_its_index_and_its_params(task_index, tmp_path) -> None:
     from biorag.experiment.plan import cell_params
-    from biorag.experiment.resources import ensure_index
+    from biorag.experiment.resources import cell_retriever
 
     _, cells, _ = plan(["arm=base,rag", "model=fake", *TASK, f"arm.retriever.index={task_index}",
                         "arm.retriever.ef_search=7", "arm.retriever.nprobe=3"])
     base, rag = cells
     assert rag.arm.retriever.ef_search == 7 and base.arm.retriever is None
-    assert ensure_index(rag).index.config.ef_search == 7 and ensure_index(rag).index.config.nprobe == 3
+    assert cell_retriever(rag).index.config.ef_search == 7 and cell_retriever(rag).index.config.nprobe == 3
     params = cell_params(base), cell_params(rag)
     assert params[0].keys() == params[1].keys()
     assert params[1]["arm.retriever.nprobe"] == 3 and params[0]["arm.retriever.nprobe"] is None

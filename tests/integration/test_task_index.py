@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from biorag.errors import BioragError
 from biorag.experiment.plan import plan
-from biorag.experiment.resources import ensure_index
+from biorag.experiment.resources import cell_retriever
 from biorag.experiment.runner import run_experiment
 from biorag.indexing.build import build_index, load_build_config
 
@@ -41,7 +41,7 @@ def _rag(root: Path, *extra: str):
                                    ["task.index=[mycorpus]", "task.corpus=hpo"]],
                          ids=["task.index", "corpus-is-an-index-name", "index-wins-over-corpus"])
 def test_a_task_naming_an_index_reaches_it(built: Path, names: list[str]) -> None:
-    retriever = ensure_index(_rag(built, *names))
+    retriever = cell_retriever(_rag(built, *names))
     assert retriever.index.path == built / "mycorpus"
     hits = retriever.retrieve("levothyroxine for hypothyroidism", 1)
     assert hits[0].chunk.doc_id == "thyroid"
@@ -64,10 +64,10 @@ def test_a_task_file_naming_its_index_runs_a_rag_arm_on_it(built: Path, tmp_path
 
 def test_an_index_that_is_not_built_names_the_ones_that_are(built: Path) -> None:
     with pytest.raises(BioragError) as e:
-        ensure_index(_rag(built, "task.corpus=mycorpu"))
+        cell_retriever(_rag(built, "task.corpus=mycorpu"))
     msg = str(e.value)
     assert "'mycorpu' or 'mycorpu-minilm'" in msg  # the index names it looked for
     assert "indexes there: mycorpus" in msg and "Did you mean 'mycorpus'" in msg
     for names in (["task.index=nosuch"], ["arm.retriever.index=nosuch"]):
         with pytest.raises(BioragError, match=r"index 'nosuch' .*indexes there: mycorpus"):
-            ensure_index(_rag(built, *names))
+            cell_retriever(_rag(built, *names))

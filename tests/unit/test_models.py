@@ -737,7 +737,7 @@ def test_generator_cache_reuses_an_engine_across_adapters_and_closes_it() -> Non
     """A backend with `with_adapter` (vllm with enable_lora) serves base and lora cells of a
     model from one load; another model, or an adapter it cannot hold, loads anew, and the
     model left is closed."""
-    from biorag.experiment.resources import GeneratorCache
+    from biorag.experiment.resources import LoadedModels
 
     loads, closed = [], []
 
@@ -755,7 +755,7 @@ def test_generator_cache_reuses_an_engine_across_adapters_and_closes_it() -> Non
         loads.append((cfg.name, adapter))
         return Engine(cfg.name, adapter)
 
-    cache = GeneratorCache(loader)
+    cache = LoadedModels(loader)
     a, b = ModelConfig(name="a", backend="fake"), ModelConfig(name="b", backend="fake")
     assert cache.get(a, None).adapter is None
     assert cache.get(a, "lora").adapter == "lora"

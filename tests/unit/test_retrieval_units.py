@@ -156,3 +156,52 @@ def test_search_settings_must_be_positive() -> None:
     assert SearchSettings(nprobe=4).given() == {"nprobe": 4}
     with pytest.raises(BioragError, match="nprobe must be at least 1, not 0"):
         SearchSettings(nprobe=0)
+
+
+RETRIEVER_CLASSES = ("DenseRetriever", "BM25Retriever", "HybridRetriever", "FusedRetriever", "RerankingRetriever")
+
+
+def test_only_the_opener_constructs_retrievers() -> None:
+    """`biorag.retrieval.open` is the one place a retriever is assembled: no other module of the
+    library or the benchmarks calls a retriever class (tests may, to test one stage alone)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    opener = root / "src" / "biorag" / "retrieval" / "open.py"
+    found = []
+    for path in sorted([*(root / "src" / "biorag").rglob("*.py"), *(root / "benchmarks").rglob("*.py")]):
+        if path == opener:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, "func", None) if isinstance(node, ast.Call) else None
+            name = getattr(func, "id", None) or getattr(func, "attr", None)
+            if name in RETRIEVER_CLASSES:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {name}(")
+    assert not found, "retrievers constructed outside biorag.retrieval.open: " + ", ".join(found)
+
+
+def _mode_seen(index, embedder, rrf_k, fetch_k):
+    return ("mine", index, rrf_k, fetch_k)
+
+
+def test_the_registry_names_the_modes_and_the_opener_dispatches_through_it(monkeypatch) -> None:
+    from biorag import registry
+    from biorag.retrieval import open as opener
+    from biorag.retrieval.fusion import FusedRetriever
+    from biorag.retrieval.retrievers import HybridRetriever
+    from biorag.retrieval.spec import DEFAULT_RRF_K, RetrieverConfig, modes
+
+    assert modes() == ("dense", "bm25", "hybrid")  # registered order: dense is the default
+    with pytest.raises(ConfigError, match="must be one of dense, bm25, hybrid"):
+        RetrieverConfig(mode="sparse")
+    monkeypatch.setitem(registry._ENTRIES, "retriever", {**registry._ENTRIES["retriever"],
+                                                         "mine": f"{__name__}:_mode_seen"})
+    monkeypatch.setattr(opener, "open_index", lambda index, root=None, search=None: f"opened {index}")
+    assert RetrieverConfig(mode="mine").mode == "mine"  # a registered mode is a spec's mode
+    assert opener.open_index_retriever("idx", "mine") == ("mine", "opened idx", DEFAULT_RRF_K, 50)
+    # one default for every fusion: the spec's, the hybrid's and the fused retriever's
+    import inspect
+
+    for fn in (HybridRetriever.__init__, FusedRetriever.__init__, opener.open_index_retriever):
+        assert inspect.signature(fn).parameters["rrf_k"].default == DEFAULT_RRF_K == RetrieverConfig().rrf_k

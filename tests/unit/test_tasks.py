@@ -459,11 +459,9 @@ def test_cli_show_and_validate(monkeypatch: pytest.MonkeyPatch) -> None:
                 for i in range(k)
             ]
 
-    import biorag.retrieval.retrievers
+    import biorag.retrieval
 
-    monkeypatch.setattr(
-        biorag.retrieval.retrievers, "open_retriever", lambda index, mode="dense", **kw: FakeRetriever()
-    )
+    monkeypatch.setattr(biorag.retrieval, "open_retriever", lambda spec, context=None, **kw: FakeRetriever())
     r = runner.invoke(
         app, ["task", "show", "hpo-term-mcq", "-n", "1", "-k", "2", "--with-context", "some-index"]
     )

@@ -80,7 +80,7 @@ def _root(
 
 
 def _register() -> None:
-    from biorag.cli import experiment, index, misc, predictions, retrieval, task
+    from biorag.cli import doctor, experiment, index, ls, predictions, retrieval, task
     from biorag.cli import finetune as finetune_cli
     from biorag.cli import report as report_cli
 
@@ -89,7 +89,8 @@ def _register() -> None:
     app.add_typer(task.app, name="task")
     app.add_typer(retrieval.app, name="retrieval")
     app.add_typer(predictions.app, name="predictions")
-    misc.register(app)
+    ls.register(app)
+    doctor.register(app)
     report_cli.register(app)
     finetune_cli.register(app)
 

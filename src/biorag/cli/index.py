@@ -142,7 +142,9 @@ def search(
         "--embedder",
         help="Embedder config to query with (default: the one the index was built with).",
     ),
-    rrf_k: int = typer.Option(60, "--rrf-k", help="Reciprocal rank fusion constant (hybrid)."),
+    rrf_k: int = typer.Option(
+        None, "--rrf-k", min=1, help="Reciprocal rank fusion constant (hybrid; default: as in arm configs)."
+    ),
     nprobe: int = typer.Option(
         None, "--nprobe", min=1, help="IVF / IVF-PQ: lists visited per query (default: as built)."
     ),
@@ -160,7 +162,9 @@ def search(
              "scores the question given each passage; offline), medcpt-rerank, bge-reranker, "
              "ms-marco-minilm (cross-encoders from the hub).",
     ),
-    candidates: int = typer.Option(50, "--candidates", min=1, help="First-stage hits the reranker sees."),
+    candidates: int = typer.Option(
+        None, "--candidates", min=1, help="First-stage hits the reranker sees (default: as in arm configs)."
+    ),
     model: str = typer.Option(
         None, "--model", help="Model config the lm reranker scores with (default: smollm2)."
     ),
@@ -168,8 +172,7 @@ def search(
     """Search an index and show a table: rank, score, doc id, title, snippet (and, reranked,
     each hit's first-stage rank)."""
     from biorag.cli.console import console
-    from biorag.indexing.index import SearchSettings
-    from biorag.retrieval import open_retriever
+    from biorag.retrieval import IndexContext, RetrieverConfig, open_retriever
 
     emb_cfg = None
     if embedder:
@@ -179,17 +182,18 @@ def search(
         emb_cfg = to_typed(
             compose("build", [f"embedder={embedder}"]).embedder, EmbedderConfig, "embedder"
         )
-    retriever = open_retriever(
-        name, mode, embedder=emb_cfg, rrf_k=rrf_k,
-        search=SearchSettings(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor),
-    )
+    reranker = None
     if rerank:
         from dataclasses import replace
 
-        from biorag.retrieval.rerank import RerankingRetriever, load_reranker, load_reranker_config
+        from biorag.retrieval.rerank import load_reranker_config
 
         cfg = load_reranker_config(rerank)
-        retriever = RerankingRetriever(retriever, load_reranker(replace(cfg, model=model or cfg.model)), candidates)
+        reranker = replace(cfg, model=model or cfg.model)
+    given = {key: v for key, v in (("rrf_k", rrf_k), ("candidates", candidates)) if v is not None}
+    spec = RetrieverConfig(index=name, mode=mode, k=k, rerank=rerank, build_if_missing=False, nprobe=nprobe,
+                           ef_search=ef_search, k_factor=k_factor, **given)
+    retriever = open_retriever(spec, IndexContext(owner="index search"), embedder=emb_cfg, reranker=reranker)
     hits = retriever.retrieve(query, k)
     t = Table(title=f"{retriever.mode} search of {name}: {query!r}")
     for col, kw in (

@@ -49,9 +49,10 @@ def show(
     examples = load_examples(cfg)
     retriever = None
     if with_context:
-        from biorag.retrieval.retrievers import open_retriever
+        from biorag.retrieval import IndexContext, RetrieverConfig, open_retriever
 
-        retriever = open_retriever(with_context, mode)
+        spec = RetrieverConfig(index=with_context, mode=mode, build_if_missing=False)
+        retriever = open_retriever(spec, IndexContext(owner="task show --with-context"))
     console.print(
         f"[bold]{cfg.name}[/] v{cfg.version} ({cfg.type}, {len(examples)} examples; "
         f"metrics {', '.join(cfg.metrics)}; scoring {cfg.scoring})",

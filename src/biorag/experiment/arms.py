@@ -1,7 +1,8 @@
 """Arms, studies and the resolved config of one experiment cell.
 
 An arm is a way of answering: `retriever: null` means closed-book, `adapter: null` means no
-fine-tune. A cell is one (arm, model, task); a study sweeps arms x models x tasks.
+fine-tune. A cell is one (arm, model, task); a study sweeps arms x models x tasks. How an
+arm retrieves (`RetrieverConfig`) is retrieval's: `biorag.retrieval.spec`.
 """
 
 from __future__ import annotations
@@ -9,69 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, ListConfig
+from omegaconf import MISSING
 
 from biorag.atomic import check_name
 from biorag.errors import ConfigError
-from biorag.indexing.index import SEARCH_SETTINGS
 from biorag.models.config import ModelConfig
-from biorag.retrieval.evidence import EXCLUDE_MODES
+from biorag.retrieval.spec import RetrieverConfig
 from biorag.tasks.config import TaskConfig
 from biorag.tracking.keys import task_label
-
-RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
-QUERY_MODES = ("query", "input", "question", "question_options")
-
-
-@dataclass
-class RetrieverConfig:
-    """Where an arm's passages come from."""
-
-    # an index name or folder, or a corpus (its index <corpus>-<embedder>, built if missing);
-    # a list fuses the indexes by RRF, a corpus group (medcorp) standing for its parts;
-    # null: <task corpus>-<embedder>
-    index: Any = None
-    corpus: str | None = None  # corpus config to build the index from; null: the task's corpus
-    embedder: str = "minilm"  # embedder config (used when the index must be built)
-    index_type: str = "flat"  # index config (used when the index must be built)
-    build_if_missing: bool = True  # build the index when it does not exist yet
-    mode: str = "dense"  # dense | bm25 | hybrid
-    k: int = 5  # passages retrieved per example
-    rrf_k: int = 60  # reciprocal rank fusion constant (hybrid, several indexes; MedRAG: 100)
-    fetch_k: int = 50  # what each fused retriever fetches (hybrid, several indexes)
-    rerank: str | None = None  # a reranker config (experiments/reranker/); null: no rerank stage
-    candidates: int = 50  # first-stage hits the reranker sees; the best k go on
-    # what is searched with: query (the item's search text, else its input) | input |
-    # question (the question alone, MIRAGE's question-only retrieval) | question_options |
-    # metadata.<field>
-    query: str = "query"
-    # gold_source: leave out of each item's hits the documents it was made from (PubMedQA's
-    # own abstract, an embedded item's own term or code) and fill k from the rest
-    exclude: str = "none"
-    # search-time settings (null: as the index was built): IVF lists visited, HNSW breadth,
-    # IVF-PQ refine shortlist factor
-    nprobe: int | None = None
-    ef_search: int | None = None
-    k_factor: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in RETRIEVAL_MODES:
-            raise ConfigError(f"retriever.mode must be one of {', '.join(RETRIEVAL_MODES)}, not {self.mode!r}")
-        if self.exclude not in EXCLUDE_MODES:
-            raise ConfigError(f"retriever.exclude must be one of {', '.join(EXCLUDE_MODES)}, not {self.exclude!r}")
-        for key in ("k", "fetch_k", "candidates", "rrf_k"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"retriever.{key} must be at least 1, not {getattr(self, key)}")
-        if not (self.query in QUERY_MODES or self.query.startswith("metadata.")):
-            raise ConfigError(f"retriever.query must be one of {', '.join(QUERY_MODES)} or "
-                              f"metadata.<field>, not {self.query!r}")
-        names = self.index if isinstance(self.index, list | tuple | ListConfig) else [self.index]
-        if not all(isinstance(n, str) and n for n in names if self.index is not None):
-            raise ConfigError(f"retriever.index must be a name, a folder or a list of them, not {self.index!r}")
-        for key in SEARCH_SETTINGS:
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"retriever.{key} must be at least 1 (or null: as built), not {value}")
 
 
 @dataclass
@@ -126,12 +72,13 @@ class RunConfig:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
-
 def cell_name(arm: str, model: str, task: str, protocol: str = "task") -> str:
     """`rag/smollm2/medqa`, and `rag/smollm2/medqa@cot` under another answer protocol."""
     return f"{arm}/{model}/{task_label(task, protocol)}"
 
 
-
 def describe(obj: Any) -> str:
     return getattr(obj, "description", "") or ""
+
+
+__all__ = ["ArmConfig", "RetrieverConfig", "RunConfig", "StudyConfig", "cell_name", "describe"]

@@ -116,8 +116,9 @@ def _retrieval(cfg: RunConfig) -> list[Found]:
 def _index(cfg: RunConfig, name: str, corpus: str | None, root: Path) -> list[Found]:
     from biorag.config import load_option, options
     from biorag.corpora import CorpusConfig
-    from biorag.experiment.resources import unknown_source
+    from biorag.experiment.resources import index_context
     from biorag.indexing.manifest import is_index, list_indexes
+    from biorag.retrieval.open import unknown_source
 
     if is_index(name) or is_index(root / name):
         return []
@@ -128,7 +129,7 @@ def _index(cfg: RunConfig, name: str, corpus: str | None, root: Path) -> list[Fo
                  f"{', '.join(list_indexes(root)) or 'none yet'}) and has no corpus to build it from: build it with "
                  f"biorag index build corpus=<corpus> name={name}", True)]
     if corpus not in options("corpus") and not corpus.endswith((".yaml", ".yml")):
-        return [("index", unknown_source(cfg, corpus, [name]), True)]
+        return [("index", unknown_source(r, index_context(cfg), corpus, [name]), True)]
     try:
         c = load_option("corpus", corpus, CorpusConfig)
     except BioragError as e:

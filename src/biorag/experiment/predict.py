@@ -11,11 +11,12 @@ from typing import Any
 from biorag import progress
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache
-from biorag.experiment.retrieval import queries_cut, search_query
 from biorag.models.base import Generator, LoglikelihoodResult
+from biorag.retrieval.cache import queries_cut
 from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
 from biorag.retrieval.rerank import RerankingRetriever, find
 from biorag.retrieval.retrievers import Retriever
+from biorag.retrieval.spec import search_query
 from biorag.scoring.evaluate import majority_output
 from biorag.tasks.config import TaskConfig
 from biorag.types import CellRecord, Example, Hit, RankedChunk

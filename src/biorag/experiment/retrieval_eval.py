@@ -1,4 +1,5 @@
-"""`biorag retrieval eval`: which retriever should my rag arm use? The retrieval measures of
+"""What a cell's retrieval measures (`cell_retrieval`, for the runner), and `biorag retrieval
+eval`: which retriever should my rag arm use? The retrieval measures of
 one or more indexes x modes x tasks, without loading a language model.
 
 Each combination is planned as the rag arm would be (`arm=rag` with the given overrides,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,20 +24,27 @@ from biorag import progress
 from biorag.errors import ConfigError
 from biorag.experiment.cache import cache_root
 from biorag.experiment.plan import plan
-from biorag.experiment.resources import ensure_index
-from biorag.experiment.retrieval import CachedRetriever, search_query, trec_files
+from biorag.experiment.resources import cell_retriever
+from biorag.retrieval.cache import CachedRetriever
 from biorag.retrieval.evidence import (
     DEPTH,
     EVIDENCE_IN_PROMPT,
     RECALL_AT,
+    RetrievalScores,
     doc_ranking,
     first_per_doc,
     retrieve_ranked,
     score_retrieval,
+    source_in_index,
+    trec_files,
 )
-from biorag.retrieval.retrievers import MODES
+from biorag.retrieval.spec import modes as retrieval_modes
+from biorag.retrieval.spec import search_query
 from biorag.scoring.metrics import MetricResult
 from biorag.tracking import keys
+from biorag.types import CellRecord, Example
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "biorag-retrieval-eval"
 
@@ -60,9 +69,9 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
                        recall_at: Sequence[int] = RECALL_AT, log_run: bool = True) -> list[RetrievalRow]:
     """Plan `arm=rag` cells from `overrides` (`index=` is `arm.retriever.index=`, `task=`
     sweeps), one per mode, and measure each one's retrieval."""
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in retrieval_modes()]
     if bad:
-        raise ConfigError(f"--mode: {bad[0]!r} is not one of {', '.join(MODES)}")
+        raise ConfigError(f"--mode: {bad[0]!r} is not one of {', '.join(retrieval_modes())}")
     mapped = [f"arm.retriever.index={o.split('=', 1)[1]}" if o.split("=", 1)[0] == "index" else o
               for o in overrides]
     if any(o.split("=", 1)[0] in ("arm", "model") for o in mapped):
@@ -81,7 +90,7 @@ def evaluate_retrieval(overrides: Sequence[str], modes: Sequence[str] = ("dense"
         spec = cfg.arm.retriever
         assert spec is not None
         examples = load_examples(cfg.task)
-        retriever = CachedRetriever(ensure_index(cfg), cache_root(cfg) / "retrieval")
+        retriever = CachedRetriever(cell_retriever(cfg), cache_root(cfg) / "retrieval")
         queries = [search_query(e, spec.query) for e in examples]
         t0 = time.perf_counter()
         ranked = []
@@ -138,3 +147,21 @@ def table_columns(rows: Sequence[RetrievalRow]) -> list[str]:
     """The measure keys to show, in order: recall@k..., nDCG, MRR, evidence-in-prompt."""
     seen = list(dict.fromkeys(k for r in rows for k in r.metrics))
     return [k for k in seen if k != EVIDENCE_IN_PROMPT] + ([EVIDENCE_IN_PROMPT] if EVIDENCE_IN_PROMPT in seen else [])
+
+
+def cell_retrieval(examples: Sequence[Example], records: Sequence[CellRecord],
+                   retriever: CachedRetriever, seed: int) -> tuple[RetrievalScores, dict[str, str]]:
+    """A rag cell's retrieval measures (with evidence-in-prompt and the source-in-index
+    flag) and its TREC files {name: text}, from its prediction records."""
+    if any(r.ranked is None for r in records):  # predictions cached before biorag kept rankings
+        log.warning("some predictions were cached without their rankings: no retrieval measures "
+                    "for this cell (clear its prediction cache to measure them)")
+        return RetrievalScores(), {}
+    runs = [first_per_doc((h.doc_id, h.score) for h in r.ranked or ()) for r in records]
+    scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs],
+                             [r.prompt_docs for r in records], seed=seed)
+    leak = source_in_index(examples, retriever.index.held_docs(d for e in examples for d in e.source_docs), seed=seed)
+    scores.metrics.update(leak.metrics)
+    scores.per_example.update(leak.per_example)
+    files = trec_files(examples, runs, retriever)
+    return scores, files

@@ -25,10 +25,11 @@ from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.checks import require_runnable
 from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.predict import predict
-from biorag.experiment.resources import GeneratorCache, PreparedCell, check_servers, prepare
-from biorag.experiment.retrieval import CachedRetriever, cell_retrieval
+from biorag.experiment.resources import LoadedModels, PreparedCell, check_servers, prepare
+from biorag.experiment.retrieval_eval import cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
 from biorag.models.config import ModelConfig
+from biorag.retrieval.cache import CachedRetriever
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
 from biorag.retrieval.fusion import source_share
 from biorag.retrieval.rerank import bind_generator, model_key
@@ -142,7 +143,7 @@ def run_experiment(
     check_servers(cells)  # remote models answer, before any index is built or run opened
     if loader is None:
         from biorag.models.loading import load_generator as loader
-    models = GeneratorCache(loader)
+    models = LoadedModels(loader)
     prepared = [prepare(c) for c in cells]  # indexes and adapters, before the parent run opens
     # a run named on purpose (run_name=) is its own parent run, not the unnamed one's
     named = [cells[0].run_name] if cells[0].run_name else []
@@ -161,7 +162,7 @@ def run_experiment(
 
 def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Sequence[PreparedCell],
                     baseline: str, invocation: str, uri: str, overrides: Sequence[str],
-                    models: GeneratorCache, on_cell_done: Callable[[CellResult], None] | None,
+                    models: LoadedModels, on_cell_done: Callable[[CellResult], None] | None,
                     run_name: str) -> RunResult:
     tracker = Tracker(experiment, invocation, uri)
     names = sorted({cell_name(c.arm.name, c.model.name, c.task.name, c.task.protocol) for c in cells})
@@ -197,7 +198,7 @@ def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
     }
 
 
-def run_cell(cfg: RunConfig, prep: PreparedCell, models: GeneratorCache, tracker: Tracker, sha: str) -> CellResult:
+def run_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels, tracker: Tracker, sha: str) -> CellResult:
     from biorag.config import to_yaml
 
     name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
@@ -242,8 +243,7 @@ def add_retrieval_scores(examples: Sequence[Example], records: Sequence[CellReco
                          retriever: CachedRetriever, seed: int) -> dict[str, str]:
     """Retrieval measures into the cell's metrics and per-example scores; its TREC run and
     qrels files {name: text}."""
-    # cell_retrieval reads the records' cache form ("ranked", "prompt_docs")
-    found, files = cell_retrieval(examples, [r.to_json() for r in records], retriever, seed)
+    found, files = cell_retrieval(examples, records, retriever, seed)
     scores.metrics.update(found.metrics)
     for p in scores.predictions:
         p.scores.update({k: v[p.example_id] for k, v in found.per_example.items() if p.example_id in v})

@@ -3,8 +3,10 @@ prompts carry retrieved passages, so the model learns to use evidence and to ign
 
 For each training item of each task in `data.raft.tasks` (`biorag.tasks.splits`: never an
 evaluation item), the passages are retrieved as the raft arm retrieves them at test time
-(`data.raft.arm` under `data.raft.overrides`: its index, k, mode and reranker) and the
-prompt is rendered with the task's own rag template, exactly as the runner renders it:
+(the retriever spec of arm `data.raft.arm` under the `arm.retriever.*` entries of
+`data.raft.overrides`: its index, k, mode and reranker, opened by `biorag.retrieval`'s one
+opener) and the prompt is rendered with the task's own rag template (the task under the
+`task.*` entries), exactly as the runner renders it:
 
 - a seeded draw of exactly round(p_gold x n) items gets the gold passage (the best-ranked
   chunk of a gold document, or its first chunk when retrieval missed it) at a seeded place
@@ -33,6 +35,7 @@ from biorag.corpora.training import RaftSettings
 from biorag.errors import ConfigError, ContaminationError, InputError
 from biorag.finetune.adapters import item_fingerprints
 from biorag.finetune.data import IGNORE, TrainingData, in_eval, tokenise_spans
+from biorag.retrieval.spec import RetrieverConfig
 from biorag.tasks.splits import TaskSplit, item_text
 from biorag.types import LETTERS, Example, Hit
 
@@ -114,28 +117,46 @@ def response(task: Any, example: Example, count: Any, rationale: bool = False,
     return f"{lead}\nAnswer:{answer if answer.startswith(' ') else ' ' + answer}"
 
 
-def run_config(raft: RaftSettings, task: str, model: Any) -> Any:
-    """The run config of the raft arm's cell for `task`: its retriever, as the study runs it."""
-    from biorag.config import compose, to_typed
-    from biorag.experiment.arms import RunConfig
+def retriever_spec(raft: RaftSettings) -> RetrieverConfig:
+    """The retriever the prompts get: the spec of arm `data.raft.arm` (its index, k, mode and
+    reranker) under the `arm.retriever.*` entries of `data.raft.overrides`."""
+    from omegaconf import OmegaConf
 
-    cfg = to_typed(compose("run", [f"arm={raft.arm}", f"task={task}", *raft.overrides]), RunConfig,
-                   where="data.raft run config")
-    if cfg.arm.retriever is None:
+    from biorag.config import extended, option_path, read_yaml, to_typed
+
+    path = option_path("arm", raft.arm)
+    spec = extended(read_yaml(path), path, "arm").get("retriever")
+    if spec is None:
         raise ConfigError(f"data.raft.arm={raft.arm} is closed-book: RAFT needs an arm that retrieves (rag)")
-    cfg.model = model
-    return cfg
+    own = [o.removeprefix("arm.retriever.") for o in raft.overrides if o.startswith("arm.retriever.")]
+    other = [o for o in raft.overrides if not o.lstrip("+~").startswith(("task.", "arm.retriever.", "index_root="))]
+    if other:
+        raise ConfigError(f"data.raft.overrides: {', '.join(other)} do not apply to RAFT data: give task.*, "
+                          "arm.retriever.* or index_root= entries")
+    return to_typed(OmegaConf.merge(spec, OmegaConf.from_dotlist(own)), RetrieverConfig,
+                    where=f"data.raft.arm={raft.arm} retriever ({path})")
 
 
-def render_task(split: TaskSplit, cfg: Any, raft: RaftSettings, count: Any) -> tuple[list[RaftExample], dict]:
-    """Every training item of one task as a RaftExample, and the task's figures."""
-    from biorag.experiment.resources import ensure_index
-    from biorag.experiment.retrieval import search_query
+def _index_root(raft: RaftSettings) -> str | None:
+    """The `index_root=` entry of `data.raft.overrides` (None: $BIORAG_INDEX_DIR or ./indexes)."""
+    roots = [o.split("=", 1)[1] for o in raft.overrides if o.startswith("index_root=")]
+    return roots[-1] if roots else None
+
+
+def render_task(split: TaskSplit, raft: RaftSettings, count: Any) -> tuple[list[RaftExample], dict]:
+    """Every training item of one task as a RaftExample, and the task's figures: the task as
+    `data.raft.overrides` sets it, the passages retrieved as the raft arm's spec says."""
     from biorag.prompting import build_prompt
     from biorag.retrieval.evidence import DEPTH, retrieve_ranked
+    from biorag.retrieval.open import IndexContext, open_retriever
+    from biorag.retrieval.spec import search_query
+    from biorag.tasks import load_task_config
+    from biorag.tasks.splits import task_overrides
 
-    spec, items = cfg.arm.retriever, split.train
-    retriever = ensure_index(cfg)
+    task, spec, items = load_task_config(split.task, task_overrides(raft.overrides)), retriever_spec(raft), split.train
+    retriever = open_retriever(spec, IndexContext(owner=f"data.raft.arm={raft.arm}", task=task.name,
+                                                  task_index=task.index, task_corpus=task.corpus,
+                                                  root=_index_root(raft)))
     queries = [search_query(e, spec.query) for e in items]
     ranked = retrieve_ranked(retriever, items, queries, max(spec.k + 1, raft.depth, DEPTH), spec.exclude)
     banned = lambda e: set(e.source_docs) if spec.exclude == "gold_source" else set()  # noqa: E731
@@ -148,11 +169,11 @@ def render_task(split: TaskSplit, cfg: Any, raft: RaftSettings, count: Any) -> t
     for e, r in zip(items, ranked, strict=True):
         gold = golds[e.id] if e.id in drawn else None
         hits = choose_passages(e, r, gold, spec.k, rng)
-        prompt = build_prompt(cfg.task, e, hits, count)
+        prompt = build_prompt(task, e, hits, count)
         docs = tuple(h.chunk.doc_id for h in hits if h.chunk.id in set(prompt.hit_ids))
         at = next((i for i, h in enumerate(hits, 1) if gold is not None and h.chunk.id == gold.chunk.id
                    and h.chunk.id in prompt.hit_ids), None)
-        said = response(cfg.task, e, count, raft.rationale, at, gold.chunk.text if gold else "")
+        said = response(task, e, count, raft.rationale, at, gold.chunk.text if gold else "")
         out.append(RaftExample(e.id, split.task, [*prompt.messages, {"role": "assistant", "content": said}],
                                e.id in drawn, bool(set(e.evidence) & set(docs)), docs))
     stats = {
@@ -206,8 +227,7 @@ def raft_data(cfg: Any, tokenizer: Any) -> TrainingData:
         if not split.train:
             raise InputError(f"data {cfg.data.name}: task {split.task} gave no training item apart from its "
                              f"{len(split.evaluation)} evaluation items (data.raft.train={raft.train})")
-        rendered, per_task[split.task] = render_task(split, run_config(raft, split.task, cfg.model), raft,
-                                                     encoder.count)
+        rendered, per_task[split.task] = render_task(split, raft, encoder.count)
         examples += rendered
     train, evals, too_long, longest, content = [], [], 0, 0, hashlib.sha256()
     for x in examples:

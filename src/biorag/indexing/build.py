@@ -53,6 +53,7 @@ from biorag.indexing.manifest import (
     FaissRecord,
     IndexCounts,
     IndexManifest,
+    default_index_name,
     index_root,
     is_index,
 )
@@ -110,8 +111,8 @@ class BuildConfig:
     def index_name(self) -> str:
         if self.name:
             return self.name
-        suffix = "" if self.index.type == "flat" else f"-{self.index.type}"
-        return check_name(f"{self.corpus.name}-{self.embedder.name}{suffix}", "index name", "root")
+        return check_name(default_index_name(self.corpus.name, self.embedder.name, self.index.type),
+                          "index name", "root")
 
 
 @dataclass

@@ -122,6 +122,12 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in names}
 
 
+def default_index_name(corpus: str, embedder: str, index_type: str = "flat") -> str:
+    """The name an index gets when none is given, and the name an arm looks a corpus's index up
+    by: `<corpus>-<embedder>`, then `-<type>` unless flat (hpo-minilm, pubmed-medcpt-ivfpq)."""
+    return f"{corpus}-{embedder}" + ("" if index_type == "flat" else f"-{index_type}")
+
+
 def index_root(root: str | os.PathLike | None = None) -> Path:
     """Where named indexes live: the argument, $BIORAG_INDEX_DIR, or ./indexes."""
     return Path(root or os.environ.get(INDEX_DIR_ENV) or "indexes")

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from biorag.scoring.metrics import N_RESAMPLES, MetricResult, aggregate
+from biorag.tracking import keys
 from biorag.types import Example, Hit
 
 RECALL_AT = (1, 3, 5, 10)
@@ -193,3 +195,12 @@ def trec_qrels(qrels: Mapping[str, Mapping[str, int]]) -> str:
     """A TREC qrels file: `qid 0 docid relevance` per line."""
     lines = [f"{q} 0 {d} {rel}" for q, docs in qrels.items() for d, rel in docs.items()]
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def trec_files(examples: Sequence[Example], runs: Sequence[Sequence[tuple[str, float]]],
+               retriever: Any) -> dict[str, str]:
+    """The TREC run (each example's documents, ranked) and qrels files {name: text}; the run is
+    tagged with the retriever's mode and fingerprint (a `CachedRetriever`'s)."""
+    run = {e.id: list(docs) for e, docs in zip(examples, runs, strict=True)}
+    return {keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{retriever.mode}-{retriever.fingerprint}"),
+            keys.QRELS_FILE: trec_qrels(qrels_of(examples))}

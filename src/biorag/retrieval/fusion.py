@@ -20,9 +20,10 @@ from biorag.errors import BioragError
 from biorag.indexing.chunkstore import rows_in_order
 from biorag.indexing.index import BioragIndex
 from biorag.retrieval.retrievers import Retriever, reciprocal_rank_fusion
+from biorag.retrieval.spec import DEFAULT_FETCH_K, DEFAULT_RRF_K
 from biorag.types import Chunk, Hit
 
-MEDRAG_RRF_K = 100  # the constant MedRAG fuses its retrievers with (RRF-2 / RRF-4)
+MEDRAG_RRF_K = 100  # the constant MedRAG fuses its retrievers with (RRF-2 / RRF-4; arm rag-fused)
 
 
 @dataclass
@@ -109,7 +110,8 @@ class FusedRetriever:
     """One retriever per index, each fetching `fetch_k`, fused by RRF with constant `rrf_k`;
     RRF ties go to the higher first-stage score."""
 
-    def __init__(self, members: Sequence[Retriever], rrf_k: int = MEDRAG_RRF_K, fetch_k: int = 50) -> None:
+    def __init__(self, members: Sequence[Retriever], rrf_k: int = DEFAULT_RRF_K,
+                 fetch_k: int = DEFAULT_FETCH_K) -> None:
         modes = {m.mode for m in members}
         if len(modes) != 1:
             raise BioragError(f"fused retrievers must share one mode, not {', '.join(sorted(modes))}")

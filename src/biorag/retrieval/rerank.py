@@ -21,6 +21,7 @@ from typing import Any
 
 from biorag.errors import BioragError, ConfigError
 from biorag.retrieval.retrievers import Retriever
+from biorag.retrieval.spec import DEFAULT_CANDIDATES
 from biorag.types import Hit, titled
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ class RerankingRetriever:
     """A first stage fetching `candidates` per query, reordered by a reranker; the hits keep
     their first-stage rank, and `seconds` adds up the time spent reranking."""
 
-    def __init__(self, first: Retriever, reranker: CrossEncoderReranker | LMReranker, candidates: int = 50) -> None:
+    def __init__(self, first: Retriever, reranker: CrossEncoderReranker | LMReranker,
+                 candidates: int = DEFAULT_CANDIDATES) -> None:
         if candidates < 1:
             raise ConfigError(f"retriever.candidates must be at least 1, not {candidates}")
         self.first, self.reranker, self.candidates = first, reranker, candidates

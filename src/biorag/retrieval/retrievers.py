@@ -2,29 +2,27 @@
 
 Every retriever has the `Retriever` shape: `retrieve(query, k)`, `retrieve_batch(queries, k)`,
 its `mode` and the `index` it searches (`biorag.retrieval.llamaindex` adapts any of them to
-llama-index)."""
+llama-index). They are built by `biorag.retrieval.open_retriever`, not by their callers."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from biorag.errors import BioragError, did_you_mean
+from biorag.errors import BioragError
 from biorag.indexing.bm25 import BM25_SETTINGS, bm25_tokenizer
 from biorag.indexing.embedding import Embedder, EmbedderConfig, load_embedder
-from biorag.indexing.index import BioragIndex, SearchSettings, open_index
+from biorag.indexing.index import BioragIndex
 from biorag.indexing.manifest import BM25_DIR
+from biorag.retrieval.spec import DEFAULT_FETCH_K, DEFAULT_RRF_K
 from biorag.types import Hit
 
 log = logging.getLogger(__name__)
 
-MODES = ("dense", "bm25", "hybrid")
-DEFAULT_RRF_K = 60  # the constant of Cormack et al. (2009)
 
 
 @runtime_checkable
@@ -128,7 +126,7 @@ class HybridRetriever:
         dense: DenseRetriever,
         bm25: BM25Retriever,
         rrf_k: int = DEFAULT_RRF_K,
-        fetch_k: int = 50,
+        fetch_k: int = DEFAULT_FETCH_K,
     ) -> None:
         self.dense, self.bm25, self.rrf_k, self.fetch_k = dense, bm25, rrf_k, fetch_k
         self.index = dense.index
@@ -185,27 +183,3 @@ def embedder_for(index: BioragIndex, cfg: EmbedderConfig | None = None) -> Embed
 def _pinned(revision: str | None) -> str | None:
     """A recorded revision to load again: a hub commit or tag, not a package version or 'local'."""
     return None if not revision or revision in ("main", "local", "unknown") or "==" in revision else revision
-
-
-def open_retriever(
-    index: str | os.PathLike | BioragIndex,
-    mode: str = "dense",
-    *,
-    embedder: EmbedderConfig | Embedder | None = None,
-    rrf_k: int = DEFAULT_RRF_K,
-    root: str | None = None,
-    search: SearchSettings | None = None,
-    fetch_k: int = 50,
-) -> Retriever:
-    """A retriever over a built index, by name or path; `search` sets nprobe / ef_search /
-    k_factor for this retriever (None: as the index was built)."""
-    if mode not in MODES:
-        raise BioragError(did_you_mean(mode, MODES, what="retrieval mode"))
-    idx = index if isinstance(index, BioragIndex) else open_index(index, root, search=search)
-    if mode == "bm25":
-        return BM25Retriever(idx)
-    emb = embedder if isinstance(embedder, Embedder) else embedder_for(idx, embedder)
-    dense = DenseRetriever(idx, emb)
-    if mode == "dense":
-        return dense
-    return HybridRetriever(dense, BM25Retriever(idx), rrf_k=rrf_k, fetch_k=fetch_k)

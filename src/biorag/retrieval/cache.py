@@ -11,30 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from biorag.atomic import artifact_lock
-from biorag.errors import BioragError, did_you_mean
-from biorag.experiment.cache import PredictionCache
+from biorag.atomic import RecordLog
 from biorag.indexing.index import SEARCH_SETTINGS
-from biorag.retrieval.evidence import (
-    RetrievalScores,
-    first_per_doc,
-    qrels_of,
-    score_retrieval,
-    source_in_index,
-    trec_qrels,
-    trec_run,
-)
 from biorag.retrieval.rerank import stages
 from biorag.retrieval.retrievers import Retriever
-from biorag.tracking import keys
-from biorag.types import LETTERS, Example, Hit
+from biorag.types import Hit
 
-log = logging.getLogger(__name__)
+
+class RetrievalCache(RecordLog):
+    """The ranked lists of one retriever, a record per query and depth."""
+
+    what = "retrieval cache"
 
 
 def retriever_fingerprint(retriever: Retriever) -> str:
@@ -61,25 +52,6 @@ def _identity(retriever: Any) -> dict[str, Any]:
     return parts
 
 
-def search_query(example: Example, mode: str) -> str:
-    """What a rag arm searches with for `example` (`arm.retriever.query`)."""
-    if mode == "query":
-        return example.query or example.input
-    if mode == "input":
-        return example.input
-    if mode in ("question", "question_options"):
-        text = example.metadata.get("question") or example.query or example.input
-        if mode == "question_options" and example.options:
-            text += "\n" + "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(example.options))
-        return text
-    field = mode.removeprefix("metadata.")
-    value = example.metadata.get(field)
-    if value is None or value == "":
-        raise BioragError(f"{example.source or example.id}: retriever.query={mode}: "
-                          + did_you_mean(field, sorted(example.metadata), what="metadata field"))
-    return "; ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
 def queries_cut(retriever: Any, queries: Sequence[str]) -> list[bool]:
     """Which of `queries` a dense query encoder inside `retriever` cuts to its limit (any of
     the fused members' encoders), from one tokenizer call per encoder."""
@@ -98,7 +70,7 @@ class CachedRetriever:
         self.inner = retriever
         self.mode, self.index = retriever.mode, retriever.index
         self.fingerprint = retriever_fingerprint(retriever)
-        self._store = PredictionCache(Path(folder) / f"{self.mode}-{self.fingerprint}.jsonl")
+        self._store = RetrievalCache(Path(folder) / f"{self.mode}-{self.fingerprint}.jsonl")
         self._known: dict[str, dict[str, Any]] = {}
         self.reused = 0  # queries answered from the cache since `reset`
         self.searched = 0
@@ -119,7 +91,7 @@ class CachedRetriever:
             records = [{"id": _key(q, k), "hits": [[h.chunk.id, h.score, *([h.first_rank] if h.first_rank else [])]
                                                   for h in hits]}
                        for q, hits in zip(missing, found, strict=True)]
-            with artifact_lock(self._store.path, "retrieval cache"):
+            with self._store.lock():
                 self._store.append(records)
             self._known.update({r["id"]: r for r in records})
         self.searched += len(missing)
@@ -135,29 +107,3 @@ class CachedRetriever:
 
 def _key(query: str, k: int) -> str:
     return f"{hashlib.sha256(query.encode()).hexdigest()[:24]}@{k}"
-
-
-def cell_retrieval(examples: Sequence[Example], records: Sequence[dict[str, Any]],
-                   retriever: CachedRetriever, seed: int) -> tuple[RetrievalScores, dict[str, str]]:
-    """A rag cell's retrieval measures (with evidence-in-prompt and the source-in-index
-    flag) and its TREC files {name: text}, from its prediction records."""
-    if any("ranked" not in r for r in records):  # predictions cached before biorag kept rankings
-        log.warning("some predictions were cached without their rankings: no retrieval measures "
-                    "for this cell (clear its prediction cache to measure them)")
-        return RetrievalScores(), {}
-    runs = [first_per_doc((doc, score) for _, doc, score, *_ in r["ranked"]) for r in records]
-    scores = score_retrieval(examples, [[doc for doc, _ in run] for run in runs],
-                             [r["prompt_docs"] for r in records], seed=seed)
-    leak = source_in_index(examples, retriever.index.held_docs(d for e in examples for d in e.source_docs), seed=seed)
-    scores.metrics.update(leak.metrics)
-    scores.per_example.update(leak.per_example)
-    files = trec_files(examples, runs, retriever)
-    return scores, files
-
-
-def trec_files(examples: Sequence[Example], runs: Sequence[Sequence[tuple[str, float]]],
-               retriever: CachedRetriever) -> dict[str, str]:
-    """The TREC run (each example's documents, ranked) and qrels files {name: text}."""
-    run = {e.id: list(docs) for e, docs in zip(examples, runs, strict=True)}
-    return {keys.RETRIEVAL_RUN_FILE: trec_run(run, f"biorag-{retriever.mode}-{retriever.fingerprint}"),
-            keys.QRELS_FILE: trec_qrels(qrels_of(examples))}
