@@ -113,7 +113,8 @@ def child_build(args: list[str]) -> None:
 
 
 def child_search(path: str, queries_file: str, nprobe: int) -> None:
-    from biorag.indexing.index import BioragIndex, SearchSettings
+    from biorag.indexing.faiss_index import SearchSettings
+    from biorag.indexing.index import BioragIndex
 
     q = np.load(queries_file)
     base = rss_mb()

@@ -100,7 +100,7 @@ def clustered_vectors(
 
 
 def _ann(args: argparse.Namespace) -> None:
-    from biorag.indexing.index import new_index, set_search_params
+    from biorag.indexing.faiss_index import new_index, set_search_params
 
     if args.vectors:
         allv = np.load(args.vectors).astype(np.float32)
@@ -192,7 +192,7 @@ def _best(cands: list[tuple[str, float, float]]) -> tuple[str, float, float]:
 def _index_config(kind: str) -> Any:
     """An IndexConfig from experiments/index/<kind>.yaml, validated as biorag validates it."""
     from biorag.config import load_option
-    from biorag.indexing.index import IndexConfig
+    from biorag.indexing.faiss_index import IndexConfig
 
     cfg = load_option("index", kind, IndexConfig)
     cfg.use_gpu, cfg.on_disk = "false", False  # indexes in RAM, built here from one matrix
@@ -201,7 +201,7 @@ def _index_config(kind: str) -> Any:
 
 def _build(cfg: Any, base: np.ndarray, n: int, dim: int) -> tuple[Any, float, str]:
     """Build as biorag's `build_index` does: new_index, train on a seeded sample, add."""
-    from biorag.indexing.index import new_index
+    from biorag.indexing.faiss_index import new_index
 
     index = new_index(cfg, dim, n)
     with timer() as t:

@@ -41,9 +41,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "longdoc": "biorag.tasks.longhealth:load_longdoc",
         "mirage": "biorag.tasks.mirage:load_mirage",
         "bioasq": "biorag.tasks.bioasq:load_bioasq",
-        "hpo-term-mcq": "biorag.tasks.embedded:generate_hpo_term_mcq",
-        "icd10-code-mcq": "biorag.tasks.embedded:generate_icd10_code_mcq",
-        "icd10-coding": "biorag.tasks.embedded:generate_icd10_coding",
+        "hpo-term-mcq": "biorag.tasks.generated:generate_hpo_term_mcq",
+        "icd10-code-mcq": "biorag.tasks.generated:generate_icd10_code_mcq",
+        "icd10-coding": "biorag.tasks.generated:generate_icd10_coding",
     },
     "scorer": {
         "accuracy": "biorag.scoring.metrics:accuracy",

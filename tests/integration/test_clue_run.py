@@ -11,7 +11,7 @@ from statistics import mean
 from mlflow.tracking import MlflowClient
 
 from biorag.experiment.runner import run_experiment
-from biorag.report.clue import clue_tables
+from biorag.report.clue_levels import clue_tables
 from biorag.report.study import read_study
 from biorag.tracking import keys
 

@@ -209,7 +209,7 @@ def test_search_time_settings_are_set_per_search_not_by_a_rebuild(tmp_path: Path
     from typer.testing import CliRunner
 
     from biorag.cli import app
-    from biorag.indexing.index import SearchSettings
+    from biorag.indexing.faiss_index import SearchSettings
 
     common, _, expected = _flat_top3(tmp_path, "child with fever")
     built = build_index(load_build_config([*common, "index=ivf", "name=ivf", "index.nlist=4"]))

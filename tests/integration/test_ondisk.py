@@ -13,7 +13,7 @@ import pytest
 from biorag.errors import BioragError, ConfigError
 from biorag.indexing.assemble import assemble_faiss
 from biorag.indexing.build import build_index, load_build_config
-from biorag.indexing.index import IndexConfig, open_faiss, set_search_params
+from biorag.indexing.faiss_index import IndexConfig, open_faiss, set_search_params
 from biorag.indexing.manifest import IVFDATA_FILE
 from biorag.retrieval.open import open_index_retriever
 

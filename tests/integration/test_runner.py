@@ -368,7 +368,7 @@ def test_protocols_are_cells_of_their_own_with_parse_measures(task_index, tmp_pa
     the protocols on the same items and recomputes to the logged numbers."""
     from biorag.experiment.plan import cell_fingerprint
     from biorag.report.compare import build_report
-    from biorag.report.protocols import verdict as verdict_of
+    from biorag.report.protocol_effects import verdict as verdict_of
     from biorag.report.study import read_study
 
     _, cells, _ = plan(["model=fake", "task=hpo-term-mcq", f"task.n={N}", "task.protocol=loglikelihood,cot"])

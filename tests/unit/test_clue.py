@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from biorag.prompting import build_prompt
-from biorag.report.clue import levels, quirks
+from biorag.report.clue_levels import levels, quirks
 from biorag.report.study import Cell
 from biorag.scoring.clue import UMLSLinker, clue_accuracy, clue_icd, set_linker, umls_f1
 from biorag.scoring.evaluate import score_task

@@ -11,7 +11,7 @@ from biorag.errors import BioragError, ConfigError
 from biorag.indexing.build import BuildConfig, build_fingerprint, passage_text
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.embedding import EmbedderConfig
-from biorag.indexing.index import IndexConfig, default_nlist, new_index
+from biorag.indexing.faiss_index import IndexConfig, default_nlist, new_index
 from biorag.retrieval.retrievers import reciprocal_rank_fusion
 from biorag.types import Chunk, Document
 
@@ -151,7 +151,7 @@ def test_manifest_round_trips_and_refuses_what_is_not_one(tmp_path) -> None:
 
 
 def test_search_settings_must_be_positive() -> None:
-    from biorag.indexing.index import SearchSettings
+    from biorag.indexing.faiss_index import SearchSettings
 
     assert SearchSettings(nprobe=4).given() == {"nprobe": 4}
     with pytest.raises(BioragError, match="nprobe must be at least 1, not 0"):

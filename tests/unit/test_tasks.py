@@ -388,7 +388,7 @@ def test_embedded_tasks_are_seeded(name: str) -> None:
 
 
 def test_hpo_items_choose_a_term_among_its_siblings() -> None:
-    from biorag.tasks.embedded import hpo_terms
+    from biorag.tasks.generated import hpo_terms
 
     terms = hpo_terms()
     examples = load_examples(load_task_config("hpo-term-mcq", ["task.n=25"]))

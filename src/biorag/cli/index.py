@@ -88,7 +88,7 @@ def info(
 ) -> None:
     """Show what an index holds and how it was built (its manifest)."""
     from biorag.cli.console import console
-    from biorag.indexing.index import SEARCH_SETTINGS
+    from biorag.indexing.faiss_index import SEARCH_SETTINGS
     from biorag.indexing.manifest import IndexManifest, resolve_index_path
 
     path = resolve_index_path(name)

@@ -23,7 +23,7 @@ import numpy as np
 
 from biorag import progress
 from biorag.errors import BioragError
-from biorag.indexing.index import IndexConfig, new_index, to_gpu
+from biorag.indexing.faiss_index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
 from biorag.indexing.refine import REFINE_QUANTIZER_FILE, CodeWriter, new_quantizer
 

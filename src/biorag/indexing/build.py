@@ -36,7 +36,7 @@ from biorag.indexing.assemble import assemble_faiss, write_index_for
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
-from biorag.indexing.index import (
+from biorag.indexing.faiss_index import (
     SEARCH_SETTINGS,
     IndexConfig,
     library_versions,

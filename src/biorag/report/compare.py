@@ -16,7 +16,7 @@ from biorag.errors import BioragError
 from biorag.report.checks import adapter_warnings
 from biorag.report.factorial import Factorial, factorials
 from biorag.report.labels import arm_key, base_metric
-from biorag.report.protocols import (
+from biorag.report.protocol_effects import (
     UNPARSED_WARN,
     ProtocolDelta,
     Verdict,

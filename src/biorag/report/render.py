@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.errors import BioragError
-from biorag.report.clue import clue_tables
+from biorag.report.clue_levels import clue_tables
 from biorag.report.compare import Report
 from biorag.report.factorial import factorial_tables
 from biorag.report.labels import arm_key, metric_name
@@ -30,7 +30,7 @@ from biorag.report.plots import (
     interaction_plot,
     write_bytes,
 )
-from biorag.report.protocols import parsing_table, protocol_tables
+from biorag.report.protocol_effects import parsing_table, protocol_tables
 from biorag.report.tables import Table, fmt, fmt_ci, fmt_p, fmt_seconds, markdown_table
 from biorag.retrieval.evidence import CELL_KEYS, is_retrieval_metric
 

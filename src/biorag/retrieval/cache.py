@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from biorag.atomic import RecordLog
-from biorag.indexing.index import SEARCH_SETTINGS
+from biorag.indexing.faiss_index import SEARCH_SETTINGS
 from biorag.retrieval.rerank import stages
 from biorag.retrieval.retrievers import Retriever
 from biorag.types import Hit

@@ -19,7 +19,8 @@ from typing import Any
 from biorag import registry
 from biorag.errors import BioragError, did_you_mean
 from biorag.indexing.embedding import Embedder, EmbedderConfig
-from biorag.indexing.index import SEARCH_SETTINGS, BioragIndex, SearchSettings, open_index
+from biorag.indexing.faiss_index import SEARCH_SETTINGS, SearchSettings
+from biorag.indexing.index import BioragIndex, open_index
 from biorag.indexing.manifest import default_index_name, index_root, is_index, list_indexes
 from biorag.retrieval.retrievers import (
     BM25Retriever,

@@ -14,7 +14,7 @@ from omegaconf import ListConfig
 
 from biorag import registry
 from biorag.errors import BioragError, ConfigError, did_you_mean
-from biorag.indexing.index import SEARCH_SETTINGS
+from biorag.indexing.faiss_index import SEARCH_SETTINGS
 from biorag.retrieval.evidence import EXCLUDE_MODES
 from biorag.types import LETTERS, Example
 
