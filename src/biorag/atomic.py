@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from biorag.errors import BioragError, ConfigError
+from biorag.errors import BioragError, ConfigError, DiskFullError
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,50 @@ def _read_holder(holder: Path) -> str:
 def write_json(path: Path, obj: Any) -> None:
     """JSON written to a temporary file beside `path`, then renamed over it."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    text = json.dumps(obj, indent=2, default=str)
+    with writing(path.parent, len(text.encode()), f"writing {path.name}", tmp):
+        tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# a write that fails while less than this is free is taken for a full disk: numpy and pyarrow
+# report a short write without ENOSPC ("1572864 requested and 1324000 written")
+_FULL_MARGIN = 1 << 20
+
+
+@contextmanager
+def writing(folder: Path, needed: int, what: str, *tmps: Path) -> Iterator[None]:
+    """Around a write of about `needed` bytes into `folder` through the temporary files `tmps`:
+    if it fails, the temporary files are removed (nothing half-written stays), and a full disk
+    is one message saying where, how much was needed and how much is free, and that the same
+    command resumes once there is space. Finished files and steps are not touched."""
+    try:
+        yield
+    except OSError as e:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        free = _free_bytes(folder)
+        if e.errno == 28 or (free is not None and free < max(needed, _FULL_MARGIN)):
+            raise DiskFullError(
+                f"{folder}: no space left on the device while {what} (needed about {_mb(needed)}, "
+                f"{_mb(free or 0)} free there). Nothing half-written was left and finished steps are "
+                "kept: free some space and run the same command again") from None
+        raise
+    except BaseException:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
 
 
 def resume_state(
@@ -222,9 +264,11 @@ class RecordLog:
 
     def append(self, records: list[dict[str, Any]]) -> None:
         self._repair_tail()
-        with self.path.open("a") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
+        text = "".join(json.dumps(rec) + "\n" for rec in records)
+        # a torn line a full disk leaves is cut by the next append's repair, as a kill's is
+        with writing(self.path.parent, len(text.encode()), f"appending to {self.path.name}"), \
+                self.path.open("a") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
 

@@ -39,6 +39,10 @@ class InputError(BioragError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class DiskFullError(BioragError):
+    """A write that ran out of space: which folder, how much it needed, how much is free."""
+
+
 class IndexMismatchError(BioragError):
     """An index used with another embedder (or settings) than it was built with."""
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from biorag.atomic import writing
 from biorag.indexing.chunkstore import ROW_GROUP_ROWS
 from biorag.indexing.manifest import CHUNKS_FILE
 from biorag.types import Chunk
@@ -69,24 +70,30 @@ def write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.n
     import pyarrow.parquet as pq
 
     table_path, vec_path = shard_paths(partial, shard_no)
-    pq.write_table(chunk_table(chunks), table_path.with_suffix(".parquet.tmp"))
-    with open(vec_path.with_suffix(".npy.tmp"), "wb") as f:
-        np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
-    os.replace(table_path.with_suffix(".parquet.tmp"), table_path)
-    os.replace(vec_path.with_suffix(".npy.tmp"), vec_path)
+    tmps = (table_path.with_suffix(".parquet.tmp"), vec_path.with_suffix(".npy.tmp"))
+    table = chunk_table(chunks)
+    needed = table.nbytes + vectors.shape[0] * vectors.shape[1] * 4
+    with writing(partial, needed, f"writing shard {shard_no}", *tmps):
+        pq.write_table(table, tmps[0])
+        with open(tmps[1], "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
+    os.replace(tmps[0], table_path)
+    os.replace(tmps[1], vec_path)
 
 
 def merge_chunk_shards(partial: Path, n_shards: int) -> None:
     import pyarrow.parquet as pq
 
     tmp, writer = partial / f"{CHUNKS_FILE}.tmp", None
-    try:
-        for shard_no in range(n_shards):
-            table = pq.read_table(shard_paths(partial, shard_no)[0])
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema, write_statistics=False)
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)  # the unit a search reads
-    finally:
-        if writer is not None:
-            writer.close()
+    needed = sum(shard_paths(partial, k)[0].stat().st_size for k in range(n_shards))
+    with writing(partial, needed, f"writing {CHUNKS_FILE}", tmp):
+        try:
+            for shard_no in range(n_shards):
+                table = pq.read_table(shard_paths(partial, shard_no)[0])
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, write_statistics=False)
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)  # the unit a search reads
+        finally:
+            if writer is not None:
+                writer.close()
     os.replace(tmp, partial / CHUNKS_FILE)
