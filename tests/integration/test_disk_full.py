@@ -86,3 +86,33 @@ def test_a_full_disk_while_caching_predictions_keeps_every_whole_line(small_disk
     again.append([{"id": "after", "output": "y"}])  # the torn tail, if any, is cut first
     loaded = again.load()
     assert "after" in loaded and all(f"e{i}" in loaded for i in range(written))
+
+
+def test_no_space_for_the_on_disk_merge_is_an_error_before_it_starts(tmp_path, small_disk):
+    """Finding 6: faiss writes the merged lists through a memory map, so a full disk killed the
+    build with SIGBUS and left a half-written index.ivfdata; the space is now reserved first."""
+    import faiss
+    import numpy as np
+
+    from biorag.indexing.assemble import assemble_faiss
+    from biorag.indexing.faiss_index import IndexConfig
+    from biorag.indexing.manifest import IVFDATA_FILE
+
+    rng = np.random.default_rng(0)
+    paths = []
+    (tmp_path / "vec").mkdir()
+    for k in range(4):
+        v = rng.standard_normal((2_500, 32)).astype(np.float32)
+        paths.append(tmp_path / "vec" / f"{k:05d}.npy")
+        np.save(paths[-1], v / np.linalg.norm(v, axis=1, keepdims=True))
+    cfg = IndexConfig(type="ivf", nlist=32, nprobe=4, train_size=5_000, on_disk=True)
+    out = small_disk.path / "out"  # the merged lists need 10,000 x (128 + 8) bytes: 1.3 MB
+    out.mkdir()
+    with pytest.raises(DiskFullError, match=r"merging into index\.ivfdata"):
+        assemble_faiss(cfg, paths, 10_000, 32, False, out, tmp_path / "work")
+    assert sorted(p.name for p in out.iterdir()) == []  # no lists, no reservation left
+    small_disk.grow("8m")
+    merged = assemble_faiss(cfg, paths, 10_000, 32, False, out, tmp_path / "work")
+    assert merged.ntotal == 10_000
+    code = faiss.extract_index_ivf(merged).code_size
+    assert (out / IVFDATA_FILE).stat().st_size <= 10_000 * (code + 8)  # what was reserved suffices

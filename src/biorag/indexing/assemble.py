@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from biorag import progress
+from biorag.atomic import writing
 from biorag.errors import BioragError
 from biorag.indexing.faiss_index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
@@ -103,6 +104,7 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
     ivfdata = out_dir / IVFDATA_FILE
     ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
     merged = faiss.read_index(str(trained_path))
+    reserve_space(out_dir, n * (faiss.extract_index_ivf(merged).code_size + 8), f"merging into {IVFDATA_FILE}")
     log.info("merging %d shards' inverted lists into %s", len(shard_files), ivfdata)
     try:
         merge_ondisk(merged, shard_files, str(ivfdata))
@@ -112,6 +114,23 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
     if merged.ntotal != n:
         raise BioragError(f"the on-disk merge holds {merged.ntotal} vectors, not {n}; rebuild with --force")
     return merged
+
+
+def reserve_space(folder: Path, needed: int, what: str) -> None:
+    """Make sure `needed` bytes can be written in `folder` before faiss writes them through a
+    memory map: a write into a mapped sparse file on a full disk kills the process (SIGBUS)
+    instead of raising, so the space is allocated once for real (posix_fallocate) and given
+    back just before. A full disk is then a DiskFullError before the merge starts."""
+    if not hasattr(os, "posix_fallocate") or needed <= 0:
+        return
+    probe = folder / ".space-reserved.tmp"
+    with writing(folder, needed, what, probe):
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, needed)
+        finally:
+            os.close(fd)
+    probe.unlink(missing_ok=True)
 
 
 def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
