@@ -71,6 +71,12 @@ def part_of(override: str) -> str | None:
     return None
 
 
+def group_of(override: str) -> str:
+    """The config group an override belongs to: `arm`, `model`, `task`, or `run` for the rest."""
+    root = override.lstrip("+~").split("=", 1)[0].split(".")[0]
+    return root if root in _Composer.GROUPS else "run"
+
+
 def _removes(override: str) -> bool:
     key, _, value = override.partition("=")
     return override.startswith("~") or (key.lstrip("+") in PARTS and value.strip().lower() in ("null", "none", ""))
@@ -115,8 +121,7 @@ def plan_run(overrides: Sequence[str]) -> Plan:
             bound = [o for o in combo if part_of(o)]
             if bound:
                 # which parts the arm has: its own config and the overrides of its other fields
-                arm_only = [o for o in combo if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "arm"
-                            and not part_of(o)]
+                arm_only = [o for o in combo if group_of(o) == "arm" and not part_of(o)]
                 arm = composer.node(arm_only).arm
                 has = {"adapter": arm.adapter is not None, "retriever": arm.retriever is not None}
                 for o in bound:
@@ -145,16 +150,17 @@ def plan_run(overrides: Sequence[str]) -> Plan:
                 cells.append(cfg)
     notes = []
     for o, arms in skipped.items():
-        part = "an adapter" if "adapter" in o.split("=", 1)[0] else "a retriever"
+        name = part_of(o)
+        part = f"an {name}" if name == "adapter" else f"a {name}"
         if o not in applied:
-            holders = ", ".join(arms_with(part.split()[-1])) or "none shipped"
+            holders = ", ".join(arms_with(name)) or "none shipped"
             raise ConfigError(
                 f"{o} applies to the arms that have {part}, and "
                 + (f"arm {next(iter(arms))} has none" if len(arms) == 1 else
                    f"none of the arms {', '.join(sorted(arms))} has one")
                 + f": it would change what the arm is. Put it on an arm with {part} (here: {holders})")
         notes.append(f"{o} applies to {', '.join(sorted(applied[o]))}; not to {', '.join(sorted(arms))} "
-                     f"(no {part.split()[-1]})")
+                     f"(no {name})")
     return Plan(cells[0].experiment, cells, baseline, notes, study_name)
 
 
@@ -176,11 +182,7 @@ class _Composer:
         return self._nodes[key]
 
     def cell(self, combo: Sequence[str]) -> RunConfig:
-        def group(o: str) -> str:
-            root = o.lstrip("+~").split("=", 1)[0].split(".")[0]
-            return root if root in self.GROUPS else "run"
-
-        parts = {g: [o for o in combo if group(o) == g] for g in (*self.GROUPS, "run")}
+        parts = {g: [o for o in combo if group_of(o) == g] for g in (*self.GROUPS, "run")}
         typed = {}
         for g, schema in self.GROUPS.items():
             key = (g, tuple(parts[g]))

@@ -87,7 +87,7 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield line_no, Problem(path_str, line_no, None, _not_utf8(e, offset))
+                    yield line_no, Problem(path_str, line_no, None, _not_utf8(e.object[e.start], e.start, offset))
                     offset += len(raw)
                     continue
                 offset += len(raw)
@@ -150,9 +150,9 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
         )
 
 
-def _not_utf8(e: UnicodeDecodeError, line_offset: int) -> str:
-    return (f"not valid UTF-8: byte 0x{e.object[e.start]:02x} at byte {e.start} of the line (byte "
-            f"{line_offset + e.start} of the file); re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+def _not_utf8(byte: int, in_line: int, line_start: int) -> str:
+    return (f"not valid UTF-8: byte 0x{byte:02x} at byte {in_line} of the line (byte "
+            f"{line_start + in_line} of the file); re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
 def _utf8(path: Path, path_str: str) -> str:
@@ -161,10 +161,9 @@ def _utf8(path: Path, path_str: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
         start = raw.rfind(b"\n", 0, e.start) + 1
-        e2 = UnicodeDecodeError("utf-8", raw[start:], e.start - start, e.end - start, e.reason)
-        raise InputError(_not_utf8(e2, start), file=path_str, line=line) from None
+        raise InputError(_not_utf8(raw[e.start], e.start - start, start), file=path_str,
+                         line=raw.count(b"\n", 0, e.start) + 1) from None
 
 
 def _json_lines(path: Path) -> bool:
