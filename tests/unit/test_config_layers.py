@@ -34,12 +34,9 @@ metrics: [accuracy]
 
 
 @pytest.fixture
-def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def elsewhere(fresh_cwd: Path) -> Path:
     """A fresh working directory with no configs of its own, and no config env vars."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BIORAG_CONFIG_DIR", raising=False)
-    monkeypatch.delenv("BIORAG_CONFIG_PATH", raising=False)
-    return tmp_path
+    return fresh_cwd
 
 
 def _write(folder: Path, rel: str, text: str) -> Path:

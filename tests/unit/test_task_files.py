@@ -32,12 +32,9 @@ LOADER_FILES = {
 
 
 @pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def here(fresh_cwd: Path) -> Path:
     """A working directory of one's own (its ./experiments layers over the packaged configs)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("BIORAG_CONFIG_DIR", raising=False)
-    monkeypatch.delenv("BIORAG_CONFIG_PATH", raising=False)
-    return tmp_path
+    return fresh_cwd
 
 
 def _task(folder: Path, name: str, text: str) -> Path:
