@@ -45,6 +45,9 @@ class StudyConfig:
     protocols: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # applied to every cell, e.g. task.n=100
     baseline_arm: str = "base"  # the arm others are compared with in reports
+    # judges (experiments/judge/) that grade every cell's answers after prediction; two or
+    # more are a jury. A task's own `judge` is added to them
+    judges: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.name != "???":
@@ -66,10 +69,24 @@ class RunConfig:
     index_root: str | None = None  # null: $BIORAG_INDEX_DIR or ./indexes
     # the parent MLflow run's name; null: the study's name and its arms, models and tasks
     run_name: str | None = None
+    # judges (experiments/judge/) grading the answers after prediction: judges=[smollm2] or
+    # judges=[a,b] (a jury); never part of a cell's fingerprint, so adding one to a finished
+    # study judges its cached predictions into the same runs
+    judges: Any = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from biorag.judges.config import judge_names
+
+        self.judges = judge_names(self.judges)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+
+
+def cell_judges(cfg: RunConfig) -> list[str]:
+    """The judges of a cell: the run's (or study's), then the task's own."""
+    from biorag.judges.config import judge_names
+
+    return list(dict.fromkeys([*cfg.judges, *judge_names(cfg.task.judge)]))
 
 
 def cell_name(arm: str, model: str, task: str, protocol: str = "task") -> str:
@@ -81,4 +98,4 @@ def describe(obj: Any) -> str:
     return getattr(obj, "description", "") or ""
 
 
-__all__ = ["ArmConfig", "RetrieverConfig", "RunConfig", "StudyConfig", "cell_name", "describe"]
+__all__ = ["ArmConfig", "RetrieverConfig", "RunConfig", "StudyConfig", "cell_judges", "cell_name", "describe"]

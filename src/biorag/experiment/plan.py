@@ -24,6 +24,9 @@ _DESCRIPTIVE = ("description", "expected_format")
 # task fields added after predictions were cached: left unset, they leave the fingerprint (and
 # so the cached predictions) as before they existed
 _NEW_UNSET = ("index",)
+# who judges the answers, and how: a stage after prediction, so never part of a cell's
+# fingerprint or params (a judge added to a finished study judges its cached predictions)
+JUDGING = ("judge", "judge_methods")
 
 
 @dataclass
@@ -105,8 +108,9 @@ def plan_run(overrides: Sequence[str]) -> Plan:
         study_name = study.name
         baseline = study.baseline_arm
         protocols = [[f"task.protocol={p}"] for p in study.protocols] or [[]]
+        judges = [f"judges=[{','.join(study.judges)}]"] if study.judges else []
         grid = [
-            [f"arm={a}", f"model={m}", f"task={t}", *p, *study.overrides]
+            [f"arm={a}", f"model={m}", f"task={t}", *p, *judges, *study.overrides]
             for m in study.models for t in study.tasks for p in protocols for a in study.arms
         ]
     else:
@@ -221,7 +225,8 @@ def cell_fingerprint(cfg: RunConfig, index_fp: str, adapter_fp: str) -> str:
     payload = {
         "arm": _strip(asdict(cfg.arm)),
         "model": _strip({k: v for k, v in asdict(cfg.model).items() if k not in ("batch_size", "device")}),
-        "task": _strip({k: v for k, v in asdict(cfg.task).items() if not (k in _NEW_UNSET and v is None)}),
+        "task": _strip({k: v for k, v in asdict(cfg.task).items()
+                       if not (k in _NEW_UNSET and v is None) and k not in JUDGING}),
         "seed": cfg.seed,
         "index": index_fp,
         "adapter": adapter_fp,
@@ -236,7 +241,8 @@ def cell_params(cfg: RunConfig) -> dict[str, Any]:
     arm["retrieval"] = cfg.arm.retriever is not None
     if cfg.arm.retriever is None:
         arm["retriever"] = {f.name: None for f in fields(RetrieverConfig)}
-    out = flatten({"arm": arm, "model": asdict(cfg.model), "task": asdict(cfg.task)})
+    task = {k: v for k, v in asdict(cfg.task).items() if k not in JUDGING}
+    out = flatten({"arm": arm, "model": asdict(cfg.model), "task": task})
     out.update({"seed": cfg.seed, "batch_size": cfg.batch_size, "experiment": cfg.experiment})
     return out
 

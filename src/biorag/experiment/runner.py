@@ -23,6 +23,7 @@ from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.checks import require_runnable
+from biorag.experiment.judging import pending
 from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.predict import predict
 from biorag.experiment.resources import LoadedModels, PreparedCell, check_servers, prepare
@@ -76,6 +77,7 @@ class CellResult:
     listed: tuple[str, ...] = ()  # the task's own metrics, in its order (the headline's)
     continuation: str = ""  # the task's continuation (letter | text)
     logged: dict[str, float] = field(default_factory=dict)  # every metric as MLflow has it
+    pending: Any = field(default=None, repr=False)  # what its judges grade (`judging.PendingJudgement`)
 
     def __post_init__(self) -> None:
         # MLflow gets the same names in every arm, retrieval measures NaN in a closed-book one;
@@ -186,7 +188,37 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
             result.cells.append(cell)
             if on_cell_done:
                 on_cell_done(cell)
+        waiting = [(c, p) for c, p in zip(result.cells, prepared, strict=True) if c.pending is not None]
+        if waiting:
+            _judge_cells(waiting, models, tracker, sha)
     return result
+
+
+def _judge_cells(waiting: Sequence[tuple[CellResult, PreparedCell]], models: LoadedModels, tracker: Tracker,
+                 sha: str) -> None:
+    """The judging stage: every judge over the cells it is set on, into their child runs."""
+    from biorag.experiment.judging import (
+        VERDICTS_FILE,
+        judge_all,
+        judge_params,
+        judged_metrics,
+        verdicts_artifact,
+    )
+    from biorag.tracking.runs import log_new_params
+
+    configs = judge_all([c.pending for c, _ in waiting], models)
+    for cell, prep in waiting:
+        c = cell.pending
+        metrics, tags = judged_metrics(c, configs)
+        with tracker.child(cell.name, prep.fingerprint, cell_params(c.cfg), cell_tags(c.cfg, prep, sha)):
+            log_metrics(metrics)
+            set_tags(tags)
+            log_new_params(judge_params(configs, [n for n in configs if n in c.judged]))
+            log_json_artifact(verdicts_artifact(c), VERDICTS_FILE)
+            _log_predictions(c.predictions)
+        cell.logged.update(metrics)
+        cell.metrics.update({k: v for k, v in metrics.items() if not math.isnan(v)})
+        cell.pending = None
 
 
 def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
@@ -216,6 +248,7 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels, tracker: 
         if retriever is not None:
             _add_retrieval(cfg, examples, records, scores, retriever)
         metrics = cell_metrics(cfg.task.name, scores, records)
+        judging = pending(cfg, examples, scores.predictions, records, retriever)
         log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
         set_tags({keys.RESUMED_PREDICTIONS: resumed,
                   keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
@@ -236,7 +269,8 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels, tracker: 
         if prep.adapter_manifest:
             log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
         return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
-                          run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation)
+                          run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation,
+                          pending=judging)
 
 
 def add_retrieval_scores(examples: Sequence[Example], records: Sequence[CellRecord], scores: TaskScores,

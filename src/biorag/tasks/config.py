@@ -42,6 +42,8 @@ LOADER_TYPES = {
     "icd10-coding": "coding",
     "longdoc": "longdoc",
 }
+# how a judge grades an answer (biorag.judges.methods)
+JUDGE_METHODS = ("rubric", "scale", "support")
 # generators that build their own `n` items; file loaders are subsampled to `n` instead
 EMBEDDED_LOADERS = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
 
@@ -119,6 +121,11 @@ class TaskConfig:
     clue_compat: bool = False
     double_count_first: bool = False
     expected_format: str = ""  # what a user-supplied file must look like
+    # -- judges (experiments/judge/): a judge name or a list (a jury) that grades this task's
+    # answers after prediction, and how: rubric | scale | support; empty: rubric where items
+    # carry rubrics, scale where the gold is a text, support always (NaN in closed-book arms)
+    judge: Any = None
+    judge_methods: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         where = f"task {self.name}"
@@ -191,6 +198,9 @@ class TaskConfig:
             raise ConfigError(f"{where}: n_options must be 2 to 10, not {self.n_options}")
         if self.answer_base not in (0, 1):
             raise ConfigError(f"{where}: answer_base must be 0 or 1, not {self.answer_base}")
+        for m in self.judge_methods:
+            if m not in JUDGE_METHODS:
+                raise ConfigError(f"{where}: judge_methods: " + did_you_mean(m, JUDGE_METHODS, what="judge method"))
         if self.type == "nli" and not self.labels:
             raise ConfigError(f"{where}: an nli task needs its labels")
 

@@ -276,6 +276,24 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+def log_new_params(params: dict[str, Any]) -> None:
+    """Params of the active run that it does not have yet; one it has with another value (MLflow
+    keeps a param's first value) becomes a tag of the same name, with a warning."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    run = mlflow.active_run()
+    have = MlflowClient().get_run(run.info.run_id).data.params
+    new = as_params({k: v for k, v in params.items() if k not in have})
+    changed = {k: v for k, v in as_params(params).items() if k in have and have[k] != v}
+    if new:
+        mlflow.log_params(new)
+    if changed:
+        log.warning("params %s changed since this run was first judged; the new values are tags",
+                    ", ".join(sorted(changed)))
+        mlflow.set_tags(changed)
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Metrics of the active run; None values are left out."""
     import mlflow
