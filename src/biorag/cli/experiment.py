@@ -62,7 +62,11 @@ def run(
         say.print(f"[green]done[/] {cell.name}: {cell.n} examples{resumed}")
 
     result = run_experiment(overrides or [], on_cell_done=done)
-    print_tables([results_table(result.cells, result.baseline)], fmt, left=2)
+    tables = [results_table(result.cells, result.baseline)]
+    judged = judges_table(result.cells)
+    if judged is not None:
+        tables.append(judged)
+    print_tables(tables, fmt, left=2)
     say.print(
         f"MLflow experiment '{result.experiment}', parent run {result.parent_run_id} "
         f"in {result.tracking_uri}\nOpen the UI with: biorag ui   (or: mlflow ui --backend-store-uri "
@@ -103,6 +107,15 @@ def validate(
         t.rows.append([c.arm.name, c.model.name, c.model.family, c.task.name, protocol,
                        str(c.task.n or "all"), str(where), c.arm.adapter or "-"])
     tables = [t]
+    from biorag.experiment.judging import plan_judges
+
+    judged = plan_judges(cells)
+    if judged:
+        tables.append(Table("judges: what they will be asked", ["judge", "verdicts by", "cells", "questions",
+                                                                 "model requests", "support"],
+                            [[j.judge, j.verdict, str(j.cells), str(j.questions), str(j.requests),
+                              f"+1 question per claim of {j.support_answers} rag answers" if j.support_answers
+                              else "-"] for j in judged]))
     found = check_cells(cells)
     for note in dict.fromkeys((p.what, p.why) for p in found if not p.error):
         say.print(f"[dim]note[/] {note[0]}: {escape(note[1])}", highlight=False)
@@ -124,6 +137,25 @@ def _fmt(metrics: dict[str, float], key: str) -> str:
         return "-"
     lo, hi = metrics.get(key + keys.CI_LOW), metrics.get(key + keys.CI_HIGH)
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{v:.3f}"
+
+
+JUDGED = ("rubric_score", "scale_accuracy", "scale_completeness", "scale_clarity", "answer_supported",
+          "claims_supported", "judge_unparsed_rate", "judge_alpha_binary", "judge_alpha_scale")
+
+
+def judges_table(cells) -> Table | None:
+    """The judged metrics of the cells that have any (95% bootstrap CI), with the judges' cost."""
+    rows, cols = [], [k for k in JUDGED if any(f"{c.task}/{k}" in c.metrics for c in cells)]
+    if not cols:
+        return None
+    for c in cells:
+        if not any(f"{c.task}/{k}" in c.logged for k in cols):
+            continue
+        cost = (f"{c.logged.get(f'{c.task}/judge_questions', 0):.0f} q, "
+                f"{c.logged.get(f'{c.task}/judge_seconds', 0):.1f} s")
+        rows.append([c.name, *(_fmt(c.metrics, f"{c.task}/{k}") for k in cols), cost])
+    return Table("judged (95% bootstrap CI; - : not judged, e.g. support in a closed-book arm)",
+                 ["cell", *cols, "judge cost"], rows)
 
 
 def results_table(cells, baseline: str = "base") -> Table:

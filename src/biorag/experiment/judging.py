@@ -147,7 +147,7 @@ def judged_metrics(c: PendingJudgement, configs: dict[str, JudgeConfig]) -> tupl
     order = [a.item for a in c.answers]
     seed = c.cfg.seed
     out: dict[str, float] = {}
-    tags: dict[str, str] = {"judges": ",".join(names)}
+    tags: dict[str, str] = {"judges": ",".join(configs[n].name for n in names)}
 
     def put(judged: Judged, suffix: str) -> None:
         for key, m in item_metrics(judged, order, seed).items():
@@ -161,7 +161,7 @@ def judged_metrics(c: PendingJudgement, configs: dict[str, JudgeConfig]) -> tupl
     else:
         head = jury(c.answers, c.methods, [c.judged[n] for n in names], configs[names[0]].scale_axes)
         for n in names:
-            put(c.judged[n], f".{n}")
+            put(c.judged[n], f".{configs[n].name}")
         from biorag.judges.agreement import jury_agreement
 
         table = binary_table([c.judged[n] for n in names])
@@ -176,11 +176,11 @@ def judged_metrics(c: PendingJudgement, configs: dict[str, JudgeConfig]) -> tupl
                      "n_units": agreement["n_units"]}, default=float)
     put(head, "")
     for n in names:
-        model = configs[n].model
-        tags[f"judge.{n}.check"] = check_tag(n, cache_root(c.cfg))
+        name, model = configs[n].name, configs[n].model
+        tags[f"judge.{name}.check"] = check_tag(name, cache_root(c.cfg))
         if model == c.cfg.model.name:
-            tags[f"judge.{n}.self_preference"] = "this judge's model is the evaluated model"
-            log.warning("judge %s grades answers of its own model %s: expect self-preference", n, model)
+            tags[f"judge.{name}.self_preference"] = "this judge's model is the evaluated model"
+            log.warning("judge %s grades answers of its own model %s: expect self-preference", name, model)
     for p in c.predictions:
         for k, v in head.items.get(p.example_id, {}).items():
             p.scores[k] = v
@@ -188,9 +188,50 @@ def judged_metrics(c: PendingJudgement, configs: dict[str, JudgeConfig]) -> tupl
 
 
 def judge_params(configs: dict[str, JudgeConfig], names: Sequence[str]) -> dict[str, Any]:
-    return {f"judge.{n}.{k}": v for n in names for k, v in configs[n].params().items()}
+    return {f"judge.{configs[n].name}.{k}": v for n in names for k, v in configs[n].params().items()}
 
 
 def verdicts_artifact(c: PendingJudgement) -> dict[str, Any]:
-    return {name: [{"item": v.item, "key": v.key, "value": None if math.isnan(v.value) else v.value,
-                    "prob": v.prob} for v in j.verdicts] for name, j in c.judged.items()}
+    return {j.judge: [{"item": v.item, "key": v.key, "value": None if math.isnan(v.value) else v.value,
+                      "prob": v.prob} for v in j.verdicts] for j in c.judged.values()}
+
+
+@dataclass
+class JudgePlan:
+    """What a run's judges will be asked, counted before anything runs."""
+
+    judge: str
+    verdict: str
+    cells: int
+    questions: int  # rubric criteria and scale axes, known before prediction
+    support_answers: int  # answers whose claims are judged for support (one question per claim)
+    requests: int  # model requests for the known questions (log-likelihood: one per verdict token)
+
+
+def plan_judges(cells: Sequence[RunConfig]) -> list[JudgePlan]:
+    """Per judge, how many questions it will be asked: rubric criteria and scale axes are
+    counted from the items; support asks one question per claim of each rag answer, known
+    only once the answers are, so those answers are counted instead."""
+    from biorag.judges.verdicts import BINARY, SCALE, choices
+    from biorag.tasks import load_examples
+
+    out: dict[str, JudgePlan] = {}
+    items: dict[str, Sequence[Example]] = {}
+    for cfg in cells:
+        for given in cell_judges(cfg):
+            judge = load_judge_config(given)
+            key = json.dumps([cfg.task.__dict__], sort_keys=True, default=str)
+            examples = items.setdefault(key, load_examples(cfg.task))
+            fake = [Answer(e.id, e.input, "", answer_text(e.gold) if cfg.task.answer_type == "text" else "",
+                           () if cfg.arm.retriever else None, True,
+                           read_rubric(e.metadata.get("rubrics"), e.source or cfg.task.name)) for e in examples]
+            methods = cell_methods(cfg, fake)
+            rubric = sum(len(a.rubric) for a in fake) if "rubric" in methods else 0
+            scale = sum(bool(a.reference) for a in fake) * len(judge.scale_axes) if "scale" in methods else 0
+            per = (lambda kind: len(choices(kind))) if judge.verdict == "loglikelihood" else (lambda kind: 1)
+            p = out.setdefault(judge.name, JudgePlan(judge.name, judge.verdict, 0, 0, 0, 0))
+            p.cells += 1
+            p.questions += rubric + scale
+            p.support_answers += len(fake) if "support" in methods and cfg.arm.retriever else 0
+            p.requests += rubric * per(BINARY) + scale * per(SCALE)
+    return list(out.values())
