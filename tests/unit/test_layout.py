@@ -33,6 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("indexing",),
     ("retrieval",),
     ("contamination",),
+    ("judges",),
     ("finetune",),
     ("experiment",),
     ("report",),
