@@ -41,6 +41,7 @@ LOADER_TYPES = {
     "coding": "coding",
     "icd10-coding": "coding",
     "longdoc": "longdoc",
+    "healthbench": "summarisation",
 }
 # generators that build their own `n` items; file loaders are subsampled to `n` instead
 EMBEDDED_LOADERS = ("hpo-term-mcq", "icd10-code-mcq", "icd10-coding")
