@@ -41,6 +41,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "longdoc": "biorag.tasks.longhealth:load_longdoc",
         "mirage": "biorag.tasks.mirage:load_mirage",
         "bioasq": "biorag.tasks.bioasq:load_bioasq",
+        "healthbench": "biorag.tasks.healthbench:load_healthbench",
         "hpo-term-mcq": "biorag.tasks.generated:generate_hpo_term_mcq",
         "icd10-code-mcq": "biorag.tasks.generated:generate_icd10_code_mcq",
         "icd10-coding": "biorag.tasks.generated:generate_icd10_coding",

@@ -28,6 +28,7 @@ LOADER_FILES = {
     "summarisation": ("problem_summary.jsonl", None), "coding": ("coding.jsonl", None),
     "longdoc": ("longdoc.jsonl", None), "mirage": ("mirage/benchmark.json", "medqa"),
     "bioasq": ("bioasq/training.json", "factoid"),
+    "healthbench": ("healthbench/healthbench.jsonl", None),
 }
 
 

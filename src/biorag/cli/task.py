@@ -93,7 +93,7 @@ def validate(
         None,
         "--type",
         "-t",
-        help="Format: mcq | medqa | medmcqa | pubmedqa | mmlu | nli | summarisation | coding | longdoc.",
+        help="Format: mcq | medqa | medmcqa | pubmedqa | mmlu | nli | summarisation | coding | longdoc | healthbench.",
     ),
     task: str = typer.Option(
         None, "--task", help="Check through a task's config (its field mapping)."

@@ -41,6 +41,7 @@ LOADER_TYPES = {
     "coding": "coding",
     "icd10-coding": "coding",
     "longdoc": "longdoc",
+    "healthbench": "summarisation",
 }
 # how a judge grades an answer (biorag.judges.methods)
 JUDGE_METHODS = ("rubric", "scale", "support")

@@ -91,6 +91,8 @@ Answer in two or three sentences.
 Answer:
 """
 
+CONVERSATION_TEMPLATE = _CONTEXT + "{{ input }}\n"  # HealthBench: the conversation is the prompt
+
 _MCQ = {"type": "mcq", "template": MCQ_TEMPLATE, "scoring": "both", "continuation": "letter",
         "max_new_tokens": 16, "metrics": ["accuracy"]}
 _CLOZE = {**_MCQ, "continuation": "text", "context_tokens": 512}  # embedded: options scored as text
@@ -113,6 +115,11 @@ LOADER_DEFAULTS: dict[str, dict[str, Any]] = {
                       "metrics": ["rouge"]},
     "coding": {"type": "coding", "template": CODING_TEMPLATE, **_TEXT,
                "metrics": ["code_f1", "code_f1_category", "exact_match"]},
+    # the conversation is the item's document: kept whole up to 8k tokens; rubric_score (a
+    # judged scorer) is the task's own metric once registered, ROUGE against the ideal
+    # completion until then (TODO: rubric_score)
+    "healthbench": {"type": "summarisation", "template": CONVERSATION_TEMPLATE, "scoring": "generate",
+                    "document_tokens": 8192, "max_new_tokens": 512, "metrics": ["rouge"]},
     "hpo-term-mcq": _CLOZE,
     "icd10-code-mcq": _CLOZE,
     "icd10-coding": {"type": "coding", "template": CODING_TEMPLATE, "scoring": "generate",

@@ -13,13 +13,14 @@ from biorag.tasks.defaults import brings_defaults, loader_defaults
 
 def loader_fields(loader: str) -> dict[str, str | None]:
     """The record fields a built-in loader reads by default (item field -> source column)."""
-    from biorag.tasks import bioasq, loaders, longhealth, mirage, text_loaders
+    from biorag.tasks import bioasq, healthbench, loaders, longhealth, mirage, text_loaders
 
     return dict({
         "mcq": loaders.MCQ_FIELDS, "medqa": loaders.MEDQA_FIELDS, "medmcqa": loaders.MEDMCQA_FIELDS,
         "pubmedqa": loaders.PUBMEDQA_FIELDS, "mmlu": loaders.MMLU_FIELDS, "nli": text_loaders.NLI_FIELDS,
         "summarisation": text_loaders.SUMMARISATION_FIELDS, "coding": text_loaders.CODING_FIELDS,
         "longdoc": longhealth.LONGDOC_FIELDS, "mirage": mirage.MIRAGE_FIELDS, "bioasq": bioasq.BIOASQ_FIELDS,
+        "healthbench": healthbench.HEALTHBENCH_FIELDS,
     }.get(loader, {}))
 
 

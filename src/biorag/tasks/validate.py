@@ -24,6 +24,7 @@ FORMATS = (
     "summarisation",
     "coding",
     "longdoc",
+    "healthbench",
 )
 NLI_LABELS = ["entailment", "neutral", "contradiction"]
 
