@@ -59,6 +59,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "umls_f1": "biorag.scoring.clue:umls_f1",
         "clue_accuracy": "biorag.scoring.clue:clue_accuracy",
         "clue_icd": "biorag.scoring.clue:clue_icd",
+        "rubric_score": "biorag.scoring.judged:rubric_score",
+        "scale": "biorag.scoring.judged:scale",
+        "support": "biorag.scoring.judged:support",
     },
     "model_backend": {
         "hf": "biorag.models.hf:HFGenerator",

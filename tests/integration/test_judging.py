@@ -19,10 +19,10 @@ from tests.integration.test_runner import TASK, _runs, task_index  # noqa: F401 
 
 @pytest.fixture
 def judge_files(tmp_path) -> dict[str, Path]:
-    model = tmp_path / "judge-model.yaml"
-    model.write_text("name: judge-model\nbackend: fake\nfamily: general\nsize: '0'\n")
     out = {}
-    for name in ("strict", "lenient"):
+    for name in ("strict", "lenient", "first"):
+        model = tmp_path / f"judge-{name}.yaml"
+        model.write_text(f"name: judge-{name}\nbackend: fake\nfamily: general\nsize: '0'\n")
         out[name] = tmp_path / f"{name}.yaml"
         out[name].write_text(f"name: {name}\nmodel: {model}\nverdict: loglikelihood\n")
     return out
@@ -36,9 +36,12 @@ class Models:
         self.judges: list[ScriptedJudge] = []
 
     def __call__(self, cfg, adapter):
-        if cfg.name == "judge-model":
-            # says yes to a claim that names an answer the passages hold ("The answer is ...")
-            self.judges.append(ScriptedJudge(yes=("The answer is",)))
+        if cfg.name.startswith("judge-"):
+            # strict says yes to a claim that names an answer ("The answer is ..."), lenient to
+            # nothing, first prefers whichever answer it is shown first
+            kind = cfg.name.removeprefix("judge-")
+            self.judges.append(ScriptedJudge(yes=("The answer is",) if kind == "strict" else (),
+                                             position_biased=kind == "first"))
             return self.judges[-1]
         gen = FakeGenerator.from_config(cfg, adapter)
         real = gen.loglikelihood
@@ -81,3 +84,32 @@ def test_a_judge_added_to_a_finished_run_grades_its_cached_predictions(task_inde
     asked = sum(j.calls for j in models.judges)
     run_experiment(_overrides(task_index, tmp_path, f"judges=[{judge_files['strict']}]"), loader=models)
     assert sum(j.calls for j in models.judges) == asked
+
+
+def test_a_jury_logs_each_judge_their_agreement_and_the_report_and_arena_show_them(task_index, tmp_path,  # noqa: F811
+                                                                                   judge_files):
+    from biorag.report.arena import run_arena
+    from biorag.report.compare import build_report
+    from biorag.report.render import all_tables
+    from biorag.report.study import read_study
+
+    models = Models()
+    run_experiment(_overrides(task_index, tmp_path, f"judges=[{judge_files['strict']},{judge_files['lenient']}]"),
+                   loader=models)
+    _, children = _runs("j")
+    rag = next(r for r in children if r.data.tags["arm"] == "rag").data
+    assert rag.metrics["hpo-term-mcq/answer_supported.strict"] == 1.0
+    assert rag.metrics["hpo-term-mcq/answer_supported.lenient"] == 0.0
+    # one yes and one no on every claim: the jury has no majority, and no item a verdict
+    assert math.isnan(rag.metrics["hpo-term-mcq/answer_supported"])
+    agreement = json.loads(rag.tags["judge.agreement.binary"])
+    assert agreement["n_units"] == 12 and agreement["kappa"]["lenient|strict"] == 0.0
+    assert rag.tags["judges"] == "strict,lenient"
+
+    study, name, groups = run_arena(str(judge_files["first"]), "j", loader=models)
+    stats = groups[0]["stats"]
+    assert name == "arena-first.json" and stats["n"] == {"base|rag": 12}
+    assert stats["tie_rate"] == {"base|rag": 1.0}  # a judge that prefers what it sees first: all ties
+    titles = [t.title for t in all_tables(build_report(read_study("j")))]
+    assert any(t.startswith("pairwise arena (first)") for t in titles)
+    assert any(t.startswith("Judges:") for t in titles)

@@ -80,7 +80,7 @@ def _root(
 
 
 def _register() -> None:
-    from biorag.cli import doctor, experiment, index, ls, predictions, retrieval, task
+    from biorag.cli import doctor, experiment, index, judge, ls, predictions, retrieval, task
     from biorag.cli import finetune as finetune_cli
     from biorag.cli import report as report_cli
 
@@ -89,6 +89,7 @@ def _register() -> None:
     app.add_typer(task.app, name="task")
     app.add_typer(retrieval.app, name="retrieval")
     app.add_typer(predictions.app, name="predictions")
+    app.add_typer(judge.app, name="judge")
     ls.register(app)
     doctor.register(app)
     report_cli.register(app)

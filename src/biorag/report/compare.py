@@ -201,7 +201,8 @@ def compare(reference: Cell, treatment: Cell, kind: str, headline: str) -> list[
         if metric not in reference.quality_metrics() or not is_answer_metric(metric):
             continue
         r, t = reference.scores(metric), treatment.scores(metric)
-        ids = [i for i in r if i in t]
+        # an item without a value in either cell (a judge's missing verdict) is not paired
+        ids = [i for i in r if i in t and not math.isnan(r[i]) and not math.isnan(t[i])]
         if not ids:
             continue
         if len(ids) < max(len(r), len(t)):
@@ -266,7 +267,10 @@ def build_report(study: Study, unparsed_threshold: float = UNPARSED_WARN, metric
     for p in problems:
         log.warning("metric check: %s", p)
     design = adapter_warnings(cells, study.baseline)
-    warnings = [*design, *metric_warnings, *parse_warnings(cells, unparsed_threshold)]
+    from biorag.report.judges import judge_warnings
+
+    warnings = [*design, *metric_warnings, *parse_warnings(cells, unparsed_threshold),
+                *judge_warnings(cells, unparsed_threshold)]
     for w in warnings:
         log.warning("%s", w)
     return Report(study, headline, rows, deltas, costs, problems,

@@ -17,6 +17,7 @@ from biorag.errors import BioragError
 from biorag.report.clue_levels import clue_tables
 from biorag.report.compare import Report
 from biorag.report.factorial import factorial_tables
+from biorag.report.judges import judges_table, study_arena_tables
 from biorag.report.labels import arm_key, metric_name
 from biorag.report.latex import latex_files
 from biorag.report.plots import (
@@ -81,14 +82,18 @@ def delta_tables(report: Report, headline_only: bool = False) -> list[Table]:
 
 
 def cost_table(report: Report) -> Table:
+    judged = any(not math.isnan(c.get("judge_seconds", math.nan)) for c in report.costs)
     t = Table("Cost beside quality", ["arm", "model", "task", "headline", "eval s", "tokens",
-                                      "index build s", "fine-tune s"],
-              note="index build and fine-tuning are one-off costs, shared by the cells that use them")
+                                      "index build s", "fine-tune s", *(["judge s"] if judged else [])],
+              note="index build and fine-tuning are one-off costs, shared by the cells that use them"
+                   + ("; judge s: the judges' model time on the cell's answers (cached verdicts included)"
+                      if judged else ""))
     for c in report.costs:
         head = report.headline[c["task"]]
         t.rows.append([c["arm"], c["model"], c["task"], f"{head} {fmt(c[head])}", fmt_seconds(c["eval_seconds"]),
                        "-" if math.isnan(c["tokens"]) else f"{int(c['tokens']):,}",
-                       fmt_seconds(c["index_build_seconds"]), fmt_seconds(c["finetune_seconds"])])
+                       fmt_seconds(c["index_build_seconds"]), fmt_seconds(c["finetune_seconds"]),
+                       *([fmt_seconds(c.get("judge_seconds", math.nan))] if judged else [])])
     return t
 
 
@@ -125,9 +130,11 @@ def strata_table(report: Report) -> Table | None:
 
 
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
-    extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report)) if t is not None]
+    extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report),
+                         judges_table(report.study.cells)) if t is not None]
     return [*quality_tables(report), *delta_tables(report, headline_only), *factorial_tables(report.factorials),
-            *protocol_tables(report), *extra, *clue_tables(report.study.cells), cost_table(report)]
+            *protocol_tables(report), *extra, *study_arena_tables(report.study), *clue_tables(report.study.cells),
+            cost_table(report)]
 
 
 # -- documents ------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ class Cell:
     retriever: str | None = None
     adapter: str | None = None
     task_info: TaskInfo = field(default_factory=TaskInfo)
+    judge_tags: dict[str, str] = field(default_factory=dict)  # judges, their checks and agreement
 
     @property
     def label(self) -> str:
@@ -94,6 +95,8 @@ class Cell:
         out = {k: self.metrics.get(keys.metric(self.task, k), math.nan) for k in COST_KEYS}
         out["index_build_seconds"] = float((self.index_manifest or {}).get("build_seconds", math.nan))
         out["finetune_seconds"] = finetune_seconds(self.adapter_manifest or {})
+        for k in ("judge_seconds", "judge_questions"):  # NaN: not judged
+            out[k] = self.metrics.get(keys.metric(self.task, k), math.nan)
         return out
 
 
@@ -110,6 +113,7 @@ class Study:
     git_sha: str
     cells: list[Cell]
     notes: list[str] = field(default_factory=list)  # which run was chosen over which, and why
+    arenas: list[dict[str, Any]] = field(default_factory=list)  # pairwise arenas logged to the parent
 
 
 def finetune_seconds(manifest: dict[str, Any]) -> float:
@@ -193,6 +197,7 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
             protocol=tags.get(keys.PROTOCOL) or "task",
             retriever=retriever_levels(params), adapter=_none(params.get(keys.ARM_ADAPTER)),
             task_info=task_info(params, predictions),
+            judge_tags={k: v for k, v in tags.items() if k == "judges" or k.startswith(keys.JUDGE_TAG + ".")},
         ))
     _warn_duplicates(cells)
     cells.sort(key=lambda c: arm_key(c.arm))  # the design's order wherever the report lists cells
@@ -201,8 +206,21 @@ def read_study(target: str | None = None, baseline: str | None = None) -> Study:
         parent_name=parent.name,
         baseline=baseline or parent.tags.get(keys.BASELINE_ARM) or "base",
         tracking_uri=reader.uri, git_sha=parent.tags.get(keys.GIT_SHA, "unknown"), cells=cells,
-        notes=chosen.notes,
+        notes=chosen.notes, arenas=_arenas(reader, parent),
     )
+
+
+def _arenas(reader: StoreReader, parent: Any) -> list[dict[str, Any]]:
+    """The pairwise arenas logged to a study's parent run (`biorag judge pairwise`)."""
+    out = []
+    for path in reader.artifact_names(parent):
+        if path.startswith(keys.ARENA_PREFIX) and path.endswith(".json"):
+            text = reader.artifact_text(parent, path)
+            try:
+                out.append(json.loads(text or ""))
+            except ValueError:
+                log.warning("%s of run %s is not JSON: left out", path, parent.run_id)
+    return out
 
 
 def read_predictions(text: str, where: str = keys.PREDICTIONS_FILE) -> list[Prediction]:

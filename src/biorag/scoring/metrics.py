@@ -84,6 +84,7 @@ class MetricInfo:
     corpus_level: bool = False  # computed over the corpus (micro/macro), not a mean of examples
     headline: int | None = None  # rank for heading a task's table (lower first); None: never
     raw: bool = False  # scores the raw outputs, not the parsed answers (CLUE's own rules)
+    judged: bool = False  # given by the judging stage (biorag.judges), not computed from answers
 
 
 # log-likelihood variants of an option metric (`biorag.scoring.evaluate`), in headline order:
@@ -91,11 +92,12 @@ class MetricInfo:
 LL_SUFFIXES = ("_ll_norm", "_ll", "")
 
 
-def scorer(*keys: str, corpus_level: bool = False, headline: int | None = None, raw: bool = False) -> Callable:
+def scorer(*keys: str, corpus_level: bool = False, headline: int | None = None, raw: bool = False,
+           judged: bool = False) -> Callable:
     """Mark a metric function with its `MetricInfo`."""
 
     def mark(fn: Callable) -> Callable:
-        fn.info = MetricInfo(tuple(keys), corpus_level, headline, raw)  # type: ignore[attr-defined]
+        fn.info = MetricInfo(tuple(keys), corpus_level, headline, raw, judged)  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -386,6 +388,8 @@ def compute_metrics(
     skipped: dict[str, str] = {}
     for name in names:
         fn = registry.resolve("scorer", name)
+        if getattr(getattr(fn, "info", None), "judged", False):
+            continue  # the judging stage's, after prediction
         raw = getattr(getattr(fn, "info", None), "raw", False)
         if raw and outputs is None:
             continue

@@ -115,11 +115,10 @@ LOADER_DEFAULTS: dict[str, dict[str, Any]] = {
                       "metrics": ["rouge"]},
     "coding": {"type": "coding", "template": CODING_TEMPLATE, **_TEXT,
                "metrics": ["code_f1", "code_f1_category", "exact_match"]},
-    # the conversation is the item's document: kept whole up to 8k tokens; rubric_score (a
-    # judged scorer) is the task's own metric once registered, ROUGE against the ideal
-    # completion until then (TODO: rubric_score)
+    # the conversation is the item's document: kept whole up to 8k tokens; rubric_score is
+    # given by the task's judge (biorag.judges), against each item's rubric
     "healthbench": {"type": "summarisation", "template": CONVERSATION_TEMPLATE, "scoring": "generate",
-                    "document_tokens": 8192, "max_new_tokens": 512, "metrics": ["rouge"]},
+                    "document_tokens": 8192, "max_new_tokens": 512, "metrics": ["rubric_score"]},
     "hpo-term-mcq": _CLOZE,
     "icd10-code-mcq": _CLOZE,
     "icd10-coding": {"type": "coding", "template": CODING_TEMPLATE, "scoring": "generate",

@@ -75,7 +75,10 @@ EVAL_LOSS = "eval/loss"
 # -- artifacts ------------------------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
 PREDICTIONS_TABLE = "predictions.json"  # mlflow.log_table: one per child run
-PREDICTIONS_FILE = "predictions.jsonl"  # every prediction with its per-example scores
+PREDICTIONS_FILE = "predictions.jsonl"
+JUDGEMENTS_FILE = "judgements.json"  # a judged cell: every judge's verdicts
+ARENA_PREFIX = "arena-"  # a study's parent run: arena-<judge>.json, the pairwise arena
+JUDGE_TAG = "judge"  # tags judges, judge.<name>.check, judge.agreement.<level>, ...  # every prediction with its per-example scores
 INDEX_MANIFEST_FILE = "index_manifest.json"
 ADAPTER_MANIFEST_FILE = "adapter_manifest.json"
 CONTAMINATION_FILE = "contamination.json"

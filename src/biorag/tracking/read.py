@@ -114,6 +114,10 @@ class StoreReader:
         runs = [r for r in runs if kind is None or r.kind == kind]
         return sorted(runs, key=lambda r: r.start_time)
 
+    def artifact_names(self, run: RunRecord) -> list[str]:
+        """The run's top-level artifacts."""
+        return [a.path for a in self._client.list_artifacts(run.run_id)]
+
     def artifact_text(self, run: RunRecord, name: str) -> str | None:
         """A top-level artifact's text, or None when the run has no such artifact."""
         import mlflow

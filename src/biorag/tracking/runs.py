@@ -318,6 +318,13 @@ def log_folder(folder: str | Path, artifact_path: str | None = None, run_id: str
         mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
 
 
+def log_json_to_run(run_id: str, obj: Any, name: str) -> None:
+    """A JSON artifact onto a run that need not be active (a finished study's parent run)."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient().log_dict(run_id, obj, name)
+
+
 def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> None:
     import mlflow
 
