@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.helpers.scripted_judge import ScriptedJudge
+from tests.integration.test_runner import TASK, _runs, task_index  # noqa: F401  (a fixture)
 
 from biorag.experiment.runner import run_experiment
 from biorag.models.fake import FakeGenerator
-from tests.helpers.scripted_judge import ScriptedJudge
-from tests.integration.test_runner import TASK, _runs, task_index  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -106,10 +106,25 @@ def test_a_jury_logs_each_judge_their_agreement_and_the_report_and_arena_show_th
     assert agreement["n_units"] == 12 and agreement["kappa"]["lenient|strict"] == 0.0
     assert rag.tags["judges"] == "strict,lenient"
 
-    study, name, groups = run_arena(str(judge_files["first"]), "j", loader=models)
+    _, name, groups = run_arena(str(judge_files["first"]), "j", loader=models)
     stats = groups[0]["stats"]
     assert name == "arena-first.json" and stats["n"] == {"base|rag": 12}
     assert stats["tie_rate"] == {"base|rag": 1.0}  # a judge that prefers what it sees first: all ties
     titles = [t.title for t in all_tables(build_report(read_study("j")))]
     assert any(t.startswith("pairwise arena (first)") for t in titles)
     assert any(t.startswith("Judges:") for t in titles)
+
+
+def test_an_unknown_or_unreachable_judge_stops_the_run_before_any_prediction(task_index, tmp_path):  # noqa: F811
+    from biorag.errors import BioragError
+
+    models = Models()
+    with pytest.raises(BioragError, match="smolm2"):
+        run_experiment(_overrides(task_index, tmp_path, "judges=[smolm2]"), loader=models)
+    dead = tmp_path / "dead.yaml"
+    dead.write_text("name: dead\nmodel: openai-compatible\nverdict: generate\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        with pytest.raises(BioragError, match=r"127\.0\.0\.1:9"):
+            run_experiment(_overrides(task_index, tmp_path, f"judges=[{dead}]"), loader=models)
+    assert models.cell_calls == 0 and not (tmp_path / "cache").exists()

@@ -274,3 +274,45 @@ def test_stopping_a_server_session_leaves_no_process(tmp_path: Path) -> None:
         grandchild = int((tmp_path / "log").read_text().split()[0])
         assert {p.pid for p in session_processes(proc.pid)} >= {proc.pid, grandchild}
     assert not session_processes(proc.pid)
+
+
+def test_a_judge_served_by_vllm_grades_a_rubric_item(served: str, embedded: str, tmp_path: Path) -> None:
+    """A HealthBench item's rubric graded by the embedded model behind `vllm serve`: read by
+    log-likelihood from /completions (tokenizer set) its P(yes) per criterion equals the hf
+    judge's; generated over /chat/completions every verdict is parsed or counted as unparsed."""
+    import math
+
+    from biorag.judges.config import JudgeConfig
+    from biorag.judges.methods import Answer, read_rubric
+    from biorag.judges.run import JudgementCache, judge_answers
+    from biorag.models.config import ModelConfig
+    from biorag.tasks import load_examples, load_task_config
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "tasks" / "healthbench" / "healthbench.jsonl"
+
+    item = load_examples(load_task_config("healthbench", [f"path={fixture}"]))[0]
+    answer = Answer(item.id, item.input, "Go to the emergency department now; do not wait for symptoms.",
+                    rubric=read_rubric(item.metadata["rubrics"], item.source))
+
+    def judged(gen, verdict: str, name: str):
+        judge = JudgeConfig(name=name, model="x", verdict=verdict, max_new_tokens=8)
+        return judge_answers(judge, gen, [answer], ["rubric"], JudgementCache(tmp_path / f"{name}.jsonl"), name)
+
+    served_ll = load_generator(ModelConfig(name="served", id="smollm2", backend="openai", base_url=served,
+                                           options={"api": "chat", "tokenizer": embedded}))
+    served_gen = load_generator(ModelConfig(name="served-chat", id="smollm2", backend="openai", base_url=served,
+                                            options={"api": "chat"}))
+    import dataclasses
+
+    hf = judged(load_generator(dataclasses.replace(load_model_config("smollm2"), dtype="float32")),
+                "loglikelihood", "hf")
+    ll = judged(served_ll, "loglikelihood", "ll")
+    gen = judged(served_gen, "generate", "gen")
+    n = len(answer.rubric)
+    assert len(ll.verdicts) == len(gen.verdicts) == n
+    for a, b in zip(ll.verdicts, hf.verdicts, strict=True):
+        assert a.prob == pytest.approx(b.prob, abs=0.02)  # fp32 both sides (the server: float32)
+    assert ll.cost["judge_requests"] == 2 * n and gen.cost["judge_requests"] == n
+    unparsed = gen.items[item.id]["judge_unparsed_rate"]
+    assert unparsed == sum(math.isnan(v.value) for v in gen.verdicts) / n
+    assert math.isnan(gen.items[item.id]["rubric_score"]) == (unparsed > 0)

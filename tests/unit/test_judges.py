@@ -162,3 +162,29 @@ def test_verdict_probabilities_on_a_tiny_model_equal_a_hand_computation(tmp_path
     cont = "yes" if prompt[-1].isspace() else " yes"
     yes, no = logprob(cont), logprob(cont.replace("yes", "no"))
     assert got.prob == pytest.approx(math.exp(yes) / (math.exp(yes) + math.exp(no)), abs=1e-3)
+
+
+@pytest.mark.parametrize(("protocol", "output", "said", "whole"), [
+    ("loglikelihood", "", "The answer is Ataxia.", False),  # the chosen option, one claim
+    ("cot", "Ataxia is poor coordination. So the answer is B.", "Ataxia is poor coordination. So the answer is B.",
+     True),  # the reasoning's claims
+])
+def test_what_a_judge_sees_of_a_log_likelihood_and_a_cot_cell(protocol, output, said, whole):
+    from types import SimpleNamespace
+
+    from biorag.experiment.judging import cell_answers, cell_methods
+    from biorag.experiment.plan import plan_run
+    from biorag.types import CellRecord, Chunk, Example, Prediction
+
+    cfg = plan_run(["arm=base", "model=fake", "task=hpo-term-mcq", f"task.protocol={protocol}",
+                    "judges=[smollm2]"]).cells[0]
+    ex = Example("e1", "hpo-term-mcq", "Lack of coordination?", "B", options=("Anaemia", "Ataxia"))
+    pred = Prediction("e1", output, "B", "B")
+    rec = CellRecord("e1", "h", ("c1",), output, (), 10, 0.0, 0.0)
+    index = SimpleNamespace(found_rows=lambda ids: {"c1": 0},
+                            chunk=lambda row: Chunk("c1", "d1", "Ataxia is a lack of coordination.", title="Ataxia"))
+    rag, = cell_answers(cfg, [ex], [pred], [rec], SimpleNamespace(index=index))
+    book, = cell_answers(cfg, [ex], [pred], [rec], None)
+    assert rag.answer == said and rag.claims_from_output is whole
+    assert rag.passages == ("Ataxia is a lack of coordination.",) and book.passages is None
+    assert cell_methods(cfg, [rag]) == ["support"]

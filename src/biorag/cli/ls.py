@@ -18,6 +18,7 @@ _GROUPS = {
     "arms": "arm",
     "studies": "study",
     "protocols": "protocol",  # answer protocols (task.protocol=NAME)
+    "judges": "judge",  # LLM judges (judges=[NAME])
     "data": "data",  # fine-tuning sets (biorag finetune data=NAME)
 }
 _REGISTRY = {

@@ -235,3 +235,12 @@ def plan_judges(cells: Sequence[RunConfig]) -> list[JudgePlan]:
             p.support_answers += len(fake) if "support" in methods and cfg.arm.retriever else 0
             p.requests += rubric * per(BINARY) + scale * per(SCALE)
     return list(out.values())
+
+
+def check_judges(cells: Sequence[RunConfig]) -> None:
+    """Every judge named exists, and a remote judge's server answers and serves its model:
+    asked before any cell runs, so a typo or a dead judge endpoint costs no prediction."""
+    from biorag.models.loading import preflight
+
+    names = list(dict.fromkeys(n for c in cells for n in cell_judges(c)))
+    preflight([(judge_model(load_judge_config(n)), None) for n in names])

@@ -23,7 +23,7 @@ from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
 from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.checks import require_runnable
-from biorag.experiment.judging import pending
+from biorag.experiment.judging import check_judges, pending
 from biorag.experiment.plan import cell_params, plan_run
 from biorag.experiment.predict import predict
 from biorag.experiment.resources import LoadedModels, PreparedCell, check_servers, prepare
@@ -143,6 +143,7 @@ def run_experiment(
     require_runnable(cells)  # every problem that shows without a model, listed at once
     uri = check_store(tracking_uri())  # before any model is loaded
     check_servers(cells)  # remote models answer, before any index is built or run opened
+    check_judges(cells)  # the judges exist and a remote judge answers, before any prediction
     if loader is None:
         from biorag.models.loading import load_generator as loader
     models = LoadedModels(loader)
