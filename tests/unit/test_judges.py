@@ -188,3 +188,25 @@ def test_what_a_judge_sees_of_a_log_likelihood_and_a_cot_cell(protocol, output, 
     assert rag.answer == said and rag.claims_from_output is whole
     assert rag.passages == ("Ataxia is a lack of coordination.",) and book.passages is None
     assert cell_methods(cfg, [rag]) == ["support"]
+
+
+def test_validate_names_a_judged_metric_without_a_judge_and_counts_the_questions():
+    from pathlib import Path
+
+    from biorag.experiment.checks import check_cells
+    from biorag.experiment.judging import plan_judges
+    from biorag.experiment.plan import plan_run
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "tasks" / "healthbench" / "healthbench.jsonl"
+    bare = plan_run(["arm=base", "model=fake", "task=healthbench", f"task.path={fixture}", "task.judge=null"]).cells
+    assert any(p.what == "judge" and "rubric_score" in p.why for p in check_cells(bare))
+    judged = plan_run(["arm=base", "model=fake", "task=healthbench", f"task.path={fixture}"]).cells
+    assert not [p for p in check_cells(judged) if p.what == "judge"]
+    plan, = plan_judges(judged)
+    # rubric criteria of the 4 items, and 3 scale axes for each item with an ideal completion
+    from biorag.tasks import load_examples
+
+    examples = load_examples(judged[0].task)
+    criteria = sum(len(e.metadata["rubrics"]) for e in examples)
+    assert plan.questions == criteria + 3 * sum(bool(e.gold) for e in examples)
+    assert plan.requests == 2 * criteria + 5 * 3 * sum(bool(e.gold) for e in examples)

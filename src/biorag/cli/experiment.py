@@ -107,9 +107,13 @@ def validate(
         t.rows.append([c.arm.name, c.model.name, c.model.family, c.task.name, protocol,
                        str(c.task.n or "all"), str(where), c.arm.adapter or "-"])
     tables = [t]
+    from biorag.errors import BioragError
     from biorag.experiment.judging import plan_judges
 
-    judged = plan_judges(cells)
+    try:
+        judged = plan_judges(cells)
+    except BioragError:  # an unknown judge: listed with the problems below
+        judged = []
     if judged:
         tables.append(Table("judges: what they will be asked", ["judge", "verdicts by", "cells", "questions",
                                                                  "model requests", "support"],

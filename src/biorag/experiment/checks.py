@@ -49,7 +49,26 @@ def check_cells(cells: Sequence[RunConfig]) -> list[Problem]:
             if key not in memo:
                 memo[key] = check(part)
             out += [Problem(name, what, why, error) for what, why, error in memo[key]]
+        out += [Problem(name, what, why, error) for what, why, error in _judges(cfg)]
     return out
+
+
+def _judges(cfg: RunConfig) -> list[Found]:
+    """The judges exist; a task that lists a judged metric has a judge to give it."""
+    from biorag import registry
+    from biorag.experiment.arms import cell_judges
+    from biorag.judges.config import load_judge_config
+
+    found: list[Found] = []
+    names = cell_judges(cfg)
+    for n in names:
+        found += _guard("judge", lambda n=n: (load_judge_config(n), None)[1])
+    judged = [m for m in cfg.task.metrics
+              if getattr(getattr(registry.resolve("scorer", m), "info", None), "judged", False)]
+    if judged and not names:
+        found.append(("judge", f"task {cfg.task.name} lists {', '.join(judged)}, which a judge gives: set "
+                               "judges=[NAME] (biorag ls judges) or the task's judge:", True))
+    return found
 
 
 def _guard(what: str, fn: Callable[[], list[Found] | None]) -> list[Found]:

@@ -84,17 +84,30 @@ def delta_tables(report: Report, headline_only: bool = False) -> list[Table]:
 def cost_table(report: Report) -> Table:
     judged = any(not math.isnan(c.get("judge_seconds", math.nan)) for c in report.costs)
     t = Table("Cost beside quality", ["arm", "model", "task", "headline", "eval s", "tokens",
-                                      "index build s", "fine-tune s", *(["judge s"] if judged else [])],
+                                      "index build s", "fine-tune s",
+                                      *(["judge s", "judge tokens in / out", "judge requests"] if judged else [])],
               note="index build and fine-tuning are one-off costs, shared by the cells that use them"
-                   + ("; judge s: the judges' model time on the cell's answers (cached verdicts included)"
+                   + ("; judge: the judges' model time, tokens and requests on the cell's answers (cached verdicts "
+                      "included; a log-likelihood verdict is one request per allowed token)"
                       if judged else ""))
     for c in report.costs:
         head = report.headline[c["task"]]
         t.rows.append([c["arm"], c["model"], c["task"], f"{head} {fmt(c[head])}", fmt_seconds(c["eval_seconds"]),
                        "-" if math.isnan(c["tokens"]) else f"{int(c['tokens']):,}",
                        fmt_seconds(c["index_build_seconds"]), fmt_seconds(c["finetune_seconds"]),
-                       *([fmt_seconds(c.get("judge_seconds", math.nan))] if judged else [])])
+                       *([fmt_seconds(c.get("judge_seconds", math.nan)), _pair(c), _count(c, "judge_requests")]
+                         if judged else [])])
     return t
+
+
+def _count(c: dict[str, Any], key: str) -> str:
+    v = c.get(key, math.nan)
+    return "-" if math.isnan(v) else f"{int(v):,}"
+
+
+def _pair(c: dict[str, Any]) -> str:
+    return "-" if math.isnan(c.get("judge_tokens_in", math.nan)) else \
+        f"{_count(c, 'judge_tokens_in')} / {_count(c, 'judge_tokens_out')}"
 
 
 def retrieval_table(report: Report) -> Table | None:

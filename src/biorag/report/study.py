@@ -95,7 +95,8 @@ class Cell:
         out = {k: self.metrics.get(keys.metric(self.task, k), math.nan) for k in COST_KEYS}
         out["index_build_seconds"] = float((self.index_manifest or {}).get("build_seconds", math.nan))
         out["finetune_seconds"] = finetune_seconds(self.adapter_manifest or {})
-        for k in ("judge_seconds", "judge_questions"):  # NaN: not judged
+        for k in ("judge_seconds", "judge_questions", "judge_tokens_in", "judge_tokens_out",
+                  "judge_requests"):  # NaN: not judged
             out[k] = self.metrics.get(keys.metric(self.task, k), math.nan)
         return out
 
