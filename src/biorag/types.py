@@ -101,6 +101,8 @@ class Prediction:
     retrieved: tuple[str, ...] = ()  # chunk ids put in the prompt
     prompt_hash: str = ""
     tokens: int | None = None  # prompt and generated tokens (the runner fills it from the cell record)
+    queries: tuple[str, ...] = ()  # RAG methods: every query searched (rewrites, follow-ups)
+    generated: tuple[str, ...] = ()  # RAG methods: passages the model wrote (never evidence)
 
     def to_json(self) -> str:
         """One line of a cell's `predictions.jsonl`: every field, tuples as lists."""
@@ -123,6 +125,8 @@ class Prediction:
             retrieved=_get(row, "retrieved", _strs, ()),
             prompt_hash=_get(row, "prompt_hash", _str, ""),
             tokens=_get(row, "tokens", _int, None),
+            queries=_get(row, "queries", _strs, ()),
+            generated=_get(row, "generated", _strs, ()),
         )
 
 
@@ -184,6 +188,14 @@ class CellRecord:
     gen_tokens: int = 0  # tokens of `output` (the budget check of truncated outputs); 0 in older caches
     rerank_s: float | None = None  # the rerank stage's part of retrieval_s; None without one
     query_cut: bool = False  # the query was longer than the query encoder reads and was cut
+    # -- RAG methods (biorag.augment); absent from the lines of arms without them --
+    queries: tuple[str, ...] = ()  # every query searched: rewrites, follow-up questions
+    generated: tuple[str, ...] = ()  # passages the model wrote for the context
+    candidate_docs: tuple[str, ...] | None = None  # filter: documents of the passages judged
+    kept: int = 0  # filter: passages kept
+    method_tokens: int = 0  # the methods' model tokens, seconds and calls for this item
+    method_s: float = 0.0
+    method_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The record as a prediction cache line holds it (JSON types, in the cache's key order)."""
@@ -200,6 +212,11 @@ class CellRecord:
             "retrieval_s": self.retrieval_s, "rerank_s": self.rerank_s, "query_cut": self.query_cut,
             "model_s": self.model_s, "truncated": self.truncated,
         })
+        if self.method_calls or self.queries or self.generated or self.candidate_docs is not None:
+            out.update({"queries": list(self.queries), "generated": list(self.generated),
+                        "candidate_docs": None if self.candidate_docs is None else list(self.candidate_docs),
+                        "kept": self.kept, "method_tokens": self.method_tokens, "method_s": self.method_s,
+                        "method_calls": self.method_calls})
         return out
 
     @classmethod
@@ -224,6 +241,13 @@ class CellRecord:
             gen_tokens=_get(data, "gen_tokens", _int, 0),
             rerank_s=_get(data, "rerank_s", lambda v: None if v is None else _float(v), None),
             query_cut=_get(data, "query_cut", _bool, False),
+            queries=_get(data, "queries", _strs, ()),
+            generated=_get(data, "generated", _strs, ()),
+            candidate_docs=_get(data, "candidate_docs", lambda v: None if v is None else _strs(v), None),
+            kept=_get(data, "kept", _int, 0),
+            method_tokens=_get(data, "method_tokens", _int, 0),
+            method_s=_get(data, "method_s", _float, 0.0),
+            method_calls=_get(data, "method_calls", _int, 0),
         )
 
 

@@ -33,7 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("indexing",),
     ("retrieval",),
     ("contamination",),
-    ("judges",),
+    ("judges", "augment"),
     ("finetune",),
     ("experiment",),
     ("report",),

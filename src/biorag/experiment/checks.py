@@ -113,7 +113,7 @@ def _task_rows(task) -> list[Found]:
 
 def _retrieval(cfg: RunConfig) -> list[Found]:
     r = cfg.arm.retriever
-    if r is None:
+    if r is None or not r.retrieve:  # closed-book, or generated passages only
         return []
     from biorag.experiment.resources import index_root_of, index_targets
 
@@ -129,7 +129,21 @@ def _retrieval(cfg: RunConfig) -> list[Found]:
         from biorag.retrieval.rerank import load_reranker_config
 
         found += _guard("reranker", lambda: load_reranker_config(r.rerank) and None)
+    if r.filter == "cross-encoder":
+        from biorag.retrieval.rerank import load_reranker_config
+
+        found += _guard("filter", lambda: _cross_encoder(load_reranker_config(str(r.filter_model))))
+    elif r.filter == "lm" and r.filter_model:
+        from biorag.models.loading import load_model_config
+
+        found += _guard("filter", lambda: load_model_config(r.filter_model) and None)
     return found
+
+
+def _cross_encoder(cfg) -> None:
+    if cfg.kind != "cross-encoder":
+        raise BioragError(f"arm.retriever.filter_model={cfg.name} is an {cfg.kind} reranker; filter=cross-encoder "
+                          "needs a cross-encoder config (biorag ls rerankers), or use filter=lm")
 
 
 def _index(cfg: RunConfig, name: str, corpus: str | None, root: Path) -> list[Found]:

@@ -221,9 +221,20 @@ def _strip(obj: Any) -> Any:
     return obj
 
 
+def _plain_methods(arm: dict[str, Any]) -> dict[str, Any]:
+    """The arm without the RAG-method fields that are at their defaults (a plain rag arm keeps
+    the fingerprint it had before they existed)."""
+    from biorag.retrieval.spec import METHOD_DEFAULTS
+
+    if arm.get("retriever"):
+        arm = {**arm, "retriever": {k: v for k, v in arm["retriever"].items()
+                                    if not (k in METHOD_DEFAULTS and v == METHOD_DEFAULTS[k])}}
+    return arm
+
+
 def cell_fingerprint(cfg: RunConfig, index_fp: str, adapter_fp: str) -> str:
     payload = {
-        "arm": _strip(asdict(cfg.arm)),
+        "arm": _strip(_plain_methods(asdict(cfg.arm))),
         "model": _strip({k: v for k, v in asdict(cfg.model).items() if k not in ("batch_size", "device")}),
         "task": _strip({k: v for k, v in asdict(cfg.task).items()
                        if not (k in _NEW_UNSET and v is None) and k not in JUDGING}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from biorag import progress
@@ -33,6 +34,7 @@ def predict(
     generator: Generator,
     retriever: Retriever | None,
     cache: PredictionCache,
+    augmenter: Any = None,
 ) -> tuple[list[CellRecord], int]:
     """The record of every example (from the cache where present), in example order, and how
     many came from the cache."""
@@ -53,7 +55,13 @@ def predict(
                 t0 = time.perf_counter()
                 ranked: list[list[Hit]] = [[] for _ in batch]
                 cut, rerank_s = [False] * len(batch), None
-                if retriever is not None and spec is not None:
+                contexts = None
+                if augmenter is not None and spec is not None:  # RAG methods around retrieval
+                    queries = [search_query(e, spec.query) for e in batch]
+                    cut = queries_cut(retriever, queries) if retriever is not None else cut
+                    contexts = augmenter.contexts(batch, queries, retriever, k)
+                    ranked = [c.ranked for c in contexts]
+                elif retriever is not None and spec is not None:
                     queries = [search_query(e, spec.query) for e in batch]
                     cut = queries_cut(retriever, queries)
                     stage = find(retriever, RerankingRetriever)
@@ -61,8 +69,9 @@ def predict(
                     # deep enough for every retrieval measure; the prompt gets the top k
                     ranked = retrieve_ranked(retriever, batch, queries, max(k, DEPTH), spec.exclude)
                     rerank_s = (stage.seconds - before) / len(batch) if stage is not None else None
-                hits = [h[:k] for h in ranked]
-                t_retrieval = time.perf_counter() - t0
+                hits = [c.hits for c in contexts] if contexts is not None else [h[:k] for h in ranked]
+                # the methods' model calls are theirs (method_s), not retrieval's
+                t_retrieval = time.perf_counter() - t0 - (augmenter.spent if contexts is not None else 0.0)
                 prompts = [build_prompt(task, e, h, generator.count_tokens) for e, h in zip(batch, hits, strict=True)]
                 texts = [generator.render_chat(p.messages) for p in prompts]
                 t1 = time.perf_counter()
@@ -80,8 +89,9 @@ def predict(
                     outputs, samples = _generate(generator, texts, batch, task, cfg.seed)
                 t_model = time.perf_counter() - t1
                 records = []
-                for e, p, text, out, ll, hs, sampled, c in zip(batch, prompts, texts, outputs, lls, ranked, samples,
-                                                                cut, strict=True):
+                for j, (e, p, text, out, ll, hs, sampled, c) in enumerate(zip(batch, prompts, texts, outputs, lls, ranked,
+                                                                              samples, cut, strict=True)):
+                    ctx = contexts[j] if contexts is not None else None
                     in_prompt = set(p.hit_ids)
                     n_out = generator.count_tokens(out) if out else 0  # the output kept (budget, truncation)
                     n_gen = sum(generator.count_tokens(x) for x in sampled) if sampled else n_out  # all generated
@@ -102,10 +112,55 @@ def predict(
                         gen_tokens=n_out,
                         rerank_s=rerank_s,
                         query_cut=c,
+                        **(_method_fields(ctx) if ctx is not None else {}),
                     ))
                 cache.append_records(records)
                 done.update((r.id, r) for r in records)
     return [done[e.id] for e in examples], resumed
+
+
+@contextmanager
+def augmenter_of(cfg: RunConfig, generator: Generator, key: str) -> Iterator[Any]:
+    """The cell's RAG methods (`biorag.augment`), or None for an arm without any; a filter
+    model of its own is loaded for the cell and released after it."""
+    spec = cfg.arm.retriever
+    if spec is None or not spec.methods():
+        yield None
+        return
+    from biorag.augment.run import Augmenter, MethodCache
+    from biorag.experiment.cache import cache_root
+
+    extra: dict[str, Any] = {}
+    opened = None
+    if spec.filter == "lm" and spec.filter_model:
+        from biorag.models.loading import load_generator, load_model_config
+        from biorag.retrieval.rerank import model_key
+
+        fcfg = load_model_config(spec.filter_model)
+        opened = extra["filter_generator"] = load_generator(fcfg)
+        extra["filter_key"] = model_key(fcfg, "none")
+    elif spec.filter == "cross-encoder":
+        from biorag.retrieval.rerank import load_reranker, load_reranker_config
+
+        extra["reranker"] = load_reranker(load_reranker_config(str(spec.filter_model)))
+    cache = MethodCache(cache_root(cfg) / "augment" / f"{_safe(key)}.jsonl")
+    try:
+        with cache.lock():  # one writer per model's method cache
+            yield Augmenter(spec, generator, key, cache, **extra)
+    finally:
+        close = getattr(opened, "close", None)
+        if close is not None:
+            close()
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+
+
+def _method_fields(ctx: Any) -> dict[str, Any]:
+    """A record's RAG-method fields from its item's context (`biorag.augment.run.Context`)."""
+    return {"queries": ctx.queries, "generated": ctx.generated, "candidate_docs": ctx.candidates,
+            "kept": ctx.kept, "method_tokens": ctx.tokens, "method_s": ctx.seconds, "method_calls": ctx.calls}
 
 
 def _generate(generator: Generator, texts: list[str], batch: Sequence[Example], task: TaskConfig,

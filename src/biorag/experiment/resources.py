@@ -59,7 +59,8 @@ def index_root_of(cfg: RunConfig) -> Path:
 
 def cell_retriever(cfg: RunConfig) -> Retriever | None:
     """The retriever of a rag arm (building its indexes when missing), or None: closed-book."""
-    return open_retriever(cfg.arm.retriever, index_context(cfg)) if cfg.arm.retriever else None
+    spec = cfg.arm.retriever
+    return open_retriever(spec, index_context(cfg)) if spec is not None and spec.retrieve else None
 
 
 def resolve_adapter(cfg: RunConfig) -> tuple[str | None, dict[str, Any] | None]:

@@ -25,7 +25,7 @@ from biorag.experiment.cache import PredictionCache, cache_root
 from biorag.experiment.checks import require_runnable
 from biorag.experiment.judging import check_judges, pending
 from biorag.experiment.plan import cell_params, plan_run
-from biorag.experiment.predict import predict
+from biorag.experiment.predict import augmenter_of, predict
 from biorag.experiment.resources import LoadedModels, PreparedCell, check_servers, prepare
 from biorag.experiment.retrieval_eval import cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
@@ -106,7 +106,8 @@ def score_records(cfg: RunConfig, examples: Sequence[Example], records: Sequence
         seed=cfg.seed,
     )
     scores.predictions = [
-        replace(p, retrieved=r.retrieved, prompt_hash=r.prompt_hash, tokens=r.tokens)
+        replace(p, retrieved=r.retrieved, prompt_hash=r.prompt_hash, tokens=r.tokens, queries=r.queries,
+                generated=r.generated)
         for p, r in zip(scores.predictions, records, strict=True)
     ]
     if has_gen and task.answer_type != "text":
@@ -242,12 +243,13 @@ def run_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels, tracker: 
         started = time.perf_counter()
         bind_generator(prep.retriever, generator, model_key(cfg.model, prep.adapter_fingerprint))
         retriever = CachedRetriever(prep.retriever, cache_root(cfg) / "retrieval") if prep.retriever else None
-        with cache.lock():  # one writer per cell's predictions
-            records, resumed = predict(cfg, examples, generator, retriever, cache)
+        with cache.lock(), augmenter_of(cfg, generator, model_key(cfg.model, prep.adapter_fingerprint)) as augmenter:
+            records, resumed = predict(cfg, examples, generator, retriever, cache, augmenter)
         wall = time.perf_counter() - started
         scores = score_records(cfg, examples, records)
         if retriever is not None:
             _add_retrieval(cfg, examples, records, scores, retriever)
+        _add_methods(cfg, examples, records, scores)
         metrics = cell_metrics(cfg.task.name, scores, records)
         judging = pending(cfg, examples, scores.predictions, records, retriever)
         log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
@@ -304,6 +306,19 @@ def _add_retrieval(cfg: RunConfig, examples: Sequence[Example], records: Sequenc
               keys.RETRIEVAL_SOURCES: json.dumps({k: round(v, 4) for k, v in share.items()}) if share else "single"})
 
 
+def _add_methods(cfg: RunConfig, examples: Sequence[Example], records: Sequence[CellRecord],
+                 scores: TaskScores) -> None:
+    """The RAG methods' measures (filter kept, evidence before the filter, generated passages)."""
+    if cfg.arm.retriever is None or not cfg.arm.retriever.methods():
+        return
+    from biorag.augment.measures import method_scores
+
+    found, per = method_scores(examples, records, cfg.seed)
+    scores.metrics.update(found)
+    for p in scores.predictions:
+        p.scores.update({k: v[p.example_id] for k, v in per.items() if p.example_id in v})
+
+
 def cell_metrics(task: str, scores: TaskScores, records: Sequence[CellRecord]) -> dict[str, float]:
     """Every metric with its interval, and the cost of the cell, as `<task>/<key>`."""
     out: dict[str, float] = {}
@@ -316,13 +331,14 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[CellRecord]) -
         out[keys.metric(task, key + keys.CI_HIGH)] = hi
     model_s = sum(r.model_s for r in records)
     retrieval_s = sum(r.retrieval_s for r in records)
+    method_s = sum(r.method_s for r in records)
     reranked = [r.rerank_s for r in records if r.rerank_s is not None]
-    tokens = sum(r.tokens for r in records)
+    tokens = sum(r.tokens + r.method_tokens for r in records)
     n = len(records)
     cost = {
         keys.N: n,
-        keys.EVAL_SECONDS: model_s + retrieval_s,
-        keys.EXAMPLES_PER_S: n / max(model_s + retrieval_s, 1e-9),
+        keys.EVAL_SECONDS: model_s + retrieval_s + method_s,
+        keys.EXAMPLES_PER_S: n / max(model_s + retrieval_s + method_s, 1e-9),
         keys.TOKENS: tokens,
         keys.TOKENS_PER_S: tokens / max(model_s, 1e-9),
         keys.RETRIEVAL_LATENCY_MS: 1000 * retrieval_s / max(n, 1),
@@ -331,6 +347,11 @@ def cell_metrics(task: str, scores: TaskScores, records: Sequence[CellRecord]) -
         keys.QUERIES_CUT: sum(r.query_cut for r in records),
         keys.TRUNCATED_PROMPTS: sum(r.truncated for r in records),
         keys.GENERATED_TOKENS: sum(r.gen_tokens for r in records) / max(n, 1),
+        # the RAG methods' model calls, tokens and seconds per item (0 for an arm without any)
+        keys.METHOD_CALLS: sum(r.method_calls for r in records) / max(n, 1),
+        keys.METHOD_TOKENS: sum(r.method_tokens for r in records) / max(n, 1),
+        keys.METHOD_SECONDS: method_s / max(n, 1),
+        keys.QUERIES: sum(len(r.queries) or (1 if r.ranked else 0) for r in records) / max(n, 1),
     }
     out.update({keys.metric(task, k): v for k, v in cost.items()})
     return out
@@ -352,6 +373,8 @@ def _log_predictions(predictions: Sequence[Prediction]) -> None:
             "output": p.output, "parsed": answer_text(p.parsed), "gold": answer_text(p.gold),
             "correct": correct if correct is not None else float("nan"),
             "unparsed": p.scores.get(UNPARSED, float("nan")),
+            **({"queries": " | ".join(p.queries)} if p.queries else {}),
+            **({"generated": " | ".join(p.generated)} if p.generated else {}),
         })
     log_table(pd.DataFrame(rows), keys.PREDICTIONS_TABLE)
     log_text_artifact(predictions_jsonl(predictions), keys.PREDICTIONS_FILE)

@@ -22,6 +22,14 @@ DEFAULT_RRF_K = 60  # the reciprocal rank fusion constant of Cormack et al. (200
 DEFAULT_FETCH_K = 50  # what each fused retriever fetches (hybrid, several indexes)
 DEFAULT_CANDIDATES = 50  # first-stage hits a reranker sees
 QUERY_MODES = ("query", "input", "question", "question_options")
+# the RAG methods that call the cell's model around retrieval (biorag.augment)
+REWRITES = ("none", "hyde", "multi", "rationale")
+FILTERS = ("none", "lm", "cross-encoder")
+# fields added with the methods: at their defaults an arm is the plain arm it was before, so
+# they leave a cell's fingerprint (and its cached predictions) as they were
+METHOD_DEFAULTS = {"rewrite": "none", "rewrites": 3, "filter": "none", "filter_model": None,
+                   "filter_threshold": 0.5, "filter_candidates": 10, "rounds": 1, "followups": 2,
+                   "generate": 0, "retrieve": True}
 
 
 def modes() -> tuple[str, ...]:
@@ -60,6 +68,28 @@ class RetrieverConfig:
     nprobe: int | None = None
     ef_search: int | None = None
     k_factor: int | None = None
+    # -- RAG methods that call the cell's model (biorag.augment; docs: RAG methods) --
+    # query rewriting: hyde (a hypothetical passage is the query) | multi (`rewrites`
+    # reformulations, each searched, fused by RRF with the question's own list) | rationale
+    # (a short reasoning is the query, as RAG² does)
+    rewrite: str = "none"
+    rewrites: int = 3
+    # evidence filtering after retrieval (and rerank): lm (P(yes) to "is this passage
+    # relevant?" by log-likelihood, from the cell's model or `filter_model`) | cross-encoder
+    # (a reranker config's score, `filter_model`); the top `filter_candidates` are judged,
+    # those at or above `filter_threshold` kept, the best k of them packed
+    filter: str = "none"
+    filter_model: str | None = None
+    filter_threshold: float = 0.5
+    filter_candidates: int = 10
+    # iterative retrieval (i-MedRAG): rounds > 1 lets the model ask `followups` follow-up
+    # questions a round given what it has read; their passages accumulate, deduplicated
+    rounds: int = 1
+    followups: int = 2
+    # generated context (GenRead, MedRGAG): the model writes `generate` background passages,
+    # packed after (interleaved with) the retrieved ones; retrieve: false packs them alone
+    generate: int = 0
+    retrieve: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in modes():
@@ -79,6 +109,28 @@ class RetrieverConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"retriever.{key} must be at least 1 (or null: as built), not {value}")
+        if self.rewrite not in REWRITES:
+            raise ConfigError("retriever.rewrite: " + did_you_mean(self.rewrite, REWRITES, what="rewrite"))
+        if self.filter not in FILTERS:
+            raise ConfigError("retriever.filter: " + did_you_mean(self.filter, FILTERS, what="filter"))
+        for key in ("rewrites", "rounds", "followups", "filter_candidates"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"retriever.{key} must be at least 1, not {getattr(self, key)}")
+        if self.generate < 0:
+            raise ConfigError(f"retriever.generate must be 0 or more, not {self.generate}")
+        if self.filter == "cross-encoder" and not self.filter_model:
+            raise ConfigError("retriever.filter=cross-encoder needs retriever.filter_model=RERANKER "
+                              "(a cross-encoder config: biorag ls rerankers)")
+        if not self.retrieve and not self.generate:
+            raise ConfigError("retriever.retrieve=false packs generated passages only: set retriever.generate=N "
+                              "(or use a closed-book arm)")
+        if not self.retrieve and (self.rewrite != "none" or self.filter != "none" or self.rounds > 1):
+            raise ConfigError("retriever.retrieve=false retrieves nothing to rewrite, filter or iterate over")
+
+    def methods(self) -> list[str]:
+        """The model-calling methods this retriever uses (none for a plain arm)."""
+        return [m for m, on in (("rewrite", self.rewrite != "none"), ("filter", self.filter != "none"),
+                                ("iterative", self.rounds > 1), ("generate", self.generate > 0)) if on]
 
 
 def search_query(example: Example, mode: str) -> str:

@@ -65,6 +65,12 @@ QUERIES_CUT = "queries_cut"  # queries longer than the query encoder reads
 TRUNCATED_PROMPTS = "truncated_prompts"
 GENERATED_TOKENS = "generated_tokens"  # per item, of generated outputs
 WALL_SECONDS_THIS_SESSION = "wall_seconds_this_session"
+# RAG methods (biorag.augment): their model calls per item (part of eval_seconds and tokens)
+METHOD_CALLS = "method_calls"
+METHOD_TOKENS = "method_tokens"
+METHOD_SECONDS = "method_seconds"
+FILTER_KEPT = "filter_kept"  # passages kept of those judged, per item
+QUERIES = "queries_per_item"  # queries searched per item (rewrites, follow-ups)
 COST = (EVAL_SECONDS, TOKENS)  # per-task metrics that describe cost, not quality
 # a fine-tune run's history
 TRAIN_LOSS = "train/loss"
