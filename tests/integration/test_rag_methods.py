@@ -37,6 +37,18 @@ def test_every_method_is_a_cell_with_the_rag_names_and_its_cost(task_index, tmp_
     assert runs["genread"].metrics[t + "generated_passages"] == 3
     table = mlflow.load_table("predictions.json", run_ids=[next(c.run_id for c in result.cells if c.arm == "rag-hyde")])
     assert table["queries"].str.len().min() > 0
+    # generated passages are shown with their text, marked, and the report lists the methods
+    from biorag.report.compare import build_report
+    from biorag.report.predictions import cell_items
+    from biorag.report.render import methods_table
+    from biorag.report.study import read_study
+
+    item = cell_items("genread/fake/hpo-term-mcq", "m").items[0]
+    assert len(item.passages) == 3 and all(p.generated and p.text for p in item.passages)
+    mixed = cell_items("rag-genread/fake/hpo-term-mcq", "m").items[0]
+    assert [p.generated for p in mixed.passages][:2] == [False, True]
+    methods = methods_table(build_report(read_study("m")))
+    assert methods is not None and {r[0] for r in methods.rows} >= {"rag-hyde", "genread", "rag-filter"}
     # a second run: every item from the cache, the methods' calls included
     again = run_experiment(over)
     assert all(c.resumed == c.n for c in again.cells)

@@ -73,7 +73,7 @@ class Augmenter:
     filter_generator: Generator | None = None  # filter=lm with its own filter_model
     filter_key: str = ""
     reranker: Any = None  # filter=cross-encoder: a loaded cross-encoder
-    max_new_tokens: int = 128
+    max_new_tokens: int = 64  # a rewrite, a follow-up list or a background passage
     spent: float = 0.0  # seconds of model calls made (not cached) in the last `contexts`
     _done: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 

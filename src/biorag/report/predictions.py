@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from biorag.augment.run import is_generated
 from biorag.errors import BioragError, did_you_mean
 from biorag.report.compare import headline_metric
 from biorag.report.study import Cell, read_study
@@ -37,6 +39,7 @@ STRATA = {
 class Passage:
     chunk_id: str
     text: str | None  # None: the index is not on this machine
+    generated: bool = False  # written by the model (a RAG method), not retrieved: never evidence
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Item:
     passages: list[Passage] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     option_logprobs: tuple[float, ...] = ()  # each option's log-likelihood, where they were scored
+    queries: tuple[str, ...] = ()  # RAG methods: every query searched (rewrites, follow-ups)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -122,8 +126,9 @@ def cell_items(target: str, study: str | None = None, *, wrong: bool = False, st
             id=r.example_id, correct=r.scores.get(metric, math.nan),
             gold=answer_text(r.gold), answer=answer_text(r.parsed),
             output=r.output, input=e.input if e else None, options=e.options if e else (),
-            passages=[Passage(cid, passages.get(cid)) for cid in r.retrieved],
-            scores=dict(r.scores), option_logprobs=r.option_logprobs,
+            passages=[Passage(cid, passages.get(cid)) if not is_generated(cid) else
+                      Passage(cid, _written(r.generated, cid), generated=True) for cid in r.retrieved],
+            scores=dict(r.scores), option_logprobs=r.option_logprobs, queries=r.queries,
         ))
     return CellItems(cell.name, cell.run_id, metric, len(cell.predictions), items, notes)
 
@@ -156,6 +161,15 @@ def _sources(cell: Cell, chunk_ids: list[str], notes: list[str]) -> tuple[dict[s
     return examples, _passages(cfg, chunk_ids, notes)
 
 
+def _written(generated: Sequence[str], chunk_id: str) -> str | None:
+    """A generated passage's text from its id (`<prefix><item>:<n>`)."""
+    try:
+        n = int(chunk_id.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    return generated[n] if 0 <= n < len(generated) else None
+
+
 def _passages(cfg: Any, chunk_ids: list[str], notes: list[str]) -> dict[str, str]:
     if cfg.arm.retriever is None or not chunk_ids:
         return {}
@@ -163,7 +177,7 @@ def _passages(cfg: Any, chunk_ids: list[str], notes: list[str]) -> dict[str, str
     from biorag.indexing.index import open_index
 
     out: dict[str, str] = {}
-    wanted = list(dict.fromkeys(chunk_ids))
+    wanted = list(dict.fromkeys(c for c in chunk_ids if not is_generated(c)))
     for name, _ in index_targets(cfg):
         try:
             index = open_index(name, index_root_of(cfg))

@@ -24,9 +24,14 @@ UNPARSED_WARN = 0.05  # a cell whose unparsed rate exceeds this is flagged
 ALPHA = 0.05
 
 
+# what a RAG method did (biorag.augment.measures) and how often a judge's verdict went unread:
+# measured per item with intervals, but not answer quality
+PROCESS_KEYS = ("filter_kept", "evidence_before_filter", "generated_passages", "judge_unparsed_rate")
+
+
 def is_answer_metric(key: str) -> bool:
-    """A metric of answer quality: not of the retrieval, not of the parsing."""
-    return not is_retrieval_metric(key) and key not in PARSE_KEYS
+    """A metric of answer quality: not of the retrieval, the parsing or a method's process."""
+    return not is_retrieval_metric(key) and key not in PARSE_KEYS and key.split(".")[0] not in PROCESS_KEYS
 
 
 def parse_warnings(cells: Sequence[Cell], threshold: float = UNPARSED_WARN) -> list[str]:

@@ -125,6 +125,27 @@ def retrieval_table(report: Report) -> Table | None:
     return t
 
 
+def methods_table(report: Report) -> Table | None:
+    """What each RAG method did and cost per item, beside plain retrieval."""
+    cells = [c for c in report.study.cells if c.retriever is not None
+             and not math.isnan(c.value("method_calls")[0])]
+    if not any(c.value("method_calls")[0] > 0 for c in cells):
+        return None
+    t = Table("RAG methods: what they did and cost, per item (95% bootstrap CI where measured)",
+              ["arm", "model", "task", "queries", "model calls", "tokens", "seconds", "filter kept",
+               "evidence before filter -> in prompt", "generated passages"],
+              note="model calls, tokens and seconds are the methods' own (rewrites, relevance verdicts, follow-up "
+                   "questions, generated passages), on top of answering; generated passages never count as evidence")
+    for c in cells:
+        before, in_prompt = c.value("evidence_before_filter"), c.value("retrieval_evidence_in_prompt")
+        evidence = "-" if math.isnan(before[0]) else f"{fmt(before[0])} -> {fmt(in_prompt[0])}"
+        t.rows.append([c.arm, c.model, c.label, fmt(c.value("queries_per_item")[0], 1),
+                       fmt(c.value("method_calls")[0], 1), fmt(c.value("method_tokens")[0], 0),
+                       fmt_seconds(c.value("method_seconds")[0]), fmt_ci(*c.value("filter_kept")), evidence,
+                       fmt(c.value("generated_passages")[0], 1)])
+    return t
+
+
 def strata_table(report: Report) -> Table | None:
     """A rag arm against its baseline within strata of what retrieval did."""
     if not report.strata:
@@ -143,7 +164,7 @@ def strata_table(report: Report) -> Table | None:
 
 
 def all_tables(report: Report, headline_only: bool = False) -> list[Table]:
-    extra = [t for t in (retrieval_table(report), strata_table(report), parsing_table(report),
+    extra = [t for t in (retrieval_table(report), methods_table(report), strata_table(report), parsing_table(report),
                          judges_table(report.study.cells)) if t is not None]
     return [*quality_tables(report), *delta_tables(report, headline_only), *factorial_tables(report.factorials),
             *protocol_tables(report), *extra, *study_arena_tables(report.study), *clue_tables(report.study.cells),
