@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cpu_count, machine_line, set_threads, table  # noqa: E402
+from _common import cpu_count, machine_line, set_threads, table
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = [ROOT / "tests/fixtures/judges/labels.csv", ROOT / "tests/fixtures/judges/healthbench_meta_eval.jsonl"]
