@@ -182,3 +182,16 @@ def test_a_plain_rag_arm_keeps_its_fingerprint_and_cache_lines():
     assert cell_fingerprint(hyde, "i", "a") != cell_fingerprint(plain, "i", "a")
     assert "queries" not in CellRecord("q", "h", (), "", (), 1, 0.0, 0.0).to_json()
     assert math.isfinite(plain.arm.retriever.filter_threshold)
+
+
+def test_a_filter_model_without_log_likelihoods_says_to_use_a_cross_encoder(tmp_path):
+    from biorag.errors import BioragError
+
+    class ChatOnly(Scripted):
+        def loglikelihood(self, requests):
+            raise BioragError("the server gave no logprobs")
+
+    aug = Augmenter(RetrieverConfig(filter="lm"), Scripted(), "k", MethodCache(tmp_path / "m.jsonl"),
+                    filter_generator=ChatOnly(), filter_key="chat")
+    with pytest.raises(BioragError, match="filter=cross-encoder"):
+        aug.contexts([EXAMPLE], [EXAMPLE.input], Spy(), 3)
