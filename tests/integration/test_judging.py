@@ -128,3 +128,24 @@ def test_an_unknown_or_unreachable_judge_stops_the_run_before_any_prediction(tas
         with pytest.raises(BioragError, match=r"127\.0\.0\.1:9"):
             run_experiment(_overrides(task_index, tmp_path, f"judges=[{dead}]"), loader=models)
     assert models.cell_calls == 0 and not (tmp_path / "cache").exists()
+
+
+def test_judge_check_prints_agreement_keeps_it_and_refuses_labels_of_other_items(tmp_path, judge_files,
+                                                                                 monkeypatch):
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+    from biorag.judges.checks import load_check
+
+    fixtures = Path(__file__).parents[1] / "fixtures"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BIORAG_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["judge", "check", str(judge_files["strict"]), "--labels",
+                                      str(fixtures / "judges" / "labels.csv"), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert "kappa" in result.output and "labels judged" in result.output
+    kept = load_check(tmp_path / "cache", "strict")
+    assert kept["n"] == 12 and kept["labels_sha256"] and "kappa" in kept["agreement"]
+    other = CliRunner().invoke(app, ["judge", "check", str(judge_files["strict"]), "task.n=4", "--task",
+                                     "hpo-term-mcq", "--labels", str(fixtures / "judges" / "labels.csv")])
+    assert other.exit_code != 0 and "labels.csv" in str(other.exception) and "match" in str(other.exception)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from biorag.cli.console import FORMAT_HELP
+
 app = typer.Typer(help="LLM judges: check one against human labels, run the pairwise arena of a study. "
                        "Judges grade runs with judges=[NAME] on `biorag experiment run`.",
                   no_args_is_help=True)
@@ -20,12 +22,14 @@ def _fmt(v) -> str:
 
 @app.command("check")
 def check(
-    judge: str = typer.Argument(..., help="A judge config (experiments/judge/NAME.yaml, `biorag ls judge`) or a YAML path."),
+    judge: str = typer.Argument(..., help="A judge config (experiments/judge/NAME.yaml, `biorag ls judges`) or a YAML path."),
+    overrides: list[str] = typer.Argument(None, help="task.KEY=VALUE overrides of --task (task.path=FILE).",
+                                          show_default=False),
     labels: Path = typer.Option(..., "--labels", "-l", help="Human labels: HealthBench's meta-eval JSONL, or a "
                                                            "CSV/TSV/JSONL of item, answer, criterion|axis, verdict|score."),
     task: str = typer.Option(None, "--task", help="Check that the labels are about this task's items "
                                                  "(a label file whose items match none is an error)."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | plain | csv | json"),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
 ) -> None:
     """Judge the labelled answers and print the judge's agreement with the humans (accuracy,
     Cohen's kappa and F1 of "met" for verdicts; weighted kappa and Spearman for 1-5 scales),
@@ -37,6 +41,8 @@ def check(
       biorag judge check smollm2 --labels labels.csv
 
       biorag judge check smollm2-generate --labels healthbench_meta_eval.jsonl
+
+      biorag judge check smollm2 task.path=data/hb.jsonl --task healthbench --labels meta_eval.jsonl
     """
     from biorag.cli.console import check_format, print_tables
     from biorag.experiment.cache import CACHE_ENV
@@ -52,10 +58,14 @@ def check(
     say = check_format(fmt)
     cfg = load_judge_config(judge)
     found = read_labels(labels)
+    bad = [o for o in overrides or [] if not o.startswith("task.")]
+    if bad or (overrides and not task):
+        raise typer.BadParameter(f"only task.KEY=VALUE overrides of --task are taken here, not {' '.join(bad or overrides)}")
     if task:
         from biorag.tasks import load_examples, load_task_config
 
-        require_matches(found, [e.id for e in load_examples(load_task_config(task))], labels)
+        task_cfg = load_task_config(task, [o.removeprefix("task.") for o in overrides or []])
+        require_matches(found, [e.id for e in load_examples(task_cfg)], labels)
     model_cfg = load_model_config(cfg.model)
     identity = judge_identity(cfg, model_cfg.__dict__)
     root = Path(os.environ.get(CACHE_ENV) or ".biorag-cache")
@@ -87,7 +97,7 @@ def pairwise_cmd(
                                            "with results."),
     judge: str = typer.Option(..., "--judge", "-j", help="A judge config (experiments/judge/) or YAML path."),
     arms: str = typer.Option(None, "--arms", help="Comma-separated arms to compare; default: all."),
-    fmt: str = typer.Option("table", "--format", "-f", help="table | plain | csv | json"),
+    fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
 ) -> None:
     """The pairwise arena: for every two arms on the same model and task, the judge picks the
     better answer to each item in both orders (a pick that flips with the order is a tie).
