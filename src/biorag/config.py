@@ -131,7 +131,7 @@ def option_path(group: str, name_or_path: str | os.PathLike) -> Path:
 def load_option(group: str, name_or_path: str | os.PathLike, schema: type[T]) -> T:
     """A config option by name or path, validated against its schema."""
     path = option_path(group, name_or_path)
-    return to_typed(read_yaml(path), schema, where=str(path))
+    return to_typed(extended(read_yaml(path), path, group), schema, where=str(path))
 
 
 def extended(cfg: Any, path: str | os.PathLike, group: str, depth: int = 0) -> Any:

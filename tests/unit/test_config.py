@@ -25,6 +25,7 @@ SCHEMAS = {
     "data": "biorag.finetune.data:DataConfig",
     "protocol": "biorag.tasks.protocols:ProtocolConfig",
     "reranker": "biorag.retrieval.rerank:RerankerConfig",
+    "judge": "biorag.judges.config:JudgeConfig",
 }
 
 
@@ -44,10 +45,10 @@ def test_every_group_yaml_validates(path: Path) -> None:
     text = path.read_text()
     assert text.startswith("#"), f"{path} must start with a comment giving the command that uses it"
     raw = OmegaConf.load(path)
-    if group == "task":  # LongHealth's settings 2 and 3 extend its task (Hydra `defaults`)
-        from biorag.config import extended
+    # LongHealth's settings 2 and 3 extend its task, lora_rag-hyde extends rag-hyde (Hydra `defaults`)
+    from biorag.config import extended
 
-        raw = extended(raw, path, "task")
+    raw = extended(raw, path, group)
     cfg = to_typed(raw, _schema(group), where=str(path))
     if hasattr(cfg, "name"):
         assert cfg.name == path.stem, f"{path}: name must equal the file name"
