@@ -105,8 +105,13 @@ class Prediction:
     generated: tuple[str, ...] = ()  # RAG methods: passages the model wrote (never evidence)
 
     def to_json(self) -> str:
-        """One line of a cell's `predictions.jsonl`: every field, tuples as lists."""
-        return json.dumps(asdict(self), default=str)
+        """One line of a cell's `predictions.jsonl`: every field, tuples as lists; the RAG
+        methods' queries and generated passages only where an arm has them."""
+        row = asdict(self)
+        for key in ("queries", "generated"):
+            if not row[key]:
+                del row[key]
+        return json.dumps(row, default=str)
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Prediction:

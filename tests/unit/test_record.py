@@ -178,6 +178,8 @@ def test_a_record_round_trips_every_field() -> None:
         tokens=120, retrieval_s=0.25, model_s=1.5, truncated=True,
         ranked=(RankedChunk("d1#0", "d1", 3.5, 2), RankedChunk("d2#3", "d2", 1.25, None)),
         prompt_docs=("d1", "d2"), samples=("B", "C", "B"), gen_tokens=9, rerank_s=0.125, query_cut=True,
+        queries=("q", "hyde passage"), generated=("written",), candidate_docs=("d1", "d3"), kept=1,
+        method_tokens=30, method_s=0.5, method_calls=2,
     )
     data = record.to_json()
     assert set(data) == {f.name for f in fields(CellRecord)}  # no field left out of the cache line
@@ -214,6 +216,15 @@ def test_a_cache_line_that_is_not_a_record_names_file_line_and_field(tmp_path, l
 # -- the same metrics from the same cache, before and after the typed record -----------------
 
 
+# cost keys added with the RAG methods: no method calls in these cells; one query an item
+# where something was retrieved
+METHOD_COST = {"method_calls": 0.0, "method_tokens": 0.0, "method_seconds": 0.0}
+
+
+def _with_methods(metrics: dict, retrieved: bool) -> dict:
+    return {**metrics, **METHOD_COST, "queries_per_item": 1.0 if retrieved else 0.0}
+
+
 @pytest.mark.parametrize(("overrides", "cache", "metrics", "predictions"), [
     (RAG, CACHE_RAG, METRICS_RAG, PREDICTIONS_RAG),
     (COT, CACHE_COT, METRICS_COT, PREDICTIONS_COT),
@@ -221,7 +232,7 @@ def test_a_cache_line_that_is_not_a_record_names_file_line_and_field(tmp_path, l
 def test_a_cached_cell_scores_to_the_metrics_and_files_it_logged(tmp_path, overrides, cache, metrics,
                                                                   predictions) -> None:
     got, jsonl, files = _score(overrides, cache, tmp_path)
-    _same(got, {f"{TASK}/{k}": v for k, v in metrics.items()})
+    _same(got, {f"{TASK}/{k}": v for k, v in _with_methods(metrics, overrides is RAG).items()})
     assert jsonl == predictions  # predictions.jsonl, byte for byte
     if overrides is RAG:
         assert files == {"run.trec": RUN_TREC, "qrels.trec": QRELS_TREC}
@@ -230,7 +241,7 @@ def test_a_cached_cell_scores_to_the_metrics_and_files_it_logged(tmp_path, overr
 def test_a_cache_from_before_the_later_fields_scores_as_it_did(tmp_path) -> None:
     got, jsonl, _ = _score(COT, _legacy(CACHE_COT), tmp_path)
     # as before: without gen_tokens, an item counts 0 generated tokens (and is never "truncated")
-    _same(got, {f"{TASK}/{k}": v for k, v in {**METRICS_COT, "generated_tokens": 0.0}.items()})
+    _same(got, {f"{TASK}/{k}": v for k, v in _with_methods({**METRICS_COT, "generated_tokens": 0.0}, False).items()})
     assert jsonl == PREDICTIONS_COT
 
 
