@@ -68,6 +68,12 @@ def _quality(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not any(t in k for t in TIMED)}
 
 
+def _config(run_id: str) -> list[str]:
+    """A cell's logged config.yaml but for the lines the two runs differ in by design."""
+    text = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")).read_text()
+    return [x for x in text.splitlines() if not x.startswith(("experiment:", "cache_dir:"))]
+
+
 def _predictions(run_id: str) -> list[dict]:
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions.jsonl")
     return [json.loads(x) for x in Path(path).read_text().splitlines()]
@@ -90,6 +96,7 @@ def test_cells_on_ray_equal_the_local_launcher_and_a_rerun_skips_them(task_index
         assert r.data.tags["mlflow.parentRunId"] == rp[0].info.run_id
         arts = {a.path for a in MlflowClient().list_artifacts(r.info.run_id)}
         assert arts == {a.path for a in MlflowClient().list_artifacts(twin.info.run_id)}
+        assert _config(r.info.run_id) == _config(twin.info.run_id)
     tags = rp[0].data.tags
     assert tags["launcher"] == "ray" and tags["cluster.nodes"] == "1" and tags["launcher.address"] == "local"
     assert json.loads(tags["launcher.cells"])["rag/fake/hpo-term-mcq"]["gpus"] == 0
@@ -108,10 +115,11 @@ def test_cells_on_ray_equal_the_local_launcher_and_a_rerun_skips_them(task_index
     assert [len(x) for x in _runs("ray")] == [1, 2]
 
 
-def test_a_sharded_cell_equals_the_unsharded_one_item_for_item(task_index, tmp_path) -> None:
-    one = run_experiment(_overrides(task_index, tmp_path / "a", "one", "arm=rag", "batch_size=2"))
-    three = run_experiment(_overrides(task_index, tmp_path / "b", "three", "arm=rag", "batch_size=2", *RAY,
-                                      "launcher.shards=2"))
+def test_a_sharded_cell_equals_the_unsharded_one_item_for_item(tmp_path) -> None:
+    # closed-book: the workers load no embedder (a rag cell on Ray is compared above)
+    over = ["arm=base", "model=fake", *TASK, "batch_size=2"]
+    one = run_experiment([*over, f"cache_dir={tmp_path / 'a'}", "experiment=one"])
+    three = run_experiment([*over, f"cache_dir={tmp_path / 'b'}", "experiment=three", *RAY, "launcher.shards=2"])
     a, b = one.cells[0], three.cells[0]
     assert _quality(a.metrics) == _quality(b.metrics)  # CIs included
     assert _predictions(a.run_id) == _predictions(b.run_id)
@@ -121,7 +129,7 @@ def test_a_sharded_cell_equals_the_unsharded_one_item_for_item(task_index, tmp_p
     assert [json.loads(x)["id"] for x in merged.read_text().splitlines()] == [p["example_id"] for p in
                                                                                _predictions(b.run_id)]
     tags = _runs("three")[0][0].data.tags
-    assert json.loads(tags["launcher.cells"])["rag/fake/hpo-term-mcq"]["shards"] == 2
+    assert json.loads(tags["launcher.cells"])["base/fake/hpo-term-mcq"]["shards"] == 2
 
 
 def test_a_worker_killed_mid_cell_is_retried_and_resumes_from_its_cache(task_index, tmp_path) -> None:
@@ -194,3 +202,29 @@ def test_validate_shows_each_cells_resources(monkeypatch) -> None:
                                    "launcher.ray_cpus=2", "launcher.shards=2"])
     assert out.exit_code == 0, out.output
     assert "local Ray of 2 CPU(s)" in out.output and "fake: CPU only" in out.output
+
+
+def test_a_study_on_ray_logs_to_a_tracking_server(tmp_path, monkeypatch) -> None:
+    """`biorag tracking serve`'s server (SQL backend, served artifacts) as MLFLOW_TRACKING_URI."""
+    from biorag.tracking.ui import free_port, start_ui
+
+    with start_ui(f"sqlite:///{tmp_path / 'server.db'}", port=free_port(),
+                  artifacts=str(tmp_path / "artifacts")) as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        result = run_experiment(["arm=base", "model=fake", "task=hpo-term-mcq", "task.n=4",
+                                 "task.scoring=loglikelihood", f"cache_dir={tmp_path / 'cache'}",
+                                 "experiment=served", *RAY])
+        mlflow.set_tracking_uri(server.url)
+        parents, children = _runs("served")
+        assert len(parents) == 1 and len(children) == 1
+        assert len(_predictions(result.cells[0].run_id)) == 4
+    assert list((tmp_path / "artifacts").rglob("predictions.jsonl"))  # kept by the server
+
+
+def test_tracking_serve_refuses_a_file_store(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from biorag.cli import app
+
+    out = CliRunner().invoke(app, ["tracking", "serve", "--backend-store-uri", str(tmp_path / "mlruns")])
+    assert out.exit_code != 0 and "a server needs a SQL one" in str(out.exception)

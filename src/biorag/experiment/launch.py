@@ -145,7 +145,7 @@ def _absolute(cfg: RunConfig) -> RunConfig:
 @dataclass
 class _Cell:
     index: int
-    cfg: RunConfig
+    cfg: RunConfig  # as planned: what is logged (the worker gets its folders made absolute)
     prep: PreparedCell
     name: str
     cpus: float
@@ -174,12 +174,13 @@ def run_on_ray(cells: Sequence[RunConfig], prepared: Sequence[PreparedCell], res
         cpus, gpus, why_res = cell_resources(cfg.model, gpus_here)
         k, why = cell_shards(launcher, cfg.model, len(prep.examples))
         name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
-        plan.append(_Cell(i, _absolute(cfg), prep, name, cpus, gpus, k, f"{why_res}; shards: {why}"))
+        plan.append(_Cell(i, cfg, prep, name, cpus, gpus, k, f"{why_res}; shards: {why}"))
     if ray_address(launcher) is not None:
-        folders = {os.getcwd()} | {c.cfg.cache_dir for c in plan} | {c.cfg.index_root for c in plan} | {
-            c.cfg.adapters_dir for c in plan if c.cfg.arm.adapter}
-        for c in plan:
-            Path(c.cfg.cache_dir).mkdir(parents=True, exist_ok=True)
+        sent = [_absolute(c.cfg) for c in plan]
+        folders = {os.getcwd()} | {c.cache_dir for c in sent} | {c.index_root for c in sent} | {
+            c.adapters_dir for c in sent if c.arm.adapter}
+        for c in sent:
+            Path(c.cache_dir).mkdir(parents=True, exist_ok=True)
         check_shared_paths(ray, sorted(str(f) for f in folders))
     set_tags({**cluster_tags(ray, launcher), keys.LAUNCHER_CELLS: json.dumps(
         {c.name: {"cpus": c.cpus, "gpus": c.gpus, "shards": c.shards, "why": c.why} for c in plan})})
@@ -238,9 +239,10 @@ def _predict(ray: Any, launcher: LauncherConfig, todo: list[_Cell], cells: Seque
         for c in group:
             c.left = c.shards
             targets = range(c.shards) if c.shards > 1 else [load.index(min(load))]
+            sent = _absolute(c.cfg)  # the driver's folders, wherever the worker starts
             for shard, a in enumerate(targets):
                 load[a] += len(c.prep.examples) // c.shards
-                ref = actors[a].predict.remote(c.cfg, c.prep.fingerprint, shard, c.shards)
+                ref = actors[a].predict.remote(sent, c.prep.fingerprint, shard, c.shards)
                 calls[ref] = (c, actors[a])
                 queues.setdefault(actors[a], []).append(c)
             log.info("queued %s: %d items%s, %g GPU(s) each", c.name, len(c.prep.examples),
