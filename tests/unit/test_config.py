@@ -25,6 +25,7 @@ SCHEMAS = {
     "data": "biorag.finetune.data:DataConfig",
     "protocol": "biorag.tasks.protocols:ProtocolConfig",
     "reranker": "biorag.retrieval.rerank:RerankerConfig",
+    "launcher": "biorag.experiment.arms:LauncherConfig",
 }
 
 
