@@ -26,6 +26,7 @@ SCHEMAS = {
     "protocol": "biorag.tasks.protocols:ProtocolConfig",
     "reranker": "biorag.retrieval.rerank:RerankerConfig",
     "judge": "biorag.judges.config:JudgeConfig",
+    "launcher": "biorag.experiment.arms:LauncherConfig",
 }
 
 

@@ -435,6 +435,19 @@ def test_vllm_engine_arguments_on_cpu(tmp_path: Path) -> None:
 
 
 
+def test_vllm_parallelism_reaches_the_engine_and_is_logged(tmp_path: Path) -> None:
+    """tensor and pipeline parallel sizes go to vLLM; data_parallel_size (which vLLM's offline
+    engine refuses above 1) is biorag's: replicas under launcher=ray, never an engine argument."""
+    from biorag.models.vllm import engine_args
+
+    cfg = ModelConfig(name="x", id=str(tmp_path), backend="vllm", options={
+        "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "data_parallel_size": 4})
+    engine, info = engine_args(cfg, None, cpu=False)
+    assert engine["tensor_parallel_size"] == 2 and engine["pipeline_parallel_size"] == 2
+    assert "data_parallel_size" not in engine
+    assert info["tensor_parallel_size"] == "2" and info["data_parallel_size"] == "4"
+
+
 def test_vllm_refuses_apple_mps_whether_or_not_vllm_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = ModelConfig(name="x", id="org/model", backend="vllm", device="mps")
     with pytest.raises(BioragError, match="vllm does not run on Apple MPS; use backend=hf"):

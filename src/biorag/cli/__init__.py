@@ -80,7 +80,17 @@ def _root(
 
 
 def _register() -> None:
-    from biorag.cli import doctor, experiment, index, judge, ls, predictions, retrieval, task
+    from biorag.cli import (
+        doctor,
+        experiment,
+        index,
+        judge,
+        ls,
+        predictions,
+        retrieval,
+        task,
+        tracking,
+    )
     from biorag.cli import finetune as finetune_cli
     from biorag.cli import report as report_cli
 
@@ -90,6 +100,7 @@ def _register() -> None:
     app.add_typer(retrieval.app, name="retrieval")
     app.add_typer(predictions.app, name="predictions")
     app.add_typer(judge.app, name="judge")
+    app.add_typer(tracking.app, name="tracking")
     ls.register(app)
     doctor.register(app)
     report_cli.register(app)

@@ -66,12 +66,19 @@ def run(
     judged = judges_table(result.cells)
     if judged is not None:
         tables.append(judged)
+    if result.failures:  # launcher=ray: cells that failed alone, the others finished
+        tables.append(Table(f"{len(result.failures)} cell(s) failed", ["cell", "error"],
+                            [[f.name, f.error] for f in result.failures]))
     print_tables(tables, fmt, left=2)
     say.print(
         f"MLflow experiment '{result.experiment}', parent run {result.parent_run_id} "
         f"in {result.tracking_uri}\nOpen the UI with: biorag ui   (or: mlflow ui --backend-store-uri "
         f"{result.tracking_uri} --host 127.0.0.1)"
     )
+    if result.failures:
+        say.print(f"[red]failed[/]: {len(result.failures)} of {len(result.failures) + len(result.cells)} cell(s); "
+                  "fix them and run the same command again (finished cells are kept)")
+        raise typer.Exit(1)
 
 
 @app.command("validate")
@@ -107,6 +114,12 @@ def validate(
         t.rows.append([c.arm.name, c.model.name, c.model.family, c.task.name, protocol,
                        str(c.task.n or "all"), str(where), c.arm.adapter or "-"])
     tables = [t]
+    if cells[0].launcher.kind == "ray":
+        from biorag.experiment.ray_cluster import resource_rows
+
+        rows, against = resource_rows(cells)
+        tables.append(Table(f"launcher=ray: what each cell asks (checked against {against})",
+                            ["cell", "GPUs", "CPUs", "why", "shards", "cluster has it"], rows))
     from biorag.errors import BioragError
     from biorag.experiment.judging import plan_judges
 

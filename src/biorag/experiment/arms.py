@@ -54,6 +54,34 @@ class StudyConfig:
             check_name(self.name, "study name")
 
 
+LAUNCHERS = ("local", "ray")
+
+
+@dataclass
+class LauncherConfig:
+    """Where a run's cells are predicted (`experiments/launcher/`): `local`, one after another
+    in this process, or `ray`, as Ray actors (`biorag.experiment.launch`). Never part of a
+    cell's fingerprint or params: a cell predicted on a cluster is the same cell."""
+
+    kind: str = "local"  # local | ray
+    address: str | None = None  # Ray cluster; null: $RAY_ADDRESS, else a local Ray
+    ray_cpus: int | None = None  # CPUs of a local Ray; null: every core
+    ray_gpus: int | None = None  # GPUs of a local Ray; null: those torch sees
+    shards: int = 1  # item shards per cell (contiguous, one replica each); 1: none
+    # >0: only cells with more items are cut (into `shards`; with shards=1, into pieces of at
+    # most this many items); 0: every cell is cut into `shards`
+    shard_above: int = 0
+    max_retries: int = 2  # restarts of a worker that died (killed, lost node) before a cell fails
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAUNCHERS:
+            raise ConfigError(f"launcher.kind must be one of {', '.join(LAUNCHERS)}, not {self.kind!r}")
+        for name in ("shards", "shard_above", "max_retries"):
+            if getattr(self, name) < (1 if name == "shards" else 0):
+                raise ConfigError(f"launcher.{name} must be at least {1 if name == 'shards' else 0}, "
+                                  f"not {getattr(self, name)}")
+
+
 @dataclass
 class RunConfig:
     """The resolved config of one cell; composed from experiments/run.yaml."""
@@ -73,11 +101,15 @@ class RunConfig:
     # judges=[a,b] (a jury); never part of a cell's fingerprint, so adding one to a finished
     # study judges its cached predictions into the same runs
     judges: Any = field(default_factory=list)
+    # where the cells run (experiments/launcher/): never part of a cell's fingerprint or params
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
 
     def __post_init__(self) -> None:
         from biorag.judges.config import judge_names
 
         self.judges = judge_names(self.judges)
+        if isinstance(self.launcher, dict):
+            self.launcher = LauncherConfig(**self.launcher)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
 
@@ -98,4 +130,4 @@ def describe(obj: Any) -> str:
     return getattr(obj, "description", "") or ""
 
 
-__all__ = ["ArmConfig", "RetrieverConfig", "RunConfig", "StudyConfig", "cell_judges", "cell_name", "describe"]
+__all__ = ["ArmConfig", "LauncherConfig", "RetrieverConfig", "RunConfig", "StudyConfig", "cell_judges", "cell_name", "describe"]

@@ -7,15 +7,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from biorag import progress
 from biorag.experiment.arms import RunConfig, cell_name
-from biorag.experiment.cache import PredictionCache
+from biorag.experiment.cache import PredictionCache, cache_root
+from biorag.experiment.resources import LoadedModels, PreparedCell
 from biorag.models.base import Generator, LoglikelihoodResult
-from biorag.retrieval.cache import queries_cut
+from biorag.retrieval.cache import CachedRetriever, queries_cut
 from biorag.retrieval.evidence import DEPTH, doc_ranking, retrieve_ranked
-from biorag.retrieval.rerank import RerankingRetriever, find
+from biorag.retrieval.rerank import RerankingRetriever, bind_generator, find, model_key
 from biorag.retrieval.retrievers import Retriever
 from biorag.retrieval.spec import search_query
 from biorag.scoring.evaluate import majority_output
@@ -175,3 +177,39 @@ def _generate(generator: Generator, texts: list[str], batch: Sequence[Example], 
     drawn = [generator.generate(texts, **kw, temperature=task.temperature, seed=seed + j) for j in range(task.samples)]
     samples = [list(s) for s in zip(*drawn, strict=True)]
     return [majority_output(task, s, e.options) for s, e in zip(samples, batch, strict=True)], samples
+
+
+@dataclass
+class Predicted:
+    """What predicting a cell gave: its records in example order, how many came from the cache,
+    the seconds it took, the backend's `info`, and the retriever it searched through."""
+
+    records: list[CellRecord]
+    resumed: int
+    wall: float
+    info: dict[str, str]
+    retriever: CachedRetriever | None
+
+
+def cell_cache(cfg: RunConfig, prep: PreparedCell) -> PredictionCache:
+    """The cell's prediction cache, named by its fingerprint."""
+    return PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
+
+
+def cell_retrieval_cache(cfg: RunConfig, prep: PreparedCell) -> CachedRetriever | None:
+    return CachedRetriever(prep.retriever, cache_root(cfg) / "retrieval") if prep.retriever else None
+
+
+def predict_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels,
+                 examples: Sequence[Example] | None = None, cache: PredictionCache | None = None) -> Predicted:
+    """The prediction part of a cell: the model over its items (`examples`, default all of
+    them) into its prediction cache (`cache`, default the cell's own), resuming from it."""
+    generator = models.get(cfg.model, prep.adapter)
+    cache = cache or cell_cache(cfg, prep)
+    started = time.perf_counter()
+    bind_generator(prep.retriever, generator, model_key(cfg.model, prep.adapter_fingerprint))
+    retriever = cell_retrieval_cache(cfg, prep)
+    with cache.lock(), augmenter_of(cfg, generator, model_key(cfg.model, prep.adapter_fingerprint)) as augmenter:
+        records, resumed = predict(cfg, prep.examples if examples is None else examples, generator, retriever,
+                                   cache, augmenter)
+    return Predicted(records, resumed, time.perf_counter() - started, dict(generator.info), retriever)

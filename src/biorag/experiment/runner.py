@@ -21,11 +21,12 @@ from typing import Any
 from biorag import progress
 from biorag.atomic import artifact_lock
 from biorag.experiment.arms import RunConfig, cell_name
-from biorag.experiment.cache import PredictionCache, cache_root
+from biorag.experiment.cache import cache_root
 from biorag.experiment.checks import require_runnable
 from biorag.experiment.judging import check_judges, pending
+from biorag.experiment.launch import CellFailure
 from biorag.experiment.plan import cell_params, plan_run
-from biorag.experiment.predict import augmenter_of, predict
+from biorag.experiment.predict import Predicted, predict_cell
 from biorag.experiment.resources import LoadedModels, PreparedCell, check_servers, prepare
 from biorag.experiment.retrieval_eval import cell_retrieval
 from biorag.models.base import Generator, LoglikelihoodResult
@@ -33,7 +34,6 @@ from biorag.models.config import ModelConfig
 from biorag.retrieval.cache import CachedRetriever
 from biorag.retrieval.evidence import CELL_KEYS as RETRIEVAL_KEYS
 from biorag.retrieval.fusion import source_share
-from biorag.retrieval.rerank import bind_generator, model_key
 from biorag.scoring.evaluate import (
     TRUNCATED,
     UNPARSED,
@@ -78,6 +78,7 @@ class CellResult:
     continuation: str = ""  # the task's continuation (letter | text)
     logged: dict[str, float] = field(default_factory=dict)  # every metric as MLflow has it
     pending: Any = field(default=None, repr=False)  # what its judges grade (`judging.PendingJudgement`)
+    fingerprint: str = ""  # the cell's (`PreparedCell.fingerprint`)
 
     def __post_init__(self) -> None:
         # MLflow gets the same names in every arm, retrieval measures NaN in a closed-book one;
@@ -128,6 +129,7 @@ class RunResult:
     cells: list[CellResult] = field(default_factory=list)
     baseline: str = "base"
     tracking_uri: str = ""
+    failures: list[CellFailure] = field(default_factory=list)  # launcher=ray: cells that failed alone
 
 
 def run_experiment(
@@ -143,6 +145,10 @@ def run_experiment(
         log.info("%s", note)
     require_runnable(cells)  # every problem that shows without a model, listed at once
     uri = check_store(tracking_uri())  # before any model is loaded
+    if cells[0].launcher.kind == "ray":  # a store on this disk for cells on other machines: refused
+        from biorag.experiment.ray_cluster import check_ray_launch
+
+        check_ray_launch(cells[0].launcher, uri)
     check_servers(cells)  # remote models answer, before any index is built or run opened
     check_judges(cells)  # the judges exist and a remote judge answers, before any prediction
     if loader is None:
@@ -181,7 +187,18 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
     with tracker.parent(run_name, parent_params, parent_tags) as parent_id:
         result.parent_run_id = parent_id
         log_json_artifact({"overrides": [scrub(o) for o in overrides], "cells": names}, keys.INVOCATION_FILE)
+        if cells[0].launcher.kind == "ray":  # predictions on Ray, scored and logged here
+            from biorag.experiment.launch import run_on_ray
+
+            def log_one(cfg: RunConfig, prep: PreparedCell, got: Predicted) -> CellResult:
+                name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
+                with tracker.child(name, prep.fingerprint, cell_params(cfg), cell_tags(cfg, prep, sha)) as run_id:
+                    return log_cell(cfg, prep, run_id, got)
+
+            run_on_ray(cells, prepared, result, log_one, on_cell_done)
         for i, (cfg, prep) in enumerate(zip(cells, prepared, strict=True)):
+            if cfg.launcher.kind != "local":
+                break
             name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
             log.info("cell %d of %d: %s%s", i + 1, len(cells), name, eta.remaining(i))
             started = time.perf_counter()
@@ -190,7 +207,9 @@ def _run_invocation(experiment: str, cells: Sequence[RunConfig], prepared: Seque
             result.cells.append(cell)
             if on_cell_done:
                 on_cell_done(cell)
-        waiting = [(c, p) for c, p in zip(result.cells, prepared, strict=True) if c.pending is not None]
+        failed = {f.fingerprint for f in result.failures}  # launcher=ray: cells that failed alone
+        done = [p for p in prepared if p.fingerprint not in failed]
+        waiting = [(c, p) for c, p in zip(result.cells, done, strict=True) if c.pending is not None]
         if waiting:
             _judge_cells(waiting, models, tracker, sha)
     return result
@@ -233,47 +252,56 @@ def cell_tags(cfg: RunConfig, prep: PreparedCell, sha: str) -> dict[str, str]:
 
 
 def run_cell(cfg: RunConfig, prep: PreparedCell, models: LoadedModels, tracker: Tracker, sha: str) -> CellResult:
+    name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
+    with tracker.child(name, prep.fingerprint, cell_params(cfg), cell_tags(cfg, prep, sha)) as run_id:
+        return log_cell(cfg, prep, run_id, predict_cell(cfg, prep, models))
+
+
+def cell_config_yaml(cfg: RunConfig) -> str:
+    """A cell's resolved config as logged (`config.yaml`): without the launcher, which is the
+    run's, not the cell's."""
+    from omegaconf import OmegaConf
+
     from biorag.config import to_yaml
 
+    node = OmegaConf.to_container(OmegaConf.structured(cfg))
+    node.pop("launcher", None)
+    return to_yaml(node)
+
+
+def log_cell(cfg: RunConfig, prep: PreparedCell, run_id: str, got: Predicted) -> CellResult:
+    """The scoring and logging part of a cell, into its active child run."""
     name = cell_name(cfg.arm.name, cfg.model.name, cfg.task.name, cfg.task.protocol)
     examples = prep.examples
-    with tracker.child(name, prep.fingerprint, cell_params(cfg), cell_tags(cfg, prep, sha)) as run_id:
-        generator = models.get(cfg.model, prep.adapter)
-        cache = PredictionCache(cache_root(cfg) / "predictions" / f"{prep.fingerprint}.jsonl")
-        started = time.perf_counter()
-        bind_generator(prep.retriever, generator, model_key(cfg.model, prep.adapter_fingerprint))
-        retriever = CachedRetriever(prep.retriever, cache_root(cfg) / "retrieval") if prep.retriever else None
-        with cache.lock(), augmenter_of(cfg, generator, model_key(cfg.model, prep.adapter_fingerprint)) as augmenter:
-            records, resumed = predict(cfg, examples, generator, retriever, cache, augmenter)
-        wall = time.perf_counter() - started
-        scores = score_records(cfg, examples, records)
-        if retriever is not None:
-            _add_retrieval(cfg, examples, records, scores, retriever)
-        _add_methods(cfg, examples, records, scores)
-        metrics = cell_metrics(cfg.task.name, scores, records)
-        judging = pending(cfg, examples, scores.predictions, records, retriever)
-        log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
-        set_tags({keys.RESUMED_PREDICTIONS: resumed,
-                  keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
-                  **keys.versions(generator.info)})
-        log_text_artifact(scrub(to_yaml(cfg)), keys.CONFIG_FILE)
-        _log_predictions(scores.predictions)
-        if prep.index_manifest is not None and prep.retriever is not None:
-            from biorag.contamination import audit_cell_index
+    records, resumed, wall, retriever = got.records, got.resumed, got.wall, got.retriever
+    scores = score_records(cfg, examples, records)
+    if retriever is not None:
+        _add_retrieval(cfg, examples, records, scores, retriever)
+    _add_methods(cfg, examples, records, scores)
+    metrics = cell_metrics(cfg.task.name, scores, records)
+    judging = pending(cfg, examples, scores.predictions, records, retriever)
+    log_metrics({**metrics, keys.metric(cfg.task.name, keys.WALL_SECONDS_THIS_SESSION): wall})
+    set_tags({keys.RESUMED_PREDICTIONS: resumed,
+              keys.SKIPPED_METRICS: json.dumps(scores.skipped) if scores.skipped else "none",
+              **keys.versions(got.info)})
+    log_text_artifact(scrub(cell_config_yaml(cfg)), keys.CONFIG_FILE)
+    _log_predictions(scores.predictions)
+    if prep.index_manifest is not None and prep.retriever is not None:
+        from biorag.contamination import audit_cell_index
 
-            log_json_artifact(prep.index_manifest.to_dict(), keys.INDEX_MANIFEST_FILE)
-            members = getattr(prep.retriever.index, "members", [prep.retriever.index])
-            audits = [audit_cell_index(ix.path, cfg.task.name, examples) for ix in members]
-            # contamination of the index with this task (of a fused set: its worst member)
-            set_tags(max(audits, key=lambda a: a.tasks[0].share).tags())
-            log_json_artifact(audits[0].to_dict() if len(audits) == 1 else
-                              {ix.name: a.to_dict() for ix, a in zip(members, audits, strict=True)},
-                              keys.CONTAMINATION_FILE)
-        if prep.adapter_manifest:
-            log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
-        return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
-                          run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation,
-                          pending=judging)
+        log_json_artifact(prep.index_manifest.to_dict(), keys.INDEX_MANIFEST_FILE)
+        members = getattr(prep.retriever.index, "members", [prep.retriever.index])
+        audits = [audit_cell_index(ix.path, cfg.task.name, examples) for ix in members]
+        # contamination of the index with this task (of a fused set: its worst member)
+        set_tags(max(audits, key=lambda a: a.tasks[0].share).tags())
+        log_json_artifact(audits[0].to_dict() if len(audits) == 1 else
+                          {ix.name: a.to_dict() for ix, a in zip(members, audits, strict=True)},
+                          keys.CONTAMINATION_FILE)
+    if prep.adapter_manifest:
+        log_json_artifact(prep.adapter_manifest, keys.ADAPTER_MANIFEST_FILE)
+    return CellResult(name, cfg.arm.name, cfg.model.name, cfg.task.name, metrics, len(examples),
+                      run_id, resumed, cfg.task.protocol, tuple(cfg.task.metrics), cfg.task.continuation,
+                      pending=judging, fingerprint=prep.fingerprint)
 
 
 def add_retrieval_scores(examples: Sequence[Example], records: Sequence[CellRecord], scores: TaskScores,

@@ -13,13 +13,19 @@ scores that option highest. So retrieval measurably helps the fake model, and no
 log-likelihood above would pick among the prompt's option lines ("" if it has none),
 `{hash}` 8 hex characters of the prompt. Output is cut at stop strings and to
 `max_new_tokens` whitespace-separated words; `count_tokens` counts such words.
+
+`exit_once: PATH` stands in for a worker killed mid-cell (launcher tests): the process exits
+at once (`os._exit`, no cleanup) on its second batch, unless PATH exists; it creates PATH
+first, so it dies once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
+from pathlib import Path
 
 from biorag.errors import ConfigError
 from biorag.models.base import LoglikelihoodResult
@@ -36,22 +42,25 @@ class FakeGenerator:
 
     def __init__(
         self, *, name: str = "fake", mode: str = "hash", seed: int = 0, answer: str = "{choice}",
-        delay_s: float = 0.0,
+        delay_s: float = 0.0, exit_once: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ConfigError(f"fake model: mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.name, self.mode, self.seed, self.answer = name, mode, seed, answer
         self.delay_s = delay_s  # seconds per prompt, to stand in for a slow model (signal tests)
+        self.exit_once = exit_once
+        self.calls = 0
         self.n_scored = 0  # requests seen, so tests can check caching and resumption
         self.n_generated = 0
         self.info = {"backend": "fake", "mode": mode, "seed": str(seed)}
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> FakeGenerator:
-        unknown = set(cfg.options) - {"mode", "seed", "answer", "delay_s"}
+        unknown = set(cfg.options) - {"mode", "seed", "answer", "delay_s", "exit_once"}
         if unknown:
             raise ConfigError(
-                f"model '{cfg.name}': unknown fake options {sorted(unknown)}; known: answer, delay_s, mode, seed"
+                f"model '{cfg.name}': unknown fake options {sorted(unknown)}; known: answer, delay_s, exit_once, "
+                "mode, seed"
             )
         name = cfg.name if adapter is None else f"{cfg.name}+{adapter}"
         # an adapter changes the seed, so "fine-tuned" answers differ from the base ones
@@ -62,9 +71,17 @@ class FakeGenerator:
             seed=seed,
             answer=str(cfg.options.get("answer", "{choice}")),
             delay_s=float(cfg.options.get("delay_s", 0.0)),
+            exit_once=cfg.options.get("exit_once"),
         )
 
+    def _step(self) -> None:
+        self.calls += 1
+        if self.exit_once and self.calls == 2 and not Path(self.exit_once).exists():
+            Path(self.exit_once).touch()
+            os._exit(3)  # killed mid-cell: no cleanup, no exception
+
     def loglikelihood(self, requests: list[tuple[str, str]]) -> list[LoglikelihoodResult]:
+        self._step()
         self.n_scored += len(requests)
         if self.delay_s:
             time.sleep(self.delay_s * len({context for context, _ in requests}))
@@ -84,6 +101,7 @@ class FakeGenerator:
         self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
         stop_after: list[str] | None = None, temperature: float = 0.0, seed: int = 0,
     ) -> list[str]:
+        self._step()
         self.n_generated += len(prompts)
         if self.delay_s:
             time.sleep(self.delay_s * len(prompts))

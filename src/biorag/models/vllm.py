@@ -50,6 +50,7 @@ _ENGINE_OPTIONS = {
     "gpu_memory_utilization",
     "kv_cache_memory_bytes",
     "tensor_parallel_size",
+    "pipeline_parallel_size",
     "max_num_seqs",
     "max_num_batched_tokens",
     "enforce_eager",
@@ -60,6 +61,13 @@ _ENGINE_OPTIONS = {
     "max_loras",
     "lora_target_modules",
 }
+# options that are biorag's, not the engine's: vLLM's offline engine refuses
+# data_parallel_size > 1 in one process, so `launcher=ray` runs that many replicas of the
+# engine instead, each on its share of a cell's items (biorag.experiment.launch); the local
+# launcher runs one
+_REPLICA_OPTIONS = {"data_parallel_size"}
+# the parallelism of an engine, logged with every run (`versions.*` tags)
+_PARALLEL = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
 # the layers a LoRA-enabled engine wraps when neither the config nor an adapter says: the
 # decoder's linear layers (vLLM's packed names and the plain ones), never lm_head. vLLM's prompt
 # log-probabilities mishandle a LoRA-wrapped lm_head (vllm-project/vllm#51594; on CPU, 0.32
@@ -105,7 +113,7 @@ class VLLMGenerator:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, adapter: str | None = None) -> VLLMGenerator:
-        unknown = set(cfg.options) - _ENGINE_OPTIONS
+        unknown = set(cfg.options) - _ENGINE_OPTIONS - _REPLICA_OPTIONS
         if unknown:
             raise ConfigError(
                 f"model '{cfg.name}': unknown vllm options {sorted(unknown)}; "
@@ -243,7 +251,7 @@ def engine_args(cfg: ModelConfig, adapter: str | None, *, cpu: bool) -> tuple[di
         "trust_remote_code": cfg.trust_remote_code,
         "max_model_len": cfg.max_length,
         "seed": 0,
-        **cfg.options,
+        **{k: v for k, v in cfg.options.items() if k not in _REPLICA_OPTIONS},
     }
     if cpu and "gpu_memory_utilization" not in engine and "kv_cache_memory_bytes" not in engine:
         engine["kv_cache_memory_bytes"] = default_cpu_kv_cache()
@@ -264,7 +272,7 @@ def engine_args(cfg: ModelConfig, adapter: str | None, *, cpu: bool) -> tuple[di
         if cpu:
             engine.setdefault("max_num_batched_tokens", _CPU_LORA_BATCH_TOKENS)
     engine = {k: v for k, v in engine.items() if v is not None}
-    info = {"dtype": dtype, "device": device}
+    info = {"dtype": dtype, "device": device, **{k: str(cfg.options[k]) for k in _PARALLEL if k in cfg.options}}
     if "kv_cache_memory_bytes" in engine:
         info["kv_cache_gib"] = f"{engine['kv_cache_memory_bytes'] / _GiB:.2f}"
     return engine, info

@@ -31,6 +31,15 @@ RETRIEVAL_QUERY = "retrieval_query"  # what a rag cell searched with (arm.retrie
 RETRIEVAL_SOURCES = "retrieval_sources"  # fused indexes: each one's share of the prompts' passages
 SKIPPED_METRICS = "skipped_metrics"  # metrics whose optional package is missing, and why
 VERSIONS = "versions."  # prefix: the model backend's library versions (`Generator.info`)
+# on a parent run of `launcher=ray`: where its cells ran (never on a child: a cell is the same
+# cell wherever it ran)
+LAUNCHER = "launcher"  # ray (a local run has no launcher tags)
+LAUNCHER_ADDRESS = "launcher.address"  # the Ray cluster, or "local"
+LAUNCHER_CELLS = "launcher.cells"  # JSON: each cell's GPUs, CPUs and shards, and why
+CLUSTER_NODES = "cluster.nodes"
+CLUSTER_GPUS = "cluster.gpus"
+CLUSTER_CPUS = "cluster.cpus"
+FAILED_CELLS = "failed_cells"  # JSON {cell: error} of the cells that failed alone
 # a fine-tune run
 ADAPTER = "adapter"
 ADAPTER_FINGERPRINT_FINETUNE = "biorag.adapter_fingerprint"

@@ -81,14 +81,18 @@ class UIServer:
 
 
 @contextmanager
-def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, timeout: float = 180.0) -> Iterator[UIServer]:
-    """Start `mlflow server` over `uri`, wait until it answers /health, and stop it on exit."""
+def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, timeout: float = 180.0,
+             artifacts: str | None = None) -> Iterator[UIServer]:
+    """Start `mlflow server` over `uri`, wait until it answers /health, and stop it on exit.
+    `artifacts`: a folder the server keeps the artifacts of new experiments in and serves to its
+    clients (`--artifacts-destination`), so they need no access to it themselves."""
     port = port or free_port(host)
     if _port_in_use(host, port):
         raise BioragError(f"port {port} on {host} is in use; choose another with --port (0: any free port)")
     log_path = Path(tempfile.mkstemp(prefix="biorag-mlflow-ui-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", host, "--port", str(port), "--workers", "1"]
+           "--host", host, "--port", str(port), "--workers", "1",
+           *(["--serve-artifacts", "--artifacts-destination", artifacts] if artifacts else [])]
     log.info("starting %s (log: %s)", " ".join(cmd), log_path)
     # MLflow's background job runner (GenAI scoring, trace archival) is not needed to browse
     # runs and starts about eight more processes; a user who wants it sets the variable
