@@ -4,6 +4,14 @@ fitted law projected to MedRAG's PubMed (23.9M snippets) at 768-d.
 
     python benchmarks/scale.py                        # 1M, 2M, 4M x 768 + the real MiniLM rung
     python benchmarks/scale.py --sizes 250000 1000000 --real-index indexes/icd10cm-minilm
+    python benchmarks/scale.py --sizes 24000000 --no-real --ray-limit 0  # the real size: ~2 h, ~55 GB free
+
+The sources are float16 `.npy` read in place by the build (no float32 copies); peak_disk is the
+source plus the most the build held at once (the filesystem's use, sampled every second), beside
+the build's own estimate of it; build_anon is the build's RssAnon at its end, beside its peak RSS
+(which counts the page cache of mapped files); recommended is the search setting the build's
+recall check chose (biorag.indexing.tuning). A rung that does not fit the free disk is refused
+before it writes.
 
 For each rung: synthetic clustered unit vectors (1,000 Gaussian clusters in a 32-d latent
 space mapped into 768-d, written file by file as
@@ -105,11 +113,30 @@ def exact_neighbours(folder: Path, q: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def child_build(args: list[str]) -> None:
+    """The build in this process; its peak disk is the filesystem's use above where it started,
+    sampled every second (the source, written before, is added by the caller)."""
+    import threading
+
     from biorag.indexing.build import build_index, load_build_config
 
+    cfg = load_build_config(args)
+    root = Path(cfg.root)
+    root.mkdir(parents=True, exist_ok=True)
+    base, peak, done = shutil.disk_usage(root).used, [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            peak[0] = max(peak[0], shutil.disk_usage(root).used - base)
+
+    threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
-    result = build_index(load_build_config(args), force=True)
-    emit({"s": round(time.perf_counter() - start, 1), "path": str(result.path), "peak_rss_mb": round(peak_rss_mb(), 1)})
+    result = build_index(cfg, force=True)
+    done.set()
+    peak[0] = max(peak[0], shutil.disk_usage(root).used - base)
+    emit({"s": round(time.perf_counter() - start, 1), "path": str(result.path), "peak_rss_mb": round(peak_rss_mb(), 1),
+          "anon_mb": _proc_status_mb("RssAnon"), "peak_disk_bytes": peak[0],
+          "estimate_peak_bytes": result.disk.peak_bytes if result.disk else None,
+          "recommended": result.manifest.index.recommended})
 
 
 def child_search(path: str, queries_file: str, nprobe: int) -> None:
@@ -157,7 +184,12 @@ def rung(name: str, source: Path, n: int, embedder: list[str], q: np.ndarray, tr
     found = run_child([__file__, "--child-search", built["path"], str(work / "queries.npy"), str(nprobe)])
     rows = np.array(found["rows"])
     recall = float(np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)]))
+    source_gb = _size_gb(source)
     return {"rung": name, "N": n, "build_s": built["s"], "build_peak_rss_gb": built["peak_rss_mb"] / 1024,
+            "build_anon_gb": (built["anon_mb"] or float("nan")) / 1024,
+            "source_gb": source_gb, "peak_disk_gb": source_gb + built["peak_disk_bytes"] / 1e9,
+            "estimated_peak_gb": (built["estimate_peak_bytes"] or float("nan")) / 1e9 + source_gb,
+            "recommended": json.dumps({k: v for k, v in built["recommended"].items() if k in ("k_factor", "nprobe")}),
             "disk_gb": _size_gb(Path(built["path"])), "open_s": found["open_s"],
             "search_rss_gb": found["search_rss_mb"] / 1024,
             "search_anon_gb": (found["search_anon_mb"] or float("nan")) / 1024, "qps": found["qps"], "recall@10": recall}
@@ -255,8 +287,8 @@ def main() -> None:
     if not a.no_real:
         rows.append(real_rung(work, a.real_index, a.nprobe))
         print("  " + json.dumps(rows[-1]), flush=True)
-    cols = ["rung", "N", "build_s", "build_peak_rss_gb", "disk_gb", "open_s", "search_rss_gb", "search_anon_gb", "qps",
-            "recall@10"]
+    cols = ["rung", "N", "build_s", "build_peak_rss_gb", "build_anon_gb", "source_gb", "peak_disk_gb",
+            "estimated_peak_gb", "disk_gb", "open_s", "search_rss_gb", "search_anon_gb", "qps", "recall@10", "recommended"]
     print(f"\non-disk ivfpq (nlist 4096, pq_m 64, sq8 refine on disk, nprobe {a.nprobe}, k_factor 8), "
           f"{QUERIES} queries one at a time")
     print(table(cols, [[r[c] for c in cols] for r in rows]))
@@ -265,7 +297,8 @@ def main() -> None:
         ns = [r["N"] for r in synth]
         print(f"\nfitted a*N^b over {len(synth)} synthetic rungs, projected to {PUBMED / 1e6:.1f}M x {DIM}:")
         proj = []
-        for key in ("build_s", "build_peak_rss_gb", "disk_gb", "open_s", "search_rss_gb", "search_anon_gb", "qps"):
+        for key in ("build_s", "build_peak_rss_gb", "peak_disk_gb", "disk_gb", "open_s", "search_rss_gb",
+                    "search_anon_gb", "qps"):
             a_, b_ = fit(ns, [r[key] for r in synth])
             proj.append([key, f"{a_:.3g} * N^{b_:.3f}", a_ * PUBMED ** b_])
         print(table(["cost", "law", "at 23.9M"], proj))

@@ -20,6 +20,9 @@ def build(
         False, "--force", help="Rebuild even when an identical index exists."
     ),
     show_config: bool = typer.Option(False, "--cfg", help="Print the resolved config and exit."),
+    ignore_disk: bool = typer.Option(
+        False, "--ignore-disk", help="Build even when the disk estimate is more than is free (check_disk=false)."
+    ),
 ) -> None:
     """Build a FAISS (+ BM25) index over a corpus.
 
@@ -32,7 +35,9 @@ def build(
     passage vectors are read, not computed: NCBI's MedCPT PubMed embeddings
     (embeds_chunk_N.npy, pmids_chunk_N.json, pubmed_chunk_N.json), X.npy with X.jsonl
     (id, title, text) beside it, or Parquet with a vector column; a sample of rows is
-    re-encoded with the embedder and compared first (vectors.verify).
+    re-encoded with the embedder and compared first (vectors.verify), and the vectors are
+    read where they lie, never copied. The disk the build needs is estimated and printed
+    first; a build that does not fit in the free space is refused (--ignore-disk builds anyway).
 
     Examples: biorag index build corpus=hpo name=hpo-minilm
               biorag index build corpus=icd10cm index=ivfpq index.on_disk=true
@@ -47,6 +52,9 @@ def build(
     if show_config:
         console.print(to_yaml(cfg), highlight=False)
         return
+    if ignore_disk:
+        cfg.check_disk = False
+    _print_disk_estimate(cfg)
     result = build_index(cfg, force=force)
     m = result.manifest
     if result.up_to_date:
@@ -79,6 +87,20 @@ def build(
     }
     if skipped:
         console.print(f"[yellow]passed over:[/] {skipped}")
+
+
+def _print_disk_estimate(cfg) -> None:
+    from biorag.cli.console import console
+    from biorag.indexing.disk import free_space, gb, plan_build
+    from biorag.indexing.manifest import index_root
+
+    root = index_root(cfg.root)
+    estimate = plan_build(cfg)
+    free = f"{gb(free_space(root))} free in {root}"
+    if estimate is None:
+        console.print(f"disk: no estimate before the corpus is read (a packaged or hub corpus); {free}")
+    else:
+        console.print(f"disk: {estimate.describe()}; {free}", highlight=False)
 
 
 @app.command("info")
@@ -122,6 +144,9 @@ def info(
                                   if ix.params.get("on_disk") else "in memory"),
         ),
         ("search defaults", f"{search} (override per search: --nprobe, --ef-search, --k-factor)"),
+        *([("recommended", ", ".join(f"{k}={v}" for k, v in ix.recommended.items() if k in SEARCH_SETTINGS)
+            + f" (recall@10 {ix.recommended['recall@10']} on {ix.recommended['queries']} held-out queries, "
+            f"target {ix.recommended['target_recall']}; used unless a search sets one)")] if ix.recommended else []),
         ("build", f"{m.build_seconds}s total, {m.embed_seconds}s embedding, {m.chunks_per_second} chunks/s"),
         ("created", m.created_at),
         ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())),

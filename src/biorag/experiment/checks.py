@@ -176,7 +176,29 @@ def _index(cfg: RunConfig, name: str, corpus: str | None, root: Path) -> list[Fo
         if part.loader == "hf" and part.dataset and not _exists(part.dataset):
             return [("corpus", f"not checked (hub): index '{name}' is not built; corpus "
                      f"'{part.name}' reads the hub dataset {part.dataset}", False)]
-    return [("index", f"'{name}' is not built yet: the run builds it from corpus '{corpus}'", False)]
+    return [("index", f"'{name}' is not built yet: the run builds it from corpus '{corpus}'", False),
+            *_disk(cfg, name, corpus, root)]
+
+
+def _disk(cfg: RunConfig, name: str, corpus: str, root: Path) -> list[Found]:
+    """The disk the build of `name` will need, against what is free under `root`."""
+    from biorag.indexing.build import load_build_config
+    from biorag.indexing.disk import free_space, gb, plan_build
+
+    r = cfg.arm.retriever
+    assert r is not None
+    try:
+        estimate = plan_build(load_build_config([f"corpus={corpus}", f"embedder={r.embedder}",
+                                                 f"index={r.index_type}", f"name={name}", f"root={root}"]))
+    except BioragError as e:
+        return [("disk", f"index '{name}': no disk estimate ({e})", False)]
+    if estimate is None:
+        return [("disk", f"index '{name}': no disk estimate before corpus '{corpus}' is read", False)]
+    free = free_space(root)
+    short = estimate.peak_bytes > free
+    return [("disk", f"index '{name}' needs about {gb(estimate.peak_bytes)} while building, {gb(free)} free in "
+             f"{root}/" + (f": {gb(estimate.peak_bytes - free)} missing" if short else "")
+             + f" ({estimate.describe()})", short)]
 
 
 def _exists(path: str) -> bool:

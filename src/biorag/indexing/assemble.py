@@ -8,6 +8,11 @@ merges their inverted lists, read memory-mapped, into one `index.ivfdata` beside
 `index.faiss`; ivfpq's sq8 refine codes go to a memory-mapped matrix beside them
 (`biorag.indexing.refine`). Memory stays bounded by the training sample and one shard, whatever the corpus
 size, and a search maps the lists (`index.open_faiss`) instead of reading them into RAM.
+
+The vectors come from a `Vectors` source: the build's own float32 shards (`ShardFiles`), or
+precomputed vectors read where they lie (`biorag.indexing.precomputed.InPlaceVectors`), so a
+build from precomputed vectors writes no copy of them. Every pass can feed an `ExactTopK`
+(`biorag.indexing.tuning`), the exact neighbours the recommended search setting is checked on.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,47 +32,81 @@ from biorag.errors import BioragError
 from biorag.indexing.faiss_index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
 from biorag.indexing.refine import REFINE_QUANTIZER_FILE, CodeWriter, new_quantizer
+from biorag.indexing.tuning import ExactTopK
 
 log = logging.getLogger(__name__)
 
 TRAINED_FILE = "trained.faiss"
 
 
-def assemble_faiss(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, gpu: bool,
-                   out_dir: Path, work_dir: Path) -> Any:
-    """The index over the shards' vectors (`vector_files`, .npy, in row order). An on-disk
-    index writes its lists to `out_dir/index.ivfdata` and its per-shard indexes to `work_dir`."""
+class Vectors(Protocol):
+    """Where the assembly reads the vectors: shard by shard (float32), or sampled rows."""
+
+    shard_rows: list[int]
+
+    def shard(self, k: int) -> np.ndarray: ...
+
+    def take(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+class ShardFiles:
+    """A build's own vector shards (.npy, float32, in row order), memory-mapped."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self.shard_rows = [int(np.load(p, mmap_mode="r").shape[0]) for p in self.paths]
+
+    def shard(self, k: int) -> np.ndarray:
+        return np.ascontiguousarray(np.load(self.paths[k], mmap_mode="r"), dtype=np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        parts, offset = [], 0
+        for path, count in zip(self.paths, self.shard_rows, strict=True):
+            mine = rows[(rows >= offset) & (rows < offset + count)] - offset
+            if len(mine):
+                parts.append(np.asarray(np.load(path, mmap_mode="r")[mine]))
+            offset += count
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def as_vectors(vectors: Vectors | Sequence[Path]) -> Vectors:
+    return ShardFiles(vectors) if isinstance(vectors, list | tuple) else vectors  # type: ignore[arg-type]
+
+
+def assemble_faiss(cfg: IndexConfig, vector_files: Vectors | Sequence[Path], n: int, dim: int, gpu: bool,
+                   out_dir: Path, work_dir: Path, truth: ExactTopK | None = None) -> Any:
+    """The index over the vectors (`vector_files`: a `Vectors` source, or the build's .npy
+    shards in row order). An on-disk index writes its lists to `out_dir/index.ivfdata` and its
+    per-shard indexes to `work_dir`. `truth`, when given, sees every vector once."""
+    source = as_vectors(vector_files)
     if cfg.on_disk:
-        return _on_disk(cfg, vector_files, n, dim, out_dir, work_dir)
+        return _on_disk(cfg, source, n, dim, out_dir, work_dir, truth)
     index = new_index(cfg, dim, n)
     if gpu:
         index = to_gpu(index)
     if not index.is_trained:
-        index.train(training_sample(cfg, vector_files, n))
+        index.train(training_sample(cfg, source, n))
     with progress.bar("adding to faiss", total=n) as bar:
-        for path in vector_files:
-            vectors = np.load(path, mmap_mode="r")
-            index.add(np.ascontiguousarray(vectors))
-            bar.advance(len(vectors))
+        offset = 0
+        for k, count in enumerate(source.shard_rows):
+            vectors = source.shard(k)
+            index.add(vectors)
+            if truth is not None:
+                truth.add(offset, vectors)
+            offset += count
+            bar.advance(count)
     return index
 
 
-def training_sample(cfg: IndexConfig, vector_files: Sequence[Path], n: int) -> np.ndarray:
+def training_sample(cfg: IndexConfig, vector_files: Vectors | Sequence[Path], n: int) -> np.ndarray:
     """A seeded sample of at most `train_size` vectors, read shard by shard (memory-mapped)."""
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
-    parts, offset = [], 0
-    for path in vector_files:
-        vectors = np.load(path, mmap_mode="r")
-        mine = rows[(rows >= offset) & (rows < offset + len(vectors))] - offset
-        if len(mine):
-            parts.append(np.asarray(vectors[mine]))
-        offset += len(vectors)
-    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    return np.ascontiguousarray(as_vectors(vector_files).take(rows), dtype=np.float32)
 
 
-def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, out_dir: Path,
-             work_dir: Path) -> Any:
+def _on_disk(cfg: IndexConfig, source: Vectors, n: int, dim: int, out_dir: Path, work_dir: Path,
+             truth: ExactTopK | None) -> Any:
     import faiss
     from faiss.contrib.ondisk import merge_ondisk
 
@@ -75,7 +114,7 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
     trained_path = work_dir / TRAINED_FILE
     if not trained_path.exists():  # trained once; a resumed build reuses it
         index = new_index(replace(cfg, refine="none"), dim, n)
-        sample = training_sample(cfg, vector_files, n)
+        sample = training_sample(cfg, source, n)
         index.train(sample)
         if cfg.disk_refine:  # trained on the same sample as IndexRefine trains its sq8
             quantizer = new_quantizer(dim)
@@ -86,19 +125,23 @@ def _on_disk(cfg: IndexConfig, vector_files: Sequence[Path], n: int, dim: int, o
     codes = CodeWriter(work_dir / REFINE_QUANTIZER_FILE, n, out_dir) if cfg.disk_refine else None
     shard_files, offset = [], 0
     with progress.bar("adding to on-disk lists", total=n) as bar:
-        for shard_no, path in enumerate(vector_files):
-            vectors = np.load(path, mmap_mode="r")  # mapped: read only where codes or lists need it
+        for shard_no, count in enumerate(source.shard_rows):
             target = work_dir / f"{shard_no:05d}.faiss"
-            if codes is not None:
-                codes.add(offset, np.ascontiguousarray(vectors, dtype=np.float32))
-            if not target.exists():
-                shard = faiss.read_index(str(trained_path))
-                shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                   np.arange(offset, offset + len(vectors), dtype=np.int64))
-                _write_atomic(shard, target)
+            if codes is not None or truth is not None or not target.exists():  # read only when needed
+                vectors = source.shard(shard_no)
+                if codes is not None:
+                    codes.add(offset, vectors)
+                if truth is not None:
+                    truth.add(offset, vectors)
+                if not target.exists():
+                    shard = faiss.read_index(str(trained_path))
+                    shard.add_with_ids(vectors, np.arange(offset, offset + count, dtype=np.int64))
+                    _write_lists(shard, target)
+                    del shard
+                del vectors
             shard_files.append(str(target))
-            offset += len(vectors)
-            bar.advance(len(vectors))
+            offset += count
+            bar.advance(count)
     if codes is not None:
         codes.close()
     ivfdata = out_dir / IVFDATA_FILE
@@ -151,6 +194,21 @@ def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
         faiss.write_index(index, str(path))
     finally:
         on_disk.filename = built_at  # the open lists keep working from where they are
+
+
+def _write_lists(shard: Any, path: Path) -> None:
+    """A shard's index as the merge reads it, for its inverted lists alone: saved with an empty
+    coarse quantiser, not the trained one (4096 x 768-d: 12.6 MB a shard, 4.6 GB over 24M
+    vectors' 366 shards of disk the build would hold only to be ignored by the merge)."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(shard)
+    trained, empty = ivf.quantizer, faiss.IndexFlat(ivf.d, ivf.metric_type)
+    ivf.quantizer = empty  # ownership unchanged: the trained one is freed with the shard
+    try:
+        _write_atomic(shard, path)
+    finally:
+        ivf.quantizer = trained
 
 
 def _write_atomic(index: Any, path: Path) -> None:

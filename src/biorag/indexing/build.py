@@ -2,7 +2,10 @@
 
 Chunks are embedded in shards written to `<root>/.<name>.partial/`; a build killed at any
 point and started again with the same settings skips the finished shards and ends with the
-same vectors. The index folder appears (by rename) only when complete."""
+same vectors. The index folder appears (by rename) only when complete. Precomputed vectors are
+not copied into shards: the shards hold their chunks, and the index reads the vectors where they
+lie (`biorag.indexing.precomputed.InPlaceVectors`). Before anything is written, the disk the
+build needs is estimated and compared with what is free (`biorag.indexing.disk`)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from biorag.hardware import release_freed_memory
 from biorag.indexing.assemble import assemble_faiss, write_index_for
 from biorag.indexing.bm25 import build_bm25
 from biorag.indexing.chunking import ChunkingConfig, chunk_documents, make_splitter
+from biorag.indexing.disk import DiskEstimate, check_space, gb, plan_build
 from biorag.indexing.embedding import EmbedderConfig, load_embedder, model_revision
 from biorag.indexing.faiss_index import (
     SEARCH_SETTINGS,
@@ -58,7 +62,7 @@ from biorag.indexing.manifest import (
     is_index,
 )
 from biorag.indexing.precomputed import PrecomputedVectors, VectorsConfig
-from biorag.indexing.refine import REFINE_CODES_FILE
+from biorag.indexing.refine import REFINE_CODES_FILE, DiskRefined
 from biorag.indexing.shards import (
     SHARDS_DIR,
     batched,
@@ -67,6 +71,7 @@ from biorag.indexing.shards import (
     shard_paths,
     write_shard,
 )
+from biorag.indexing.tuning import ExactTopK, query_rows, recommend
 from biorag.types import Chunk, Document, titled
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "build-state.json"
 ENGINES = ("local", "ray")
 # search-time settings: changing them does not change what is built
-_SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description")
+_SEARCH_ONLY = (*SEARCH_SETTINGS, "use_gpu", "description", "target_recall")
 
 
 @dataclass
@@ -96,6 +101,9 @@ class BuildConfig:
     engine: str = "local"
     ray_workers: int | None = None  # embedding actors; null: one per GPU, else one per 2 CPUs
     ray_cpus: int | None = None  # CPUs of a local Ray (no RAY_ADDRESS); null: all
+    # refuse a build whose estimated disk (biorag.indexing.disk) is more than the index root's
+    # filesystem has free; false (--ignore-disk): build anyway
+    check_disk: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -121,6 +129,7 @@ class BuildResult:
     manifest: IndexManifest
     up_to_date: bool  # nothing was built: an identical index was already there
     resumed_shards: int = 0
+    disk: DiskEstimate | None = None  # the estimate the build was checked against (None: not known)
     # search-time settings (nprobe, ef_search, k_factor) given to a build of an index that
     # already exists: not stored, because they are chosen per search: {key: (built, given)}
     search_settings_ignored: dict[str, tuple[Any, Any]] = field(default_factory=dict)
@@ -210,17 +219,28 @@ def _build_locked(cfg: BuildConfig, reader: Any, fingerprint: str, source_finger
     if assembled is not None and not force:  # stopped during its finish: only the swap is left
         log.info("finishing the build of %s that was stopped after it was assembled", name)
         return _finish(partial, final, assembled, resumed=assembled.counts.shards)
+    if isinstance(reader, PrecomputedVectors) and not force:
+        _refuse_changed_source(reader, partial)
+    estimate = plan_build(cfg)
+    if estimate is not None and cfg.check_disk:
+        resumed = not force and _resumable(partial, fingerprint)  # what it wrote is counted as written
+        needed, free = check_space(estimate, root, partial if resumed else root / ".none")
+        log.info("disk: %s; %s still to write, %s free in %s", estimate.describe(), gb(needed), gb(free), root)
     state = resume_state(
         partial, STATE_FILE, fingerprint, force=force, what="build", shards_done=0, chunks_done=0
     )
+    if isinstance(reader, PrecomputedVectors):
+        state.setdefault("sources", reader.file_fingerprints())
     (partial / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-    state["shards_done"] = _shards_present(partial, state["shards_done"])
+    state["shards_done"] = _shards_present(partial, state["shards_done"], isinstance(reader, PrecomputedVectors))
     resumed = state["shards_done"]
     if resumed:
         log.info("resuming %s: %d shard(s) already embedded", name, resumed)
     try:
-        return _embed_and_assemble(cfg, reader, state, fingerprint, source_fingerprint, final, partial,
-                                   started, on_shard_done)
+        result = _embed_and_assemble(cfg, reader, state, fingerprint, source_fingerprint, final, partial,
+                                     started, on_shard_done)
+        result.disk = estimate
+        return result
     except BioragError:
         if state["shards_done"] == 0:  # bad input found before any work worth keeping
             shutil.rmtree(partial, ignore_errors=True)
@@ -245,8 +265,8 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     n_chunks = 0
     what = "reading vectors of" if precomputed else "embedding"
     with progress.bar(f"{what} {name}", total=reader.rows if precomputed else None) as bar:
-        if precomputed:
-            source = reader.shards(cfg.shard_size, state["shards_done"], embedder.cfg.normalize, bar)
+        if precomputed:  # the shards hold the chunks; the vectors are read in place when assembling
+            source = reader.chunk_shards(cfg.shard_size, state["shards_done"], bar)
         else:
             chunks = chunk_documents(_hashing(iter(reader), docs_hash),
                                      make_splitter(cfg.chunking, embedder.token_ids))
@@ -260,7 +280,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
             n_chunks += count
             if shard is None:  # written by an earlier run
                 continue
-            write_shard(partial, shard_no, shard, vectors)
+            write_shard(partial, shard_no, shard, vectors)  # vectors None: chunks only
             del shard, vectors
             release_freed_memory()
             state["shards_done"] = shard_no + 1
@@ -278,8 +298,16 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
         )
 
     gpu = want_gpu(cfg.index)
-    index = assemble_faiss(cfg.index, [shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
-                           embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf")
+    vectors = (reader.vectors(cfg.shard_size, embedder.cfg.normalize) if precomputed
+               else [shard_paths(partial, k)[1] for k in range(n_shards)])
+    truth = _exact_neighbours(cfg.index, vectors, n_chunks)
+    index = assemble_faiss(cfg.index, vectors, n_chunks,
+                           embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf", truth)
+    if precomputed and (changed := reader.changed_file(state["sources"])):
+        raise BioragError(f"{changed} since this build began reading it; the index would mix two versions. "
+                          "Run again with --force to build from the files as they are now")
+    recommended = recommend(DiskRefined(index, partial, cfg.index.k_factor) if cfg.index.disk_refine else index,
+                            cfg.index, truth)
     write_index_for(to_cpu(index), partial / f"{INDEX_FILE}.tmp", final)
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
     merge_chunk_shards(partial, n_shards)
@@ -309,6 +337,7 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
             ntotal=int(index.ntotal),
             built_on_gpu=bool(gpu),
             bm25=cfg.index.bm25,
+            recommended=recommended,
         ),
         counts=IndexCounts(
             documents=reader.stats.documents,
@@ -356,14 +385,42 @@ def _assembled(partial: Path, fingerprint: str) -> IndexManifest | None:
     return manifest if manifest.fingerprint == fingerprint and whole else None
 
 
-def _shards_present(partial: Path, counted: int) -> int:
-    """How many of the `counted` finished shards are whole on disk (both files); a build
-    whose later shards went missing re-embeds from the first gap rather than failing."""
+def _shards_present(partial: Path, counted: int, chunks_only: bool = False) -> int:
+    """How many of the `counted` finished shards are whole on disk (both files; `chunks_only`:
+    the chunks, for vectors read in place); a build whose later shards went missing re-embeds
+    from the first gap rather than failing."""
     for k in range(counted):
-        if not all(p.is_file() for p in shard_paths(partial, k)):
+        if not all(p.is_file() for p in shard_paths(partial, k)[: 1 if chunks_only else 2]):
             log.warning("%s: shard %d of %d is missing; embedding again from it", partial, k, counted)
             return k
     return counted
+
+
+def _resumable(partial: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads((partial / STATE_FILE).read_text()).get("fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
+def _refuse_changed_source(reader: PrecomputedVectors, partial: Path) -> None:
+    """An unfinished build whose source files changed since it began: refused by file name,
+    not resumed over vectors it never read nor silently started again."""
+    try:
+        recorded = json.loads((partial / STATE_FILE).read_text()).get("sources")
+    except (OSError, ValueError):
+        return
+    if recorded and (changed := reader.changed_file(recorded)):
+        raise BioragError(f"{changed} since the unfinished build in {partial} began; its shards were read "
+                          "from the files as they were. Restore them, or run again with --force to start over")
+
+
+def _exact_neighbours(cfg: Any, vectors: Any, n: int) -> ExactTopK | None:
+    """The held-out queries' exact neighbours, filled as the assembly reads every vector."""
+    from biorag.indexing.assemble import as_vectors
+
+    rows = query_rows(n, cfg.seed) if cfg.type in ("ivf", "ivfpq") and cfg.target_recall else None
+    return None if rows is None else ExactTopK(as_vectors(vectors).take(rows), rows)
 
 
 def _remove_old_copies(final: Path) -> None:

@@ -43,6 +43,10 @@ class IndexConfig:
     refine: str = "sq8"
     k_factor: int = 8  # ivfpq with refine: shortlist k_factor * k candidates to re-rank
     seed: int = 0
+    # ivf, ivfpq: at build time, the smallest k_factor (refined ivfpq) or nprobe (else), from the
+    # value above up, reaching this recall@10 against exact search on held-out sample queries is
+    # recorded in the manifest and used by searches that set none (biorag.indexing.tuning); null: off
+    target_recall: float | None = 0.95
     use_gpu: str = "auto"  # auto: GPU when faiss sees one | true | false
     # ivf, ivfpq (refine sq8 or none): inverted lists merged on disk (index.ivfdata) and the sq8
     # refine codes in refine.sq8.npy, both memory-mapped at search, so neither the build nor a
@@ -67,6 +71,8 @@ class IndexConfig:
         if self.on_disk and self.type == "ivfpq" and self.refine == "flat":
             raise ConfigError("index.on_disk keeps ivfpq's refine codes on disk in 8 bits: set "
                               "index.refine=sq8 (or none)")
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise ConfigError(f"index.target_recall must be in (0, 1] (or null: no check), not {self.target_recall}")
         if self.nlist is not None and self.nlist < 1:
             raise ConfigError(f"index.nlist must be at least 1 (or null: 4*sqrt(n)), not {self.nlist}")
 

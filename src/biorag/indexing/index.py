@@ -56,7 +56,11 @@ class BioragIndex:
                 if k in IndexConfig.__dataclass_fields__
             }
         )
-        # search-time settings given here win over the ones the index was built with
+        # the setting the build found for this size (a recall check) replaces the configured
+        # one; search-time settings given here win over both
+        for key in ("k_factor", "nprobe"):
+            if key in self.manifest.index.recommended:
+                setattr(self.config, key, int(self.manifest.index.recommended[key]))
         for key, value in (search or SearchSettings()).given().items():
             setattr(self.config, key, value)
         self.config.use_gpu = use_gpu

@@ -47,6 +47,9 @@ class FaissRecord:
     ntotal: int
     built_on_gpu: bool
     bm25: bool
+    # the search setting the build found for this size (`biorag.indexing.tuning.recommend`):
+    # {"k_factor" or "nprobe": value, "recall@10", "target_recall", "queries", "tried", "reached"}
+    recommended: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

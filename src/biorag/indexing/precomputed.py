@@ -10,11 +10,15 @@ Three layouts (`vectors.format`, or `auto` from the folder's files):
   (a list of ids: a store of ids without texts).
 - `parquet`: Parquet files with an id, title, text and a vector column (a list of floats).
 
-Each row becomes one chunk (no chunking: the vectors were made for these texts). The vectors are
-read file by file, memory-mapped, into the build's ordinary shards, so resume, the manifest and
-the index are the single-process build's. Before anything is written a sample of rows is encoded
-again with the configured embedder and compared (`vectors.verify`): vectors made by another model
-than the one that will encode the queries are refused, not silently searched."""
+Each row becomes one chunk (no chunking: the vectors were made for these texts). The build's shards
+hold only the chunks: the vectors are read where they lie (`vectors()`: memory-mapped .npy, or
+Parquet row groups), block by block, converted to float32 per block, straight into the index, so
+a build needs the source, the index and no copy of the vectors between them. Each source file is
+fingerprinted by its size and a hash of sampled blocks (`file_fingerprints`, never a full read):
+a file changed under an unfinished build is refused by name. Before anything is written a sample
+of rows is encoded again with the configured embedder and compared (`vectors.verify`): vectors
+made by another model than the one that will encode the queries are refused, not silently
+searched."""
 
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ from biorag.types import Chunk
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "medcpt", "npy", "parquet")
-_BLOCK = 65_536  # rows read and checked at a time
+_BLOCK = 65_536  # rows read, converted and checked at a time
+_SAMPLES, _SAMPLE_BYTES = 16, 1 << 16  # a file's fingerprint: the hash of 16 blocks of 64 KiB
 _MEDCPT = re.compile(r"embeds_chunk_(\d+)\.npy$")
 
 
@@ -68,6 +73,7 @@ class _Part:
     meta: tuple[Path, ...]  # the ids/texts files beside it (npy, medcpt)
     rows: int
     dim: int
+    dtype: str = "float32"
 
 
 class PrecomputedVectors:
@@ -94,19 +100,43 @@ class PrecomputedVectors:
         if self.rows == 0:
             raise BioragError(f"vectors.path {root}: the vector files hold no rows")
 
-    def source_fingerprint(self) -> str:
-        """Names, sizes and the first and last MiB of every file: cheap at 100 GB, and changed
-        by any re-export or truncation."""
-        h = hashlib.sha256(self.format.encode())
+    def file_fingerprints(self) -> list[dict[str, Any]]:
+        """Every source file's name, size and a hash of `_SAMPLES` blocks spread over it (the
+        first and last among them): cheap at 100 GB, and changed by a re-export, a truncation or
+        a rewrite of any sampled block."""
+        out = []
         for part in self.parts:
             for path in (part.vectors, *part.meta):
-                size = path.stat().st_size
-                h.update(f"{path.name}\0{size}\0".encode())
-                with open(path, "rb") as f:
-                    h.update(f.read(1 << 20))
-                    f.seek(max(size - (1 << 20), 0))
-                    h.update(f.read(1 << 20))
+                out.append({"file": str(path), "size": path.stat().st_size, "sampled": _sampled_hash(path)})
+        return out
+
+    def changed_file(self, recorded: list[dict[str, Any]]) -> str | None:
+        """The first file of `recorded` (an earlier `file_fingerprints`) that is not as it was
+        then (changed, gone, or another set of files), named with what differs; None if all are."""
+        now = {f["file"]: f for f in self.file_fingerprints()}
+        for before in recorded:
+            after = now.pop(before["file"], None)
+            if after is None:
+                return f"{before['file']} is gone"
+            if after["size"] != before["size"]:
+                return f"{before['file']} is {after['size']:,} bytes, not {before['size']:,}"
+            if after["sampled"] != before["sampled"]:
+                return f"{before['file']} has other contents (same size, {_SAMPLES} sampled blocks differ)"
+        return f"{next(iter(now))} is new" if now else None
+
+    def source_fingerprint(self) -> str:
+        """The format and every file's fingerprint (`file_fingerprints`)."""
+        h = hashlib.sha256(self.format.encode())
+        for f in self.file_fingerprints():
+            h.update(f"{Path(f['file']).name}\0{f['size']}\0{f['sampled']}\0".encode())
         return h.hexdigest()[:16]
+
+    def meta_bytes(self) -> int:
+        """Bytes of the ids and texts beside the vectors (Parquet: the file less its vectors):
+        about what the chunk store will hold."""
+        if self.format == "parquet":
+            return sum(max(p.vectors.stat().st_size - p.rows * p.dim * 4, 0) for p in self.parts)
+        return sum(m.stat().st_size for p in self.parts for m in p.meta)
 
     def check(self, embedder: Any) -> None:
         """The files' dimension and maker against the embedder that will encode the queries."""
@@ -145,40 +175,46 @@ class PrecomputedVectors:
     def record(self) -> dict[str, Any]:
         """What the manifest says of the vectors' origin."""
         return {"format": self.format, "path": str(self.root.resolve()), "files": len(self.parts),
-                "rows": self.rows, "made_by": self.made_by}
+                "rows": self.rows, "made_by": self.made_by, "read_in_place": True,
+                "dtypes": sorted({p.dtype for p in self.parts}), "sources": self.file_fingerprints()}
 
-    def shards(self, size: int, skip: int, normalize: bool,
-               bar: Any) -> Iterator[tuple[int, list[Chunk] | None, np.ndarray | None]]:
-        """(rows, chunks, vectors) per shard of `size` rows; the first `skip` shards (already
-        written) as (rows, None, None) without reading them."""
+    def chunk_shards(self, size: int, skip: int,
+                     bar: Any) -> Iterator[tuple[int, list[Chunk] | None, None]]:
+        """(rows, chunks, None) per shard of `size` rows, the vectors left where they are (read
+        by `vectors()` when the index is assembled); the first `skip` shards as (rows, None, None)."""
         n_shards = math.ceil(self.rows / size)
         for k in range(min(skip, n_shards)):
             count = min(size, self.rows - k * size)
             bar.advance(count)
             yield count, None, None
-        chunks: list[Chunk] = []
-        blocks: list[np.ndarray] = []
-        held = 0
-        for block_chunks, block in self._rows(skip * size, normalize):
-            while len(block_chunks):
-                take = size - held
-                chunks += block_chunks[:take]
-                blocks.append(block[:take])
-                held += len(block[:take])
-                block_chunks, block = block_chunks[take:], block[take:]
-                if held == size:
-                    bar.advance(held)
-                    yield held, chunks, np.concatenate(blocks)
-                    chunks, blocks, held = [], [], 0
+        held: list[Chunk] = []
+        for chunks in self._chunks(skip * size):
+            while chunks:
+                take = size - len(held)
+                held += chunks[:take]
+                chunks = chunks[take:]
+                if len(held) == size:
+                    bar.advance(size)
+                    yield size, held, None
+                    held = []
         if held:
-            bar.advance(held)
-            yield held, chunks, np.concatenate(blocks)
+            bar.advance(len(held))
+            yield len(held), held, None
 
-    def _rows(self, start: int, normalize: bool) -> Iterator[tuple[list[Chunk], np.ndarray]]:
+    def vectors(self, shard_size: int, normalize: bool) -> InPlaceVectors:
+        """The vectors as the index assembly reads them: shard by shard, from the source files."""
+        return InPlaceVectors(self, shard_size, normalize)
+
+    def _chunks(self, start: int) -> Iterator[list[Chunk]]:
         offset = 0
         for part in self.parts:
             if offset + part.rows > start:
-                yield from self._part_rows(part, max(start - offset, 0), normalize)
+                first = max(start - offset, 0)
+                if self.format == "parquet":
+                    yield from (c for c, _ in _parquet_blocks(part, self.cfg, first, vectors=False))
+                else:
+                    every = (_medcpt_chunks if self.format == "medcpt" else _npy_chunks)(part)
+                    yield from (every[a:a + _BLOCK] for a in range(first, part.rows, _BLOCK))
             offset += part.rows
 
     def _part_rows(self, part: _Part, start: int, normalize: bool) -> Iterator[tuple[list[Chunk], np.ndarray]]:
@@ -192,17 +228,96 @@ class PrecomputedVectors:
         for chunks, block in blocks:
             if len(chunks) != len(block):  # the files' lengths were checked: this is a reader bug
                 raise BioragError(f"{part.vectors}: {len(chunks)} chunks read for {len(block)} vectors at row {row}")
-            vectors = np.array(block, dtype=np.float32)
-            bad = ~np.isfinite(vectors).all(axis=1)
-            if bad.any():
-                raise BioragError(f"{part.vectors}: row {row + int(np.argmax(bad))} holds NaN or infinite values")
-            if normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                if (norms == 0).any():
-                    raise BioragError(f"{part.vectors}: row {row + int(np.argmax(norms == 0))} is all zeros")
-                vectors /= norms
+            vectors = _float32(part, row, block, normalize)
             row += len(vectors)
             yield chunks, vectors
+
+
+class InPlaceVectors:
+    """Precomputed vectors read where they lie, as `biorag.indexing.assemble` reads a build's
+    vectors: shard k is rows [k * shard_size, (k + 1) * shard_size) of the files in order, read in
+    blocks of `_BLOCK` rows (memory-mapped .npy; Parquet row groups), each converted to float32,
+    checked and normalised on its own; nothing is written."""
+
+    def __init__(self, source: PrecomputedVectors, shard_size: int, normalize: bool) -> None:
+        self.source, self.shard_size, self.normalize = source, shard_size, normalize
+        self.rows, self.dimension = source.rows, source.dimension
+        self.starts = np.cumsum([0] + [p.rows for p in source.parts])
+        self.shard_rows = [min(shard_size, self.rows - a) for a in range(0, self.rows, shard_size)]
+
+    def shard(self, k: int) -> np.ndarray:
+        a = k * self.shard_size
+        return self.range(a, min(a + self.shard_size, self.rows))
+
+    def range(self, a: int, b: int) -> np.ndarray:
+        """Rows [a, b) as one float32 array."""
+        out = np.empty((b - a, self.dimension), dtype=np.float32)
+        for i, part in enumerate(self.source.parts):
+            lo, hi = max(a, int(self.starts[i])), min(b, int(self.starts[i + 1]))
+            if lo >= hi:
+                continue
+            first = lo - int(self.starts[i])
+            for at, block in self._blocks(part, first, first + hi - lo):
+                out[lo - a + at - first: lo - a + at - first + len(block)] = block
+        return out
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 vectors of sorted global `rows` (a training or recall sample)."""
+        out = np.empty((len(rows), self.dimension), dtype=np.float32)
+        for i, part in enumerate(self.source.parts):
+            sel = np.flatnonzero((rows >= self.starts[i]) & (rows < self.starts[i + 1]))
+            if not len(sel):
+                continue
+            local = rows[sel] - int(self.starts[i])
+            if self.source.format == "parquet":  # row group by row group, those holding a row of `rows`
+                for at, block in self._blocks(part, int(local[0]), int(local[-1]) + 1):
+                    mine = (local >= at) & (local < at + len(block))
+                    out[sel[mine]] = block[local[mine] - at]
+            else:
+                for j in range(0, len(local), _BLOCK):
+                    idx = local[j:j + _BLOCK]
+                    block = np.load(part.vectors, mmap_mode="r")[idx]
+                    out[sel[j:j + _BLOCK]] = _float32(part, int(idx[0]), block, self.normalize, rows=idx)
+        return out
+
+    def _blocks(self, part: _Part, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(local row, float32 block) over rows [first, last) of one file."""
+        if self.source.format == "parquet":
+            for at, block in _parquet_vectors(part, self.source.cfg, first, last):
+                yield at, _float32(part, at, block, self.normalize)
+            return
+        matrix = np.load(part.vectors, mmap_mode="r")
+        for at in range(first, last, _BLOCK):
+            yield at, _float32(part, at, matrix[at:min(at + _BLOCK, last)], self.normalize)
+
+
+def _float32(part: _Part, row: int, block: Any, normalize: bool, rows: np.ndarray | None = None) -> np.ndarray:
+    """A block of a file's vectors as float32, refused with its row when not finite or all zero
+    (normalised); `rows`: the block's local row numbers when not consecutive from `row`."""
+    vectors = np.array(block, dtype=np.float32)
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        at = int(rows[np.argmax(bad)]) if rows is not None else row + int(np.argmax(bad))
+        raise BioragError(f"{part.vectors}: row {at} holds NaN or infinite values")
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if (norms == 0).any():
+            zero = int(np.argmax(norms[:, 0] == 0))
+            raise BioragError(f"{part.vectors}: row {int(rows[zero]) if rows is not None else row + zero} is all zeros")
+        vectors /= norms
+    return vectors
+
+
+def _sampled_hash(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        starts = {0, max(size - _SAMPLE_BYTES, 0)} | {
+            (size - _SAMPLE_BYTES) * i // (_SAMPLES - 1) for i in range(1, _SAMPLES - 1) if size > _SAMPLE_BYTES}
+        for start in sorted(starts):
+            f.seek(start)
+            h.update(f.read(_SAMPLE_BYTES))
+    return h.hexdigest()[:16]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -223,7 +338,7 @@ def _detect(root: Path) -> str:
     raise BioragError(f"vectors.path {root} holds no embeds_chunk_N.npy, .npy or .parquet files")
 
 
-def _npy_header(path: Path) -> tuple[int, int]:
+def _npy_header(path: Path) -> tuple[int, int, str]:
     try:
         matrix = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as e:
@@ -233,7 +348,7 @@ def _npy_header(path: Path) -> tuple[int, int]:
     if matrix.dtype.kind != "f":
         raise BioragError(f"{path}: vectors of dtype {matrix.dtype}; expected floating point (float32, "
                           "float16 or float64)")
-    return int(matrix.shape[0]), int(matrix.shape[1])
+    return int(matrix.shape[0]), int(matrix.shape[1]), str(matrix.dtype)
 
 
 def _medcpt_parts(root: Path, cfg: VectorsConfig) -> list[_Part]:
@@ -348,15 +463,17 @@ def _parquet_parts(root: Path, cfg: VectorsConfig) -> list[_Part]:
         meta = pq.ParquetFile(path).metadata
         first = pq.ParquetFile(path).read_row_group(0, columns=[cfg.vector_column]) if meta.num_row_groups else None
         dim = len(first.column(0)[0].as_py()) if first is not None and len(first) else 0
-        parts.append(_Part(path, (), int(meta.num_rows), dim))
+        parts.append(_Part(path, (), int(meta.num_rows), dim, str(kind.value_type)))
     return parts
 
 
-def _parquet_blocks(part: _Part, cfg: VectorsConfig, start: int) -> Iterator[tuple[list[Chunk], np.ndarray]]:
-    import pyarrow.compute as pc
+def _parquet_blocks(part: _Part, cfg: VectorsConfig, start: int,
+                    vectors: bool = True) -> Iterator[tuple[list[Chunk], np.ndarray | None]]:
+    """(chunks, vectors) from row `start` of a Parquet file, in batches; `vectors=False` reads
+    the ids and texts only (the vector column stays on disk)."""
     import pyarrow.parquet as pq
 
-    cols = [c for c in (cfg.id_column, cfg.title_column, cfg.text_column, cfg.vector_column) if c]
+    cols = [c for c in (cfg.id_column, cfg.title_column, cfg.text_column) if c] + ([cfg.vector_column] if vectors else [])
     row = 0
     for batch in pq.ParquetFile(part.vectors).iter_batches(batch_size=_BLOCK, columns=cols, use_threads=False):
         first, row = row, row + len(batch)
@@ -364,14 +481,37 @@ def _parquet_blocks(part: _Part, cfg: VectorsConfig, start: int) -> Iterator[tup
             continue
         if first < start:
             batch, first = batch.slice(start - first), start
-        lists = batch.column(cfg.vector_column)
-        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-        if (lengths != part.dim).any():
-            bad = int(np.argmax(lengths != part.dim))
-            raise BioragError(f"{part.vectors}: row {first + bad} has a {lengths[bad]}-d vector, "
-                              f"not {part.dim}-d like the first row")
-        vectors = lists.flatten().to_numpy(zero_copy_only=False).reshape(-1, part.dim)
         ids = batch.column(cfg.id_column).to_pylist()
         titles = batch.column(cfg.title_column).to_pylist() if cfg.title_column else [None] * len(ids)
         texts = batch.column(cfg.text_column).to_pylist()
-        yield [_chunk(*r) for r in zip(ids, titles, texts, strict=True)], vectors
+        chunks = [_chunk(*r) for r in zip(ids, titles, texts, strict=True)]
+        yield chunks, _list_vectors(part, batch.column(cfg.vector_column), first) if vectors else None
+
+
+def _parquet_vectors(part: _Part, cfg: VectorsConfig, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(local row, vectors) over rows [first, last) of a Parquet file, reading only the row
+    groups that hold them, and only the vector column."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(part.vectors)
+    at = 0
+    for g in range(f.metadata.num_row_groups):
+        n = f.metadata.row_group(g).num_rows
+        lo, hi = max(first, at), min(last, at + n)
+        if lo < hi:
+            lists = f.read_row_group(g, columns=[cfg.vector_column], use_threads=False).column(0).slice(lo - at, hi - lo)
+            yield lo, _list_vectors(part, lists.combine_chunks(), lo)
+        at += n
+        if at >= last:
+            return
+
+
+def _list_vectors(part: _Part, lists: Any, first: int) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    if (lengths != part.dim).any():
+        bad = int(np.argmax(lengths != part.dim))
+        raise BioragError(f"{part.vectors}: row {first + bad} has a {lengths[bad]}-d vector, "
+                          f"not {part.dim}-d like the first row")
+    return lists.flatten().to_numpy(zero_copy_only=False).reshape(-1, part.dim)

@@ -1,7 +1,7 @@
 """A build's shards: the unit a killed build resumes from.
 
 Shard k is `shards/0000k.parquet` (its chunks) and `shards/0000k.npy` (their vectors, float32,
-row for row), each written to a temporary name and renamed, so a shard is there whole or not
+row for row; not written for precomputed vectors, which are read where they lie), each written to a temporary name and renamed, so a shard is there whole or not
 at all. At the end the chunk shards are merged into the index's `chunks.parquet`, in row groups
 the lazy chunk store reads one at a time (`biorag.indexing.chunkstore`)."""
 
@@ -66,19 +66,23 @@ def chunk_table(chunks: list[Chunk]) -> Any:
     )
 
 
-def write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.ndarray) -> None:
+def write_shard(partial: Path, shard_no: int, chunks: list[Chunk], vectors: np.ndarray | None) -> None:
+    """Shard `shard_no`'s chunks and vectors; `vectors` None: the chunks only (precomputed
+    vectors, read in place when the index is assembled)."""
     import pyarrow.parquet as pq
 
     table_path, vec_path = shard_paths(partial, shard_no)
     tmps = (table_path.with_suffix(".parquet.tmp"), vec_path.with_suffix(".npy.tmp"))
     table = chunk_table(chunks)
-    needed = table.nbytes + vectors.shape[0] * vectors.shape[1] * 4
+    needed = table.nbytes + (vectors.shape[0] * vectors.shape[1] * 4 if vectors is not None else 0)
     with writing(partial, needed, f"writing shard {shard_no}", *tmps):
         pq.write_table(table, tmps[0])
-        with open(tmps[1], "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
+        if vectors is not None:
+            with open(tmps[1], "wb") as f:
+                np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
     os.replace(tmps[0], table_path)
-    os.replace(tmps[1], vec_path)
+    if vectors is not None:
+        os.replace(tmps[1], vec_path)
 
 
 def merge_chunk_shards(partial: Path, n_shards: int) -> None:
