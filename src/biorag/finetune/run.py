@@ -107,6 +107,7 @@ def run_finetune(
 def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
                      callbacks: list[Any], allow_overlap: bool = False) -> FinetuneResult:
     from biorag.finetune.train import last_checkpoint, load_tokenizer
+    from biorag.tracking.runs import open_run
 
     started = time.perf_counter()
     name, partial = final.name, final.with_name(f".{final.name}.partial")
@@ -116,12 +117,16 @@ def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
     existing = read_manifest(final)
     if not force and existing.get("fingerprint") == fingerprint:
         log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
-        if partial.exists() and _partial_fingerprint(partial) == fingerprint:
-            shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped just after its swap
+        if partial.exists() and _partial_fingerprint(partial) in (fingerprint, None):
+            # left by a run stopped just after its swap, or while removing it (its state gone):
+            # nothing to resume from either way
+            shutil.rmtree(partial, ignore_errors=True)
         return FinetuneResult(final, existing, up_to_date=True)
     staged = read_manifest(partial / "adapter")
     if not force and staged.get("fingerprint") == fingerprint:  # trained, logged, stopped before the swap
-        log.info("adapter %s was trained and logged, and stopped before it was moved into place", name)
+        log.info("adapter %s was trained, and stopped before it was moved into place", name)
+        with open_run(cfg.experiment, staged["mlflow"]["run_id"], name, uri):  # logged again: a kill
+            _log_adapter(staged["results"], partial / "adapter")            # may have cut it short
         _swap_in(partial / "adapter", final, partial)
         return FinetuneResult(final, staged, resumed_from_step=staged["results"]["steps"])
     report, warnings = _audit(cfg, data, allow_overlap)  # before anything is trained
@@ -143,13 +148,14 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         SessionClock,
         build_trainer,
         last_checkpoint,
+        last_loss,
         load_for_training,
         loss_over_all_steps,
+        restore_finished,
     )
     from biorag.tracking.runs import (
         git_sha,
         last_logged_step,
-        log_folder,
         log_json_artifact,
         log_metrics,
         log_params,
@@ -188,7 +194,12 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         if resume:
             log.info("resuming %s from %s", name, resume)
         try:
-            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            if resume and 0 < cfg.train.max_steps <= resumed_from:
+                # stopped after its last checkpoint: the Trainer, resumed from it, would train
+                # one step past max_steps, so the checkpoint is restored, not resumed
+                out = restore_finished(trainer, model, resume)
+            else:
+                out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         finally:
             tracker.close()
         eval_loss = trainer.evaluate()["eval_loss"] if data.eval else None
@@ -208,7 +219,9 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
             # covers only the steps of the last session)
             "train_loss": loss_over_all_steps(trainer.state.log_history, resumed_from, out.training_loss,
                                               trainer.state.global_step),
-            "train_loss_last": tracker.last_loss,
+            # a session resumed from the last checkpoint trains no step: the restored history's
+            "train_loss_last": tracker.last_loss if tracker.last_loss is not None
+            else last_loss(trainer.state.log_history),
             "eval_loss": eval_loss,
             "train_seconds": round(train_seconds, 2),  # the steps kept, across sessions
             "wall_seconds": round(clock.wall_seconds(), 2),
@@ -224,14 +237,22 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         write_json(stage / MANIFEST_FILE, manifest)
         # the run gets its summary and the adapter and is closed before the swap: a kill from
         # here on leaves a finished run and a staged adapter that the next run swaps in
-        log_metrics({k: float(v) for k, v in results.items()
-                     if isinstance(v, int | float) and v is not None}, step=results["steps"])
-        log_folder(stage, keys.ADAPTER_DIR)
+        _log_adapter(results, stage)
     _swap_in(stage, final, partial)
     log.info("adapter %s: %d steps, train loss %.4f, %.0f tokens/s, at %s", name, results["steps"],
              results["train_loss"], results["tokens_per_second"], final)
     return FinetuneResult(final, manifest, resumed_from_step=resumed_from, audit=report,
                           warnings=warnings, model=model)
+
+
+def _log_adapter(results: dict[str, Any], stage: Path) -> None:
+    """The summary metrics and the staged adapter, into the active run (idempotent: a run
+    re-opened after a kill gets the same metrics and files again)."""
+    from biorag.tracking.runs import log_folder, log_metrics
+
+    log_metrics({k: float(v) for k, v in results.items()
+                 if isinstance(v, int | float) and v is not None}, step=results["steps"])
+    log_folder(stage, keys.ADAPTER_DIR)
 
 
 def _partial_fingerprint(partial: Path) -> str | None:

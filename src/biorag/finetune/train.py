@@ -257,6 +257,26 @@ class _Tracker(TrainerCallback):
         return [[h["step"], round(h["loss"], 5)] for h in log_history if "loss" in h and "step" in h]
 
 
+def restore_finished(trainer: Any, model: Any, checkpoint: Path) -> Any:
+    """The outcome of a training whose last checkpoint (`checkpoint`) is its final step: the
+    adapter's weights and the Trainer's state (log history, tokens seen) as saved there,
+    with no step trained in this session."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, last_loss(trainer.state.log_history) or 0.0,
+                       {"train_runtime": 0.0})
+
+
+def last_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The last training loss logged in a (restored) log history."""
+    return next((float(h["loss"]) for h in reversed(log_history) if "loss" in h), None)
+
+
 def loss_over_all_steps(log_history: list[dict[str, Any]], resumed_from: int, session_loss: float,
                         total_steps: int) -> float:
     """The training loss over every step of the adapter. The Trainer's own figure
