@@ -90,6 +90,9 @@ class _Injector:
         elif self.mode == "enospc" and write:
             import errno
 
+            if name.startswith("faiss"):  # faiss's own words for a failed fwrite
+                raise RuntimeError(f"Error in faiss::FileIOWriter: write error in {rel}: 0 != 1 "
+                                   "(No space left on device)")
             raise OSError(errno.ENOSPC, "No space left on device (injected)", rel)
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
@@ -108,7 +111,7 @@ class _Injector:
                 writes = any(c in mode for c in "wax+")
             else:
                 writes = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC))
-            rel = self.under(path) if writes else None
+            rel = self.under(path) if writes and not os.path.isdir(path) else None
             if rel is not None:
                 self.event("open", rel, True)
         elif event in ("os.rename", "os.replace"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.faults import FULL_ENV, distinct, finish, kill_sweep
+from tests.helpers.faults import FULL_ENV, Outcome, distinct, enospc_sweep, finish, kill_sweep
 
 # the default suite sweeps the flat build and the LoRA fine-tune (about 90 s); the others, and
 # every point rather than one of each shape, with $BIORAG_FAULT_SWEEP=finish (or =all)
@@ -53,7 +53,7 @@ BUILD_FINISH = distinct(finish(lambda e: any(f in e for f in ("index.faiss", "tr
 
 
 def _report(what: str, sweep) -> None:
-    print(f"\n{what}: {len(sweep.events)} events, killed before {len(sweep.points)}:",
+    print(f"\n{what}: {len(sweep.events)} events, faulted at {len(sweep.points)}:",
           *(f"{k:3d} {sweep.events[k - 1]}" for k in sweep.points), sep="\n  ")
 
 
@@ -128,10 +128,9 @@ def _run_finished(root: Path, rerun) -> str | None:
     return None
 
 
-def test_a_lora_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_one(tmp_path: Path, monkeypatch) -> None:
+def _finetune_data(data: Path, monkeypatch) -> tuple[Path, Path]:
     from tests.helpers.tiny_model import SENTENCES, build_tiny_model
 
-    data = tmp_path / "data"
     tiny = build_tiny_model(data / "tiny")
     rows = data / "notes.jsonl"
     rows.write_text("".join(json.dumps({"id": f"n{i}", "text": f"{SENTENCES[i % len(SENTENCES)]} Note {i}."}) + "\n"
@@ -139,6 +138,11 @@ def test_a_lora_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_on
     corpus_yaml = data / "notes.yaml"
     corpus_yaml.write_text(f"name: notes\nloader: jsonl\npath: {rows}\ntitle_field: null\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")  # one store: made once
+    return tiny, corpus_yaml
+
+
+def test_a_lora_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_one(tmp_path: Path, monkeypatch) -> None:
+    tiny, corpus_yaml = _finetune_data(tmp_path / "data", monkeypatch)
     sweep = kill_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, FINETUNE_FINISH,
                        check_rerun=_run_finished)
     _report("LoRA fine-tune", sweep)
@@ -202,4 +206,35 @@ def test_an_experiment_cell_killed_at_every_event_ends_with_a_clean_runs_predict
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
     sweep = kill_sweep(_cell_job(index, n), tmp_path / "job", _cell_snapshot, CELL_POINTS)
     _report("experiment cell", sweep)
+    sweep.check()
+
+
+def _disk_full(outcome: Outcome, event: str) -> str | None:
+    """A full disk at a biorag write is DiskFullError naming the folder; inside MLflow's store,
+    a message that says the write was MLflow's."""
+    path = event.split(" ", 1)[1]
+    if outcome.exitcode == 0:
+        return None if ".lock" in path else "finished as if nothing had failed"  # a lock's note may fail
+    if path.startswith("mlruns"):
+        return None if "MLflow" in (outcome.message or "") else f"{outcome.error}: {outcome.message}"
+    folders = [p.name for p in Path(path).parents if p.name]  # the folder, or one holding it
+    if outcome.error != "DiskFullError" or not any(f"{f}:" in (outcome.message or "") for f in folders):
+        return f"{outcome.error}: {outcome.message}"
+    return None
+
+
+def test_a_flat_build_with_bm25_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path / "data", 20)
+    job = _build_job(["corpus=sample", f"corpus.path={corpus}", "shard_size=8", "name=ix"])
+    sweep = enospc_sweep(job, tmp_path / "job", _index_snapshot("ix"), _disk_full, BUILD_FINISH)
+    _report("flat build, ENOSPC", sweep)
+    sweep.check()
+    assert len(sweep.points) >= 5
+
+
+def test_a_lora_fine_tune_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    tiny, corpus_yaml = _finetune_data(tmp_path / "data", monkeypatch)
+    sweep = enospc_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, _disk_full,
+                         FINETUNE_FINISH)
+    _report("LoRA fine-tune, ENOSPC", sweep)
     sweep.check()

@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from biorag.atomic import artifact_lock, guard_target, resume_state, swap_into_place, write_json
+from biorag.atomic import (
+    artifact_lock,
+    guard_target,
+    resume_state,
+    swap_into_place,
+    write_json,
+    writing,
+)
 from biorag.contamination import AuditReport
 from biorag.errors import BioragError, ConfigError
 from biorag.finetune.adapters import MANIFEST_FILE, base_identity, read_manifest
@@ -198,8 +205,9 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
                 # stopped after its last checkpoint: the Trainer, resumed from it, would train
                 # one step past max_steps, so the checkpoint is restored, not resumed
                 out = restore_finished(trainer, model, resume)
-            else:
-                out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            else:  # a checkpoint cut short by a full disk is removed by the next run's last_checkpoint
+                with writing(partial, 0, "writing a training checkpoint"):
+                    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         finally:
             tracker.close()
         eval_loss = trainer.evaluate()["eval_loss"] if data.eval else None
@@ -207,7 +215,12 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         stage = partial / "adapter"
         if stage.exists():
             shutil.rmtree(stage)
-        model.save_pretrained(stage)
+        try:
+            with writing(partial, 0, "saving the adapter"):
+                model.save_pretrained(stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # half-saved: saved again by the next run
+            raise
         session_train = out.metrics.get("train_runtime", 0.0)
         train_seconds = clock.train_seconds_before + session_train
         tokens = int(trainer.state.num_input_tokens_seen)

@@ -157,5 +157,6 @@ def _write_atomic(index: Any, path: Path) -> None:
     import faiss
 
     tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
+    with writing(path.parent, int(index.ntotal) * int(getattr(index, "code_size", 0) or 0), f"writing {path.name}", tmp):
+        faiss.write_index(index, str(tmp))
     os.replace(tmp, path)

@@ -28,6 +28,7 @@ from biorag.atomic import (
     resume_state,
     swap_into_place,
     write_json,
+    writing,
 )
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.errors import BioragError, ConfigError, did_you_mean
@@ -280,7 +281,9 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
     gpu = want_gpu(cfg.index)
     index = assemble_faiss(cfg.index, [shard_paths(partial, k)[1] for k in range(n_shards)], n_chunks,
                            embedder.dimension, gpu, partial, partial / SHARDS_DIR / "ivf")
-    write_index_for(to_cpu(index), partial / f"{INDEX_FILE}.tmp", final)
+    tmp = partial / f"{INDEX_FILE}.tmp"
+    with writing(partial, int(index.ntotal) * embedder.dimension * 4, f"writing {INDEX_FILE}", tmp):
+        write_index_for(to_cpu(index), tmp, final)
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
     merge_chunk_shards(partial, n_shards)
     if cfg.index.bm25:

@@ -283,21 +283,42 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
 
 
+@contextmanager
+def mlflow_writes(what: str) -> Iterator[None]:
+    """Around a write into MLflow's store: a failure there (a full disk) is MLflow's, and the
+    message says so, and where the store is."""
+    try:
+        yield
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, OSError | MlflowException):
+            raise
+        full = getattr(e, "errno", None) == 28 or "No space left on device" in str(e)
+        raise BioragError(
+            f"MLflow could not write {what} into its store ({tracking_uri()}; artifacts under "
+            f"./mlruns for a SQLite store): {e}. This write is MLflow's own"
+            + (": the disk is full; free some space and run the same command again (finished steps "
+               "are kept)" if full else "")) from None
+
+
 def log_table(frame: Any, name: str) -> None:
     """A pandas table as an MLflow table artifact (shown as a table in the UI)."""
     import mlflow
 
-    mlflow.log_table(frame, artifact_file=name)
+    with mlflow_writes(f"the table {name}"):
+        mlflow.log_table(frame, artifact_file=name)
 
 
 def log_folder(folder: str | Path, artifact_path: str | None = None, run_id: str | None = None) -> None:
     """Every file of a folder as artifacts: of the active run, or of `run_id`."""
     import mlflow
 
-    if run_id is None:
-        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
-    else:
-        mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
+    with mlflow_writes(f"the artifacts of {folder}"):
+        if run_id is None:
+            mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        else:
+            mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
 
 
 def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> None:
@@ -306,7 +327,8 @@ def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         p.write_text(json.dumps(obj, indent=2, default=str))
-        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+        with mlflow_writes(f"the artifact {name}"):
+            mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
 
 def log_text_artifact(text: str, name: str, artifact_path: str | None = None) -> None:
@@ -315,4 +337,5 @@ def log_text_artifact(text: str, name: str, artifact_path: str | None = None) ->
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         p.write_text(text)
-        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+        with mlflow_writes(f"the artifact {name}"):
+            mlflow.log_artifact(str(p), artifact_path=artifact_path)
