@@ -270,14 +270,14 @@ class RecordLog:
         self._repaired = True
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        self._repair_tail()
         text = "".join(json.dumps(rec) + "\n" for rec in records)
         # a torn line a full disk leaves is cut by the next append's repair, as a kill's is
-        with writing(self.path.parent, len(text.encode()), f"appending to {self.path.name}"), \
-                self.path.open("a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        with writing(self.path.parent, len(text.encode()), f"appending to {self.path.name}"):
+            self._repair_tail()  # writes too (a newline, a truncation): under the same guard
+            with self.path.open("a") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def _record(line: bytes) -> dict[str, Any] | None:

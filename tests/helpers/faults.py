@@ -64,6 +64,7 @@ class Outcome:
     events: list[str] = field(default_factory=list)
     error: str | None = None
     message: str | None = None
+    traceback: str | None = None
 
 
 class _Injector:
@@ -202,7 +203,8 @@ def run_job(code: str, root: Path, *, at: int = 0, mode: str = "count", timeout:
         raise TimeoutError(f"fault job (at={at}, {mode}) ran past {timeout}s")
     data = json.loads(report.read_text()) if report.exists() else {}
     report.unlink(missing_ok=True)
-    return Outcome(proc.exitcode, data.get("events", []), data.get("error"), data.get("message"))
+    return Outcome(proc.exitcode, data.get("events", []), data.get("error"), data.get("message"),
+                   data.get("traceback"))
 
 
 def leftovers(root: Path) -> list[str]:

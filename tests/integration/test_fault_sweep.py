@@ -102,24 +102,26 @@ run_finetune(FinetuneConfig(
 """
 
 
-def _adapter_snapshot(root: Path) -> dict[str, Any]:
-    folder = root / "adapters" / "tiny-notes"
+def _adapter_snapshot(root: Path, name: str = "tiny-notes") -> dict[str, Any]:
+    folder = root / "adapters" / name
     out: dict[str, Any] = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     manifest = json.loads(out.pop("manifest.json"))
     manifest.pop("created_at")
     manifest["mlflow"].pop("run_id")
     for key in RUN_TIMINGS:
         manifest["results"].pop(key)
+    if manifest.get("contamination"):
+        manifest["contamination"].pop("seconds", None)
     out["manifest.json"] = manifest
     out["[adapters]"] = sorted(p.name for p in (root / "adapters").iterdir())
     return out
 
 
-def _run_finished(root: Path, rerun) -> str | None:
-    """The run the adapter names is FINISHED and holds the adapter; no run is left RUNNING."""
+def _run_finished(root: Path, rerun, name: str = "tiny-notes") -> str | None:
+    """The run the adapter names is FINISHED and holds the adapter."""
     from mlflow.tracking import MlflowClient
 
-    manifest = json.loads((root / "adapters" / "tiny-notes" / "manifest.json").read_text())
+    manifest = json.loads((root / "adapters" / name / "manifest.json").read_text())
     client = MlflowClient(tracking_uri=manifest["mlflow"]["tracking_uri"])
     run = client.get_run(manifest["mlflow"]["run_id"])
     files = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
@@ -191,20 +193,8 @@ CELL_POINTS = distinct(finish(lambda e: True))  # a cell is all finish: every ev
 
 @longer
 def test_an_experiment_cell_killed_at_every_event_ends_with_a_clean_runs_predictions(tmp_path: Path, monkeypatch) -> None:
-    from biorag.indexing.build import build_index, load_build_config
-    from biorag.tasks import load_examples, load_task_config
-
-    data = tmp_path / "data"
-    data.mkdir()
-    n = 8
-    corpus = data / "defs.jsonl"
-    corpus.write_text("".join(
-        json.dumps({"id": e.evidence[0], "title": e.options["ABCDEFGHIJ".index(e.gold)], "text": e.input}) + "\n"
-        for e in load_examples(load_task_config("hpo-term-mcq", [f"n={n}"]))))
-    index = build_index(load_build_config(["corpus=sample", f"corpus.path={corpus}", "name=defs", "index.bm25=false",
-                                           f"root={data / 'indexes'}"])).path
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
-    sweep = kill_sweep(_cell_job(index, n), tmp_path / "job", _cell_snapshot, CELL_POINTS)
+    index = _cell_setup(tmp_path / "data", monkeypatch)
+    sweep = kill_sweep(_cell_job(index, 8), tmp_path / "job", _cell_snapshot, CELL_POINTS)
     _report("experiment cell", sweep)
     sweep.check()
 
@@ -219,7 +209,7 @@ def _disk_full(outcome: Outcome, event: str) -> str | None:
         return None if "MLflow" in (outcome.message or "") else f"{outcome.error}: {outcome.message}"
     folders = [p.name for p in Path(path).parents if p.name]  # the folder, or one holding it
     if outcome.error != "DiskFullError" or not any(f"{f}:" in (outcome.message or "") for f in folders):
-        return f"{outcome.error}: {outcome.message}"
+        return f"{outcome.error}: {outcome.message}\n{outcome.traceback}"
     return None
 
 
@@ -237,4 +227,69 @@ def test_a_lora_fine_tune_out_of_space_at_each_write_says_so_and_resumes(tmp_pat
     sweep = enospc_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, _disk_full,
                          FINETUNE_FINISH)
     _report("LoRA fine-tune, ENOSPC", sweep)
+    sweep.check()
+
+
+@longer
+def test_an_on_disk_ivfpq_build_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path / "data", 100)
+    job = _build_job(["corpus=sample", f"corpus.path={corpus}", "index.bm25=false", "shard_size=40", "index=ivfpq",
+                      "index.nlist=4", "index.nprobe=4", "index.pq_m=8", "index.pq_nbits=4", "index.on_disk=true",
+                      "name=pq"])
+    sweep = enospc_sweep(job, tmp_path / "job", _index_snapshot("pq"), _disk_full, BUILD_FINISH)
+    _report("on-disk IVF-PQ build, ENOSPC", sweep)
+    sweep.check()
+
+
+def _cell_setup(data: Path, monkeypatch, n: int = 8) -> Path:
+    from biorag.indexing.build import build_index, load_build_config
+    from biorag.tasks import load_examples, load_task_config
+
+    data.mkdir(parents=True)
+    corpus = data / "defs.jsonl"
+    corpus.write_text("".join(
+        json.dumps({"id": e.evidence[0], "title": e.options["ABCDEFGHIJ".index(e.gold)], "text": e.input}) + "\n"
+        for e in load_examples(load_task_config("hpo-term-mcq", [f"n={n}"]))))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{data / 'mlflow.db'}")
+    return build_index(load_build_config(["corpus=sample", f"corpus.path={corpus}", "name=defs", "index.bm25=false",
+                                          f"root={data / 'indexes'}"])).path
+
+
+@longer
+def test_an_experiment_cell_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    index = _cell_setup(tmp_path / "data", monkeypatch)
+    sweep = enospc_sweep(_cell_job(index, 8), tmp_path / "job", _cell_snapshot, _disk_full, CELL_POINTS)
+    _report("experiment cell, ENOSPC", sweep)
+    sweep.check()
+
+
+def _raft_job(tiny: Path, index: Path) -> str:
+    return f"""
+import os
+from biorag.contamination import AuditSettings
+from biorag.corpora.training import DataConfig, RaftSettings
+from biorag.finetune.config import FinetuneConfig, LoraSettings, TrainSettings
+from biorag.finetune.run import run_finetune
+from biorag.models.config import ModelConfig
+raft = RaftSettings(tasks=["hpo-term-mcq"], arm="rag", n=6, p_gold=0.8, depth=10, train=["task.seed=1"],
+                    exclude=["task.n=4"], overrides=["arm.retriever.index={index}", "arm.retriever.k=3",
+                                                     "task.scoring=loglikelihood"])
+run_finetune(FinetuneConfig(
+    model=ModelConfig(name="tiny", id={str(tiny)!r}),
+    data=DataConfig(name="raft-tiny", objective="raft", raft=raft),
+    name="tiny-raft", output_dir=os.getcwd() + "/adapters", experiment="raft-faults",
+    lora=LoraSettings(r=4, alpha=8), audit=AuditSettings(),
+    train=TrainSettings(seq_len=2048, batch_size=2, max_steps=2, save_steps=1, eval_fraction=0.0)))
+"""
+
+
+@longer
+def test_a_raft_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_one(tmp_path: Path, monkeypatch) -> None:
+    from tests.helpers.tiny_model import build_tiny_model
+
+    index = _cell_setup(tmp_path / "data", monkeypatch, n=30)
+    tiny = build_tiny_model(tmp_path / "data" / "tiny")
+    sweep = kill_sweep(_raft_job(tiny, index), tmp_path / "job", lambda r: _adapter_snapshot(r, "tiny-raft"),
+                       FINETUNE_FINISH, check_rerun=lambda r, o: _run_finished(r, o, "tiny-raft"))
+    _report("RAFT fine-tune", sweep)
     sweep.check()

@@ -61,6 +61,12 @@ class CodeWriter:
             self._file.write(self.quantizer.sa_encode(vectors).tobytes())
         self._rows += len(vectors)
 
+    def abort(self) -> None:
+        """Stop writing: the unfinished codes file is removed."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
     def close(self) -> None:
         import faiss
 
