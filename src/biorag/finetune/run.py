@@ -154,11 +154,13 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
     from biorag.finetune.train import (
         SessionClock,
         build_trainer,
+        checkpoint_is_final,
         last_checkpoint,
         last_loss,
         load_for_training,
         loss_over_all_steps,
         restore_finished,
+        tokens_seen_at,
     )
     from biorag.tracking.runs import (
         git_sha,
@@ -201,7 +203,7 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         if resume:
             log.info("resuming %s from %s", name, resume)
         try:
-            if resume and 0 < cfg.train.max_steps <= resumed_from:
+            if resume and checkpoint_is_final(resume):
                 # stopped after its last checkpoint: the Trainer, resumed from it, would train
                 # one step past max_steps, so the checkpoint is restored, not resumed
                 out = restore_finished(trainer, model, resume)
@@ -241,7 +243,9 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
             "wall_seconds_this_session": round(time.perf_counter() - started, 2),
             "train_seconds_this_session": round(session_train, 2),
             "tokens": tokens,
-            "tokens_this_session": tracker.tokens,
+            # the tokens past the checkpoint this session started from: all of them when it was
+            # never interrupted (the callback's own count was read mid-way and could disagree)
+            "tokens_this_session": tokens - tokens_seen_at(resume),
             "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1),
             "peak_memory_mb": round(tracker.peak_memory_mb(), 1),
             "loss_history": tracker.history(trainer.state.log_history),

@@ -257,6 +257,30 @@ class _Tracker(TrainerCallback):
         return [[h["step"], round(h["loss"], 5)] for h in log_history if "loss" in h and "step" in h]
 
 
+def checkpoint_is_final(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved at the last step of its training (its trainer state
+    records the step and the training's length, with max_steps or with epochs)."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def tokens_seen_at(checkpoint: Path | None) -> int:
+    """The tokens the training had seen when `checkpoint` was saved (0: no checkpoint)."""
+    import json
+
+    if checkpoint is None:
+        return 0
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def restore_finished(trainer: Any, model: Any, checkpoint: Path) -> Any:
     """The outcome of a training whose last checkpoint (`checkpoint`) is its final step: the
     adapter's weights and the Trainer's state (log history, tokens seen) as saved there,

@@ -8,6 +8,7 @@ instead of leaving a dangling one beside a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,17 +72,29 @@ def store_lock(uri: str) -> AbstractContextManager[Any]:
         return nullcontext()
     from filelock import FileLock
 
-    db = Path(uri.removeprefix("sqlite:///"))
-    return FileLock(str(db.with_name(f".{db.name}.lock")))
+    return FileLock(str(_lock_folder(uri) / "store.lock"))
 
 
 def invocation_lock_folder(uri: str, fallback: Path) -> Path:
     """Where the locks of experiment invocations live: beside a SQLite store (so runs that
     share a store share their locks, whatever their cache folders), else under `fallback`."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        return db.with_name(f".{db.name}.invocations")
+        return _lock_folder(uri) / "invocations"
     return fallback / "invocations"
+
+
+def _lock_folder(uri: str) -> Path:
+    """One hidden folder beside a SQLite store for all its locks (`.mlflow.db.locks/`), which
+    git ignores by its own .gitignore: the locks must sit with the store, which is often in a
+    user's working folder, and every process using that store must find the same ones."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    folder = db.with_name(f".{db.name}.locks")
+    ignore = folder / ".gitignore"
+    if not ignore.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # read-only or full: the locks still work, git sees them
+            ignore.write_text("# biorag's locks of the MLflow store beside this folder\n*\n")
+    return folder
 
 
 def _set_experiment(name: str, uri: str) -> Any:
