@@ -57,13 +57,16 @@ def _report(what: str, sweep) -> None:
           *(f"{k:3d} {sweep.events[k - 1]}" for k in sweep.points), sep="\n  ")
 
 
-def test_a_flat_build_with_bm25_killed_at_every_event_of_its_finish_ends_as_a_clean_build(tmp_path: Path) -> None:
+def test_a_flat_build_killed_at_every_event_of_its_finish_ends_as_a_clean_build(tmp_path: Path) -> None:
+    """With BM25 (its eight files) when $BIORAG_FAULT_SWEEP is set; the default suite's sweep
+    leaves it out for time (its writes are in the default ENOSPC sweep)."""
     corpus = _corpus(tmp_path / "data", 20)
-    job = _build_job(["corpus=sample", f"corpus.path={corpus}", "shard_size=8", "name=ix"])
+    bm25 = [] if os.environ.get(FULL_ENV) else ["index.bm25=false"]
+    job = _build_job(["corpus=sample", f"corpus.path={corpus}", "shard_size=8", "name=ix", *bm25])
     sweep = kill_sweep(job, tmp_path / "job", _index_snapshot("ix"), BUILD_FINISH)
     _report("flat build", sweep)
     sweep.check()
-    assert len(sweep.points) >= 15
+    assert len(sweep.points) >= 12
 
 
 @longer
@@ -80,6 +83,19 @@ def test_an_on_disk_ivfpq_build_killed_at_every_event_of_its_finish_ends_as_a_cl
 
 # a fine-tune's finish: from the adapter's save on (training is over)
 FINETUNE_FINISH = distinct(finish(lambda e: "adapter/" in e and "checkpoint" not in e))
+
+
+def _to_the_swap(events: list[str]) -> list[int]:
+    """The default suite's LoRA points: the finish's, from the adapter's save to just after
+    its swap (the window where a kill left a RUNNING run or a stale partial); the cleanup's
+    rmtree after it with $BIORAG_FAULT_SWEEP set."""
+    picked = FINETUNE_FINISH(events)
+    if os.environ.get(FULL_ENV):
+        return picked
+    swap = next(k for k, e in enumerate(events, 1) if e.startswith("rename") and e.endswith("-> adapters/tiny-notes"))
+    return [k for k in picked if k <= swap + 1]
+
+
 RUN_TIMINGS = {"train_seconds", "wall_seconds", "wall_seconds_this_session", "train_seconds_this_session",
                "tokens_per_second", "peak_memory_mb", "resumed_from_step", "tokens_this_session"}
 
@@ -145,11 +161,11 @@ def _finetune_data(data: Path, monkeypatch) -> tuple[Path, Path]:
 
 def test_a_lora_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_one(tmp_path: Path, monkeypatch) -> None:
     tiny, corpus_yaml = _finetune_data(tmp_path / "data", monkeypatch)
-    sweep = kill_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, FINETUNE_FINISH,
+    sweep = kill_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, _to_the_swap,
                        check_rerun=_run_finished)
     _report("LoRA fine-tune", sweep)
     sweep.check()
-    assert len(sweep.points) >= 8
+    assert len(sweep.points) >= 8 and any("mlruns/" in sweep.events[k - 1] for k in sweep.points)
 
 
 CELL_TIMINGS = ("seconds", "latency", "time", "per_second", "created", "_per_s")
@@ -222,6 +238,7 @@ def test_a_flat_build_with_bm25_out_of_space_at_each_write_says_so_and_resumes(t
     assert len(sweep.points) >= 5
 
 
+@longer
 def test_a_lora_fine_tune_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path, monkeypatch) -> None:
     tiny, corpus_yaml = _finetune_data(tmp_path / "data", monkeypatch)
     sweep = enospc_sweep(_finetune_job(tiny, corpus_yaml), tmp_path / "job", _adapter_snapshot, _disk_full,
