@@ -310,3 +310,15 @@ def test_a_raft_fine_tune_killed_at_every_event_of_its_finish_ends_as_a_clean_on
                        FINETUNE_FINISH, check_rerun=lambda r, o: _run_finished(r, o, "tiny-raft"))
     _report("RAFT fine-tune", sweep)
     sweep.check()
+
+
+@longer
+def test_a_raft_fine_tune_out_of_space_at_each_write_says_so_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    from tests.helpers.tiny_model import build_tiny_model
+
+    index = _cell_setup(tmp_path / "data", monkeypatch, n=30)
+    tiny = build_tiny_model(tmp_path / "data" / "tiny")
+    sweep = enospc_sweep(_raft_job(tiny, index), tmp_path / "job", lambda r: _adapter_snapshot(r, "tiny-raft"),
+                         _disk_full, FINETUNE_FINISH)
+    _report("RAFT fine-tune, ENOSPC", sweep)
+    sweep.check()
