@@ -94,7 +94,8 @@ def artifact_lock(target: Path, what: str) -> Iterator[None]:
     holder = path.with_name(path.name + ".holder")
     lock = FileLock(str(path))
     try:
-        lock.acquire(timeout=0)
+        with writing(target.parent, 0, f"taking the lock of {what} {target.name}"):
+            lock.acquire(timeout=0)
     except Timeout:
         who = _read_holder(holder)
         log.warning("%s %s is being written by %s; waiting for it to finish", what, target, who)
@@ -111,9 +112,10 @@ def artifact_lock(target: Path, what: str) -> Iterator[None]:
                 f"(${LOCK_TIMEOUT_ENV}); try again when it has finished"
             ) from None
     try:
-        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                      "command": _scrubbed(" ".join(sys.argv))[:500]}))
+        with writing(target.parent, 0, f"noting who holds the lock of {what} {target.name}", holder):
+            holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                          "command": _scrubbed(" ".join(sys.argv))[:500]}))
         yield
     finally:
         holder.unlink(missing_ok=True)
@@ -146,6 +148,8 @@ def write_json(path: Path, obj: Any) -> None:
 # a write that fails while less than this is free is taken for a full disk: numpy and pyarrow
 # report a short write without ENOSPC ("1572864 requested and 1324000 written")
 _FULL_MARGIN = 1 << 20
+# how a C++ writer that raises RuntimeError (faiss's fwrite checks) says ENOSPC: strerror's text
+NO_SPACE = "No space left on device"
 
 
 @contextmanager
@@ -156,11 +160,14 @@ def writing(folder: Path, needed: int, what: str, *tmps: Path) -> Iterator[None]
     command resumes once there is space. Finished files and steps are not touched."""
     try:
         yield
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         for tmp in tmps:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, RuntimeError) and NO_SPACE not in str(e):
+            raise
         free = _free_bytes(folder)
-        if e.errno == 28 or (free is not None and free < max(needed, _FULL_MARGIN)):
+        if getattr(e, "errno", None) == 28 or NO_SPACE in str(e) \
+                or (free is not None and free < max(needed, _FULL_MARGIN)):
             raise DiskFullError(
                 f"{folder}: no space left on the device while {what} (needed about {_mb(needed)}, "
                 f"{_mb(free or 0)} free there). Nothing half-written was left and finished steps are "
@@ -263,14 +270,14 @@ class RecordLog:
         self._repaired = True
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        self._repair_tail()
         text = "".join(json.dumps(rec) + "\n" for rec in records)
         # a torn line a full disk leaves is cut by the next append's repair, as a kill's is
-        with writing(self.path.parent, len(text.encode()), f"appending to {self.path.name}"), \
-                self.path.open("a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        with writing(self.path.parent, len(text.encode()), f"appending to {self.path.name}"):
+            self._repair_tail()  # writes too (a newline, a truncation): under the same guard
+            with self.path.open("a") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def _record(line: bytes) -> dict[str, Any] | None:

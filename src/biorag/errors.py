@@ -5,10 +5,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import IO, Any, get_type_hints
 
 
 class BioragError(Exception):
@@ -98,3 +98,39 @@ def schema_keys(schema: type, dotted: str) -> list[str]:
 def first_line(msg: str) -> str:
     lines = [ln for ln in msg.strip().splitlines() if ln.strip()]
     return lines[0] if lines else msg
+
+
+MAX_LINE_ENV = "BIORAG_MAX_LINE_MB"
+MAX_LINE_MB = 64  # one record of a JSON-lines file: a whole book fits; a file on one line does not
+
+
+def max_line_bytes() -> int:
+    raw = os.environ.get(MAX_LINE_ENV) or str(MAX_LINE_MB)
+    try:
+        return max(1, int(float(raw) * 2**20))
+    except ValueError:
+        raise ConfigError(f"${MAX_LINE_ENV} must be a number of megabytes, not {raw!r}") from None
+
+
+def input_lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of each line of a binary file, read with bounded memory: a line
+    longer than $BIORAG_MAX_LINE_MB (64 MB by default) is read past in blocks and given as None,
+    for the reader to report (`too_long`) and go on with the next line."""
+    limit = max_line_bytes()
+    n = 0
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield n, raw
+            continue
+        while raw and not raw.endswith(b"\n"):  # the rest of the long line, a block at a time
+            raw = f.readline(1 << 20)
+        yield n, None
+
+
+def too_long() -> str:
+    return (f"line longer than {max_line_bytes() / 2**20:g} MB: not one record (a whole file on one line?). "
+            f"If a record really is that long, raise ${MAX_LINE_ENV}")

@@ -93,6 +93,7 @@ def test_adapter_folder_is_self_describing(trained, tiny_dir: Path) -> None:
     r = m["results"]
     assert r["steps"] == STEPS and r["resumed_from_step"] == 0
     assert r["tokens"] == STEPS * BATCH * SEQ  # packed blocks: no padding
+    assert r["tokens_this_session"] == r["tokens"]  # never interrupted: one session saw them all
     assert r["tokens_per_second"] > 0 and r["wall_seconds"] >= r["train_seconds"] > 0
     assert r["eval_loss"] is not None and 0 < r["eval_loss"] < 20
     assert [s for s, _ in r["loss_history"]] == list(range(1, STEPS + 1))

@@ -354,3 +354,25 @@ def test_a_second_writer_is_told_who_holds_the_lock(tmp_path, monkeypatch) -> No
         holder.wait()
     with artifact_lock(target, "index"):  # free again once the holder is gone
         pass
+
+
+def test_the_stores_locks_are_one_folder_that_git_ignores(tmp_path) -> None:
+    """The locks beside a SQLite store in a user's working folder (issue 39): one hidden
+    folder with its own .gitignore, not `.mlflow.db.lock` and `.mlflow.db.invocations/`
+    showing up in `git status`."""
+    import shutil
+    import subprocess
+
+    from biorag.atomic import artifact_lock
+    from biorag.tracking.runs import invocation_lock_folder, store_lock
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with store_lock(uri), artifact_lock(invocation_lock_folder(uri, tmp_path / "cache") / "abc", "experiment run"):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".git") == [".mlflow.db.locks"]
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""

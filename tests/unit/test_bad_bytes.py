@@ -67,3 +67,58 @@ def test_the_clean_fixtures_load(tmp_path):
     for loader, name in FILES:
         shutil.copy(FIXTURES / name, tmp_path / name)
         assert load_examples(_task(loader, tmp_path / name))
+
+
+def _long_line_file(src: Path, dst: Path, size: int) -> None:
+    """`src` with a line of `size` bytes (a JSON string, no newline inside) after its first."""
+    lines = src.read_bytes().splitlines(keepends=True)
+    with dst.open("wb") as f:
+        f.write(lines[0])
+        f.write(b'{"question": "' + b"x" * size + b'"}\n')
+        f.writelines(lines[1:])
+
+
+def _peak_mb(load) -> tuple[object, float]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        out = load()
+        return out, tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_huge_line_in_a_task_file_is_one_problem_read_in_bounded_memory(tmp_path, monkeypatch):
+    """A 24 MB line over a 1 MB limit ($BIORAG_MAX_LINE_MB; 64 MB by default): its line is a
+    problem that says what to raise, the rest of the file loads, and the line is never held whole."""
+    monkeypatch.setenv("BIORAG_MAX_LINE_MB", "1")
+    path = tmp_path / "medqa.jsonl"
+    _long_line_file(FIXTURES / "medqa.jsonl", path, 24 << 20)
+    problems: list = []
+    examples, peak = _peak_mb(lambda: load_examples(_task("medqa", path), problems))
+    clean = load_examples(_task("medqa", FIXTURES / "medqa.jsonl"))
+    assert len(examples) == len(clean) and peak < 8, peak
+    assert [(p.file, p.row) for p in problems] == [(str(path), 2)]
+    assert "longer than 1 MB" in problems[0].message and "BIORAG_MAX_LINE_MB" in problems[0].message
+
+
+def test_a_huge_line_in_a_corpus_file_is_one_skipped_record_read_in_bounded_memory(tmp_path, monkeypatch, caplog):
+    from biorag.corpora import CorpusConfig, open_corpus
+
+    monkeypatch.setenv("BIORAG_MAX_LINE_MB", "1")
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "first"}\n{"id": "b", "text": "' + b"y" * (24 << 20)
+                     + b'"}\n{"id": "c", "text": "third"}\n')
+    with pytest.raises(BioragError, match=rf"{path}:2: line longer than 1 MB"):  # on_error=raise, the default
+        list(open_corpus(CorpusConfig(name="t", loader="jsonl", path=str(path), title_field=None)))
+    reader = open_corpus(CorpusConfig(name="t", loader="jsonl", path=str(path), title_field=None, on_error="skip"))
+    docs, peak = _peak_mb(lambda: list(reader))
+    assert [d.id for d in docs] == ["a", "c"] and reader.stats.skipped_malformed == 1 and peak < 8, peak
+    assert f"{path}:2" in caplog.text and "longer than 1 MB" in caplog.text
+
+
+def test_a_line_limit_that_is_not_a_number_is_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIORAG_MAX_LINE_MB", "lots")
+    with pytest.raises(BioragError, match="BIORAG_MAX_LINE_MB must be a number"):
+        load_examples(_task("medqa", FIXTURES / "medqa.jsonl"))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from biorag.corpora.base import CorpusConfig, CorpusReader, hash_file
-from biorag.errors import InputError
+from biorag.errors import InputError, input_lines, too_long
 from biorag.types import Document
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,10 @@ class JsonlReader(_RecordFileReader):
         encoding = _reading_encoding(self.cfg.encoding)
         with _open_binary(path) as f:
             # Bytes in, decoded per line: a bad byte costs one line, not the rest of the file.
-            for n, raw in enumerate(f, 1):
+            for n, raw in input_lines(f):
+                if raw is None:
+                    yield InputError(too_long(), file=file, line=n)
+                    continue
                 try:
                     line = raw.decode(encoding if n == 1 else self.cfg.encoding)
                 except UnicodeDecodeError as e:

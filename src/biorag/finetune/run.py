@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from biorag.atomic import artifact_lock, guard_target, resume_state, swap_into_place, write_json
+from biorag.atomic import (
+    artifact_lock,
+    guard_target,
+    resume_state,
+    swap_into_place,
+    write_json,
+    writing,
+)
 from biorag.contamination import AuditReport
 from biorag.errors import BioragError, ConfigError
 from biorag.finetune.adapters import MANIFEST_FILE, base_identity, read_manifest
@@ -107,6 +114,7 @@ def run_finetune(
 def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
                      callbacks: list[Any], allow_overlap: bool = False) -> FinetuneResult:
     from biorag.finetune.train import last_checkpoint, load_tokenizer
+    from biorag.tracking.runs import open_run
 
     started = time.perf_counter()
     name, partial = final.name, final.with_name(f".{final.name}.partial")
@@ -116,12 +124,16 @@ def _finetune_locked(cfg: FinetuneConfig, final: Path, uri: str, force: bool,
     existing = read_manifest(final)
     if not force and existing.get("fingerprint") == fingerprint:
         log.info("adapter %s is up to date (fingerprint %s); --force retrains it", name, fingerprint)
-        if partial.exists() and _partial_fingerprint(partial) == fingerprint:
-            shutil.rmtree(partial, ignore_errors=True)  # left by a run stopped just after its swap
+        if partial.exists() and _partial_fingerprint(partial) in (fingerprint, None):
+            # left by a run stopped just after its swap, or while removing it (its state gone):
+            # nothing to resume from either way
+            shutil.rmtree(partial, ignore_errors=True)
         return FinetuneResult(final, existing, up_to_date=True)
     staged = read_manifest(partial / "adapter")
     if not force and staged.get("fingerprint") == fingerprint:  # trained, logged, stopped before the swap
-        log.info("adapter %s was trained and logged, and stopped before it was moved into place", name)
+        log.info("adapter %s was trained, and stopped before it was moved into place", name)
+        with open_run(cfg.experiment, staged["mlflow"]["run_id"], name, uri):  # logged again: a kill
+            _log_adapter(staged["results"], partial / "adapter")            # may have cut it short
         _swap_in(partial / "adapter", final, partial)
         return FinetuneResult(final, staged, resumed_from_step=staged["results"]["steps"])
     report, warnings = _audit(cfg, data, allow_overlap)  # before anything is trained
@@ -142,14 +154,17 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
     from biorag.finetune.train import (
         SessionClock,
         build_trainer,
+        checkpoint_is_final,
         last_checkpoint,
+        last_loss,
         load_for_training,
         loss_over_all_steps,
+        restore_finished,
+        tokens_seen_at,
     )
     from biorag.tracking.runs import (
         git_sha,
         last_logged_step,
-        log_folder,
         log_json_artifact,
         log_metrics,
         log_params,
@@ -188,7 +203,13 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         if resume:
             log.info("resuming %s from %s", name, resume)
         try:
-            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            if resume and checkpoint_is_final(resume):
+                # stopped after its last checkpoint: the Trainer, resumed from it, would train
+                # one step past max_steps, so the checkpoint is restored, not resumed
+                out = restore_finished(trainer, model, resume)
+            else:  # a checkpoint cut short by a full disk is removed by the next run's last_checkpoint
+                with writing(partial, 0, "writing a training checkpoint"):
+                    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         finally:
             tracker.close()
         eval_loss = trainer.evaluate()["eval_loss"] if data.eval else None
@@ -196,7 +217,12 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         stage = partial / "adapter"
         if stage.exists():
             shutil.rmtree(stage)
-        model.save_pretrained(stage)
+        try:
+            with writing(partial, 0, "saving the adapter"):
+                model.save_pretrained(stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # half-saved: saved again by the next run
+            raise
         session_train = out.metrics.get("train_runtime", 0.0)
         train_seconds = clock.train_seconds_before + session_train
         tokens = int(trainer.state.num_input_tokens_seen)
@@ -208,14 +234,18 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
             # covers only the steps of the last session)
             "train_loss": loss_over_all_steps(trainer.state.log_history, resumed_from, out.training_loss,
                                               trainer.state.global_step),
-            "train_loss_last": tracker.last_loss,
+            # a session resumed from the last checkpoint trains no step: the restored history's
+            "train_loss_last": tracker.last_loss if tracker.last_loss is not None
+            else last_loss(trainer.state.log_history),
             "eval_loss": eval_loss,
             "train_seconds": round(train_seconds, 2),  # the steps kept, across sessions
             "wall_seconds": round(clock.wall_seconds(), 2),
             "wall_seconds_this_session": round(time.perf_counter() - started, 2),
             "train_seconds_this_session": round(session_train, 2),
             "tokens": tokens,
-            "tokens_this_session": tracker.tokens,
+            # the tokens past the checkpoint this session started from: all of them when it was
+            # never interrupted (the callback's own count was read mid-way and could disagree)
+            "tokens_this_session": tokens - tokens_seen_at(resume),
             "tokens_per_second": round(tokens / max(train_seconds, 1e-9), 1),
             "peak_memory_mb": round(tracker.peak_memory_mb(), 1),
             "loss_history": tracker.history(trainer.state.log_history),
@@ -224,14 +254,22 @@ def _train(cfg: FinetuneConfig, tokenizer: Any, data: TrainingData, fingerprint:
         write_json(stage / MANIFEST_FILE, manifest)
         # the run gets its summary and the adapter and is closed before the swap: a kill from
         # here on leaves a finished run and a staged adapter that the next run swaps in
-        log_metrics({k: float(v) for k, v in results.items()
-                     if isinstance(v, int | float) and v is not None}, step=results["steps"])
-        log_folder(stage, keys.ADAPTER_DIR)
+        _log_adapter(results, stage)
     _swap_in(stage, final, partial)
     log.info("adapter %s: %d steps, train loss %.4f, %.0f tokens/s, at %s", name, results["steps"],
              results["train_loss"], results["tokens_per_second"], final)
     return FinetuneResult(final, manifest, resumed_from_step=resumed_from, audit=report,
                           warnings=warnings, model=model)
+
+
+def _log_adapter(results: dict[str, Any], stage: Path) -> None:
+    """The summary metrics and the staged adapter, into the active run (idempotent: a run
+    re-opened after a kill gets the same metrics and files again)."""
+    from biorag.tracking.runs import log_folder, log_metrics
+
+    log_metrics({k: float(v) for k, v in results.items()
+                 if isinstance(v, int | float) and v is not None}, step=results["steps"])
+    log_folder(stage, keys.ADAPTER_DIR)
 
 
 def _partial_fingerprint(partial: Path) -> str | None:

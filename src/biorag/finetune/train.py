@@ -257,6 +257,50 @@ class _Tracker(TrainerCallback):
         return [[h["step"], round(h["loss"], 5)] for h in log_history if "loss" in h and "step" in h]
 
 
+def checkpoint_is_final(checkpoint: Path) -> bool:
+    """Whether a checkpoint was saved at the last step of its training (its trainer state
+    records the step and the training's length, with max_steps or with epochs)."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def tokens_seen_at(checkpoint: Path | None) -> int:
+    """The tokens the training had seen when `checkpoint` was saved (0: no checkpoint)."""
+    import json
+
+    if checkpoint is None:
+        return 0
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def restore_finished(trainer: Any, model: Any, checkpoint: Path) -> Any:
+    """The outcome of a training whose last checkpoint (`checkpoint`) is its final step: the
+    adapter's weights and the Trainer's state (log history, tokens seen) as saved there,
+    with no step trained in this session."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, last_loss(trainer.state.log_history) or 0.0,
+                       {"train_runtime": 0.0})
+
+
+def last_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The last training loss logged in a (restored) log history."""
+    return next((float(h["loss"]) for h in reversed(log_history) if "loss" in h), None)
+
+
 def loss_over_all_steps(log_history: list[dict[str, Any]], resumed_from: int, session_loss: float,
                         total_steps: int) -> float:
     """The training loss over every step of the adapter. The Trainer's own figure

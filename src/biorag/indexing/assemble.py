@@ -123,6 +123,36 @@ def _on_disk(cfg: IndexConfig, source: Vectors, n: int, dim: int, out_dir: Path,
         _write_atomic(index, trained_path)
     # the refine codes are rewritten whole, the shards' lists only where a shard is missing
     codes = CodeWriter(work_dir / REFINE_QUANTIZER_FILE, n, out_dir) if cfg.disk_refine else None
+    try:
+        shard_files = _add_shards(trained_path, source, work_dir, n, codes, truth)
+    except BaseException:
+        if codes is not None:
+            codes.abort()  # the codes are rewritten whole by the next run: none half-written stays
+        raise
+    ivfdata = out_dir / IVFDATA_FILE
+    ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
+    merged = faiss.read_index(str(trained_path))
+    needed = n * (faiss.extract_index_ivf(merged).code_size + 8)
+    reserve_space(out_dir, needed, f"merging into {IVFDATA_FILE}")
+    log.info("merging %d shards' inverted lists into %s", len(shard_files), ivfdata)
+    try:
+        with writing(out_dir, needed, f"merging into {IVFDATA_FILE}", ivfdata):  # a full disk: one message
+            merge_ondisk(merged, shard_files, str(ivfdata))
+    except RuntimeError as e:  # faiss reports a failed write as RuntimeError
+        ivfdata.unlink(missing_ok=True)
+        raise BioragError(f"merging the on-disk index into {ivfdata} failed: {e}") from None
+    if merged.ntotal != n:
+        raise BioragError(f"the on-disk merge holds {merged.ntotal} vectors, not {n}; rebuild with --force")
+    return merged
+
+
+def _add_shards(trained_path: Path, source: Vectors, work_dir: Path, n: int, codes: CodeWriter | None,
+                truth: ExactTopK | None) -> list[str]:
+    """Each shard's vectors into a copy of the trained index saved as its own small index
+    (skipped where one is saved already), their refine codes and the recall check's exact
+    neighbours; the saved indexes' paths."""
+    import faiss
+
     shard_files, offset = [], 0
     with progress.bar("adding to on-disk lists", total=n) as bar:
         for shard_no, count in enumerate(source.shard_rows):
@@ -144,19 +174,7 @@ def _on_disk(cfg: IndexConfig, source: Vectors, n: int, dim: int, out_dir: Path,
             bar.advance(count)
     if codes is not None:
         codes.close()
-    ivfdata = out_dir / IVFDATA_FILE
-    ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
-    merged = faiss.read_index(str(trained_path))
-    reserve_space(out_dir, n * (faiss.extract_index_ivf(merged).code_size + 8), f"merging into {IVFDATA_FILE}")
-    log.info("merging %d shards' inverted lists into %s", len(shard_files), ivfdata)
-    try:
-        merge_ondisk(merged, shard_files, str(ivfdata))
-    except RuntimeError as e:  # faiss reports a full disk or a failed write as RuntimeError
-        ivfdata.unlink(missing_ok=True)
-        raise BioragError(f"merging the on-disk index into {ivfdata} failed: {e}") from None
-    if merged.ntotal != n:
-        raise BioragError(f"the on-disk merge holds {merged.ntotal} vectors, not {n}; rebuild with --force")
-    return merged
+    return shard_files
 
 
 def reserve_space(folder: Path, needed: int, what: str) -> None:
@@ -215,5 +233,6 @@ def _write_atomic(index: Any, path: Path) -> None:
     import faiss
 
     tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
+    with writing(path.parent, int(index.ntotal) * int(getattr(index, "code_size", 0) or 0), f"writing {path.name}", tmp):
+        faiss.write_index(index, str(tmp))
     os.replace(tmp, path)

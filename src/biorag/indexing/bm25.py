@@ -7,10 +7,13 @@ The tokenizer's settings and vocabulary are saved with the index, so the query s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from biorag import progress
+from biorag.atomic import writing
 from biorag.types import titled
 
 BM25_SETTINGS = "biorag-bm25.json"
@@ -35,7 +38,7 @@ def build_bm25(
     import bm25s
     import pyarrow.parquet as pq
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     table = pq.read_table(chunks_file, columns=["title", "text"])
     titles, texts = table.column("title").to_pylist(), table.column("text").to_pylist()
     settings = {"stopwords": stopwords, "stemmer": stemmer, "include_title": include_title}
@@ -53,7 +56,20 @@ def build_bm25(
             bar.advance(len(batch))
     retriever = bm25s.BM25()
     retriever.index(ids, show_progress=False)
-    retriever.save(str(out_dir), show_progress=False)
-    tokenizer.save_vocab(str(out_dir))
-    tokenizer.save_stopwords(str(out_dir))
-    (out_dir / BM25_SETTINGS).write_text(json.dumps(settings, indent=2))
+    # written into a folder of its own, renamed into place when whole; a failed write (a full
+    # disk) removes it
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    needed = retriever.scores["data"].nbytes * 3 if isinstance(getattr(retriever, "scores", None), dict) else 0
+    try:
+        with writing(out_dir.parent, needed, "writing the BM25 index"):
+            tmp.mkdir()
+            retriever.save(str(tmp), show_progress=False)
+            tokenizer.save_vocab(str(tmp))
+            tokenizer.save_stopwords(str(tmp))
+            (tmp / BM25_SETTINGS).write_text(json.dumps(settings, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)  # one a stopped build left
+    os.replace(tmp, out_dir)

@@ -31,6 +31,7 @@ from biorag.atomic import (
     resume_state,
     swap_into_place,
     write_json,
+    writing,
 )
 from biorag.corpora import CorpusConfig, open_corpus
 from biorag.errors import BioragError, ConfigError, did_you_mean
@@ -308,7 +309,9 @@ def _embed_and_assemble(cfg: BuildConfig, reader: Any, state: dict[str, Any], fi
                           "Run again with --force to build from the files as they are now")
     recommended = recommend(DiskRefined(index, partial, cfg.index.k_factor) if cfg.index.disk_refine else index,
                             cfg.index, truth)
-    write_index_for(to_cpu(index), partial / f"{INDEX_FILE}.tmp", final)
+    tmp = partial / f"{INDEX_FILE}.tmp"
+    with writing(partial, int(index.ntotal) * embedder.dimension * 4, f"writing {INDEX_FILE}", tmp):
+        write_index_for(to_cpu(index), tmp, final)
     os.replace(partial / f"{INDEX_FILE}.tmp", partial / INDEX_FILE)
     merge_chunk_shards(partial, n_shards)
     if cfg.index.bm25:

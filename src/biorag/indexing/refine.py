@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from biorag.atomic import writing
 from biorag.errors import BioragError
 
 REFINE_CODES_FILE = "refine.sq8.npy"
@@ -40,26 +41,42 @@ class CodeWriter:
         self._tmp = out_dir / (REFINE_CODES_FILE + ".tmp")
         # plain writes, not a memory map: a map's written pages count in the build's resident
         # set until written back (3 GB at 4M x 768-d), and the build's memory is to stay flat in N
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
-        np.lib.format.write_array_header_2_0(
-            self._file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                         "shape": (n, self.quantizer.sa_code_size())})
+        self._needed = n * self.quantizer.sa_code_size()
+        with self._writing():
+            self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close())
+            np.lib.format.write_array_header_2_0(
+                self._file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                             "shape": (n, self.quantizer.sa_code_size())})
         self._rows = 0
+
+    def _writing(self) -> Any:
+        """A full disk while writing the codes: one message, and no half-written file left."""
+        return writing(self.out_dir, self._needed, f"writing {REFINE_CODES_FILE}", self._tmp,
+                       self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp"))
 
     def add(self, offset: int, vectors: np.ndarray) -> None:
         if offset != self._rows:
             raise ValueError(f"refine codes are written in row order: row {self._rows} next, not {offset}")
-        self._file.write(self.quantizer.sa_encode(vectors).tobytes())
+        with self._writing():
+            self._file.write(self.quantizer.sa_encode(vectors).tobytes())
         self._rows += len(vectors)
+
+    def abort(self) -> None:
+        """Stop writing: the unfinished codes file is removed."""
+        if not self._file.closed:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         import faiss
 
-        self._file.close()
+        with self._writing():
+            self._file.close()
         if self._rows != self.n:
             raise ValueError(f"{self._rows} refine codes written for {self.n} vectors")
         os.replace(self._tmp, self.out_dir / REFINE_CODES_FILE)
-        faiss.write_index(self.quantizer, str(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp")))
+        with self._writing():
+            faiss.write_index(self.quantizer, str(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp")))
         os.replace(self.out_dir / (REFINE_QUANTIZER_FILE + ".tmp"), self.out_dir / REFINE_QUANTIZER_FILE)
 
 

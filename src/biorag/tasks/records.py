@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from biorag.errors import ConfigError, InputError, did_you_mean
+from biorag.errors import ConfigError, InputError, did_you_mean, input_lines, too_long
 from biorag.tasks.config import TaskConfig
 from biorag.types import Example
 
@@ -83,7 +83,11 @@ def read_file(path_str: str, task: str = "") -> Iterator[tuple[int | None, dict 
     if suffix in (".jsonl", ".ndjson"):
         with path.open("rb") as fh:
             offset = 0
-            for line_no, raw in enumerate(fh, 1):
+            for line_no, raw in input_lines(fh):
+                if raw is None:
+                    yield line_no, Problem(path_str, line_no, None, too_long())
+                    offset = fh.tell()
+                    continue
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:

@@ -8,6 +8,7 @@ instead of leaving a dangling one beside a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,17 +72,29 @@ def store_lock(uri: str) -> AbstractContextManager[Any]:
         return nullcontext()
     from filelock import FileLock
 
-    db = Path(uri.removeprefix("sqlite:///"))
-    return FileLock(str(db.with_name(f".{db.name}.lock")))
+    return FileLock(str(_lock_folder(uri) / "store.lock"))
 
 
 def invocation_lock_folder(uri: str, fallback: Path) -> Path:
     """Where the locks of experiment invocations live: beside a SQLite store (so runs that
     share a store share their locks, whatever their cache folders), else under `fallback`."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        return db.with_name(f".{db.name}.invocations")
+        return _lock_folder(uri) / "invocations"
     return fallback / "invocations"
+
+
+def _lock_folder(uri: str) -> Path:
+    """One hidden folder beside a SQLite store for all its locks (`.mlflow.db.locks/`), which
+    git ignores by its own .gitignore: the locks must sit with the store, which is often in a
+    user's working folder, and every process using that store must find the same ones."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    folder = db.with_name(f".{db.name}.locks")
+    ignore = folder / ".gitignore"
+    if not ignore.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # read-only or full: the locks still work, git sees them
+            ignore.write_text("# biorag's locks of the MLflow store beside this folder\n*\n")
+    return folder
 
 
 def _set_experiment(name: str, uri: str) -> Any:
@@ -301,21 +314,42 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
 
 
+@contextmanager
+def mlflow_writes(what: str) -> Iterator[None]:
+    """Around a write into MLflow's store: a failure there (a full disk) is MLflow's, and the
+    message says so, and where the store is."""
+    try:
+        yield
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, OSError | MlflowException):
+            raise
+        full = getattr(e, "errno", None) == 28 or "No space left on device" in str(e)
+        raise BioragError(
+            f"MLflow could not write {what} into its store ({tracking_uri()}; artifacts under "
+            f"./mlruns for a SQLite store): {e}. This write is MLflow's own"
+            + (": the disk is full; free some space and run the same command again (finished steps "
+               "are kept)" if full else "")) from None
+
+
 def log_table(frame: Any, name: str) -> None:
     """A pandas table as an MLflow table artifact (shown as a table in the UI)."""
     import mlflow
 
-    mlflow.log_table(frame, artifact_file=name)
+    with mlflow_writes(f"the table {name}"):
+        mlflow.log_table(frame, artifact_file=name)
 
 
 def log_folder(folder: str | Path, artifact_path: str | None = None, run_id: str | None = None) -> None:
     """Every file of a folder as artifacts: of the active run, or of `run_id`."""
     import mlflow
 
-    if run_id is None:
-        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
-    else:
-        mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
+    with mlflow_writes(f"the artifacts of {folder}"):
+        if run_id is None:
+            mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        else:
+            mlflow.tracking.MlflowClient(tracking_uri()).log_artifacts(run_id, str(folder), artifact_path)
 
 
 def log_json_to_run(run_id: str, obj: Any, name: str) -> None:
@@ -331,7 +365,8 @@ def log_json_artifact(obj: Any, name: str, artifact_path: str | None = None) -> 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         p.write_text(json.dumps(obj, indent=2, default=str))
-        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+        with mlflow_writes(f"the artifact {name}"):
+            mlflow.log_artifact(str(p), artifact_path=artifact_path)
 
 
 def log_text_artifact(text: str, name: str, artifact_path: str | None = None) -> None:
@@ -340,4 +375,5 @@ def log_text_artifact(text: str, name: str, artifact_path: str | None = None) ->
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         p.write_text(text)
-        mlflow.log_artifact(str(p), artifact_path=artifact_path)
+        with mlflow_writes(f"the artifact {name}"):
+            mlflow.log_artifact(str(p), artifact_path=artifact_path)
