@@ -13,8 +13,8 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from biorag.judges.config import JudgeConfig
-from biorag.judges.run import JudgementCache, _key, _record
-from biorag.judges.verdicts import PAIR, ask, render
+from biorag.judges.run import JudgementCache, _key, ask_cached
+from biorag.judges.verdicts import PAIR, render
 from biorag.models.base import Generator
 
 TIE = "tie"
@@ -55,13 +55,7 @@ def judge_pairs(judge: JudgeConfig, generator: Generator, pairs: Sequence[Pair],
             prompts.append((prompt, _key(identity, PAIR, prompt)))
     with cache.lock():
         done = cache.load()
-        todo = list(dict.fromkeys((p, k) for p, k in prompts if k not in done))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            readings = ask(generator, [p for p, _ in chunk], PAIR, judge.verdict, judge.max_new_tokens)
-            records = [_record(k, r) for (_, k), r in zip(chunk, readings, strict=True)]
-            cache.append(records)
-            done.update({r["id"]: r for r in records})
+        ask_cached(judge, generator, prompts, PAIR, cache, done, batch_size)
     out = []
     for i, p in enumerate(pairs):
         first, second = (math.nan if done[k]["value"] is None else float(done[k]["value"])

@@ -98,15 +98,8 @@ def judge_answers(
         todo = [(q, p, k) for q, p, k in asked if k not in done]
         out = Judged(judge.name, reused=len(asked) - len(todo), asked=len(todo))
         for kind in sorted({q.kind for q, _, _ in todo}):
-            mine = list(dict.fromkeys((p, k) for q, p, k in todo if q.kind == kind))
-            for start in range(0, len(mine), batch_size):
-                chunk = mine[start:start + batch_size]
-                readings = ask(generator, [p for p, _ in chunk], kind, judge.verdict, judge.max_new_tokens)
-                records = [_record(k, r) for (_, k), r in zip(chunk, readings, strict=True)]
-                cache.append(records)
-                done.update({r["id"]: r for r in records})
-                if on_batch:
-                    on_batch(len(chunk))
+            ask_cached(judge, generator, [(p, k) for q, p, k in todo if q.kind == kind], kind, cache, done,
+                       batch_size, on_batch)
     cost = dict.fromkeys(COST_KEYS, 0.0)
     by_item: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # item -> [questions, unparsed]
@@ -130,6 +123,22 @@ def judge_answers(
             scores[UNPARSED] = bad / n
         out.items[a.item] = scores
     return out
+
+
+def ask_cached(judge: JudgeConfig, generator: Generator, prompts: Sequence[tuple[str, str]], kind: str,
+               cache: JudgementCache, done: dict[str, dict[str, object]], batch_size: int = 16,
+               on_batch: Callable[[int], None] | None = None) -> None:
+    """Ask `judge` the (rendered prompt, cache key) pairs not in `done`, in batches, each
+    batch's readings appended to the cache (hold its lock) and to `done` as it finishes."""
+    todo = list(dict.fromkeys((p, k) for p, k in prompts if k not in done))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        readings = ask(generator, [p for p, _ in chunk], kind, judge.verdict, judge.max_new_tokens)
+        records = [_record(k, r) for (_, k), r in zip(chunk, readings, strict=True)]
+        cache.append(records)
+        done.update({r["id"]: r for r in records})
+        if on_batch:
+            on_batch(len(chunk))
 
 
 def _record(key: str, r: Reading) -> dict[str, object]:
@@ -195,5 +204,17 @@ def binary_table(judged: Sequence[Judged]) -> dict[str, dict[str, float]]:
     return {j.judge: {f"{v.item}\x00{v.key}": v.value for v in j.verdicts} for j in judged}
 
 
-__all__ = ["BINARY", "COST_KEYS", "JudgeError", "Judged", "JudgementCache", "binary_table", "cache_file",
-           "item_metrics", "judge_answers", "judge_identity", "jury"]
+__all__ = [
+    "BINARY",
+    "COST_KEYS",
+    "JudgeError",
+    "Judged",
+    "JudgementCache",
+    "ask_cached",
+    "binary_table",
+    "cache_file",
+    "item_metrics",
+    "judge_answers",
+    "judge_identity",
+    "jury",
+]
