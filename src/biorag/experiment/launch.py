@@ -84,6 +84,8 @@ def info_path(cache: Path) -> Path:
     return cache.with_name(f"{cache.stem}.info.json")
 
 
+THREADS_ENV = "BIORAG_WORKER_THREADS"  # the driver's torch thread count, for the workers
+
 # -- the workers ----------------------------------------------------------------------------
 
 
@@ -99,6 +101,14 @@ class CellWorker:
         os.environ.update(env)
         if Path(cwd).is_dir():  # relative task and index paths resolve as on the driver
             os.chdir(cwd)
+        # Ray starts a worker with one thread a CPU it asked for; a CPU kernel sums in another
+        # order with another thread count, and bf16 log-likelihoods then differ by tenths of a
+        # nat: the driver's thread count keeps a cell's numbers the local launcher's
+        threads = int(env.get(THREADS_ENV, "0"))
+        if threads:
+            import torch
+
+            torch.set_num_threads(min(threads, os.cpu_count() or threads))
         progress.set_enabled(False)  # the driver shows progress
         self.models = LoadedModels(load_generator)
 
@@ -129,8 +139,12 @@ class CellWorker:
 
 
 def _worker_env(cells: Sequence[RunConfig]) -> dict[str, str]:
+    import torch
+
     named = {c.model.api_key_env for c in cells}
-    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV) or k in named}
+    env = {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV) or k in named}
+    env[THREADS_ENV] = str(torch.get_num_threads())
+    return env
 
 
 def _absolute(cfg: RunConfig) -> RunConfig:
