@@ -27,6 +27,7 @@ from biorag.augment.prompts import TEMPLATES, version
 from biorag.errors import BioragError
 from biorag.models.base import Generator
 from biorag.retrieval.evidence import DEPTH, retrieve_ranked
+from biorag.retrieval.rerank import passage
 from biorag.retrieval.retrievers import reciprocal_rank_fusion
 from biorag.retrieval.spec import RetrieverConfig
 from biorag.types import Chunk, Example, Hit
@@ -107,29 +108,25 @@ class Augmenter:
 
     def _relevance(self, questions: Sequence[str], hits: Sequence[Hit]) -> list[tuple[float, float, int]]:
         """P(relevant) of each (question, passage) by log-likelihood, with its seconds and tokens."""
-        from biorag.judges.verdicts import BINARY, by_loglikelihood
+        from biorag.judges.run import ask_cached
+        from biorag.judges.verdicts import BINARY
 
         gen = self.filter_generator or self.generator
         key = self.filter_key or self.model_key
         prompts = [gen.render_chat([{"role": "user", "content": _ENV.from_string(TEMPLATES["relevant"]).render(
-            question=q, passage=_passage(h))}]) for q, h in zip(questions, hits, strict=True)]
+            question=q, passage=passage(h))}]) for q, h in zip(questions, hits, strict=True)]
         keys = [hashlib.sha256(json.dumps([key, "relevant", version("relevant"), p]).encode()).hexdigest()[:32]
                 for p in prompts]
-        todo = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts, strict=True) if k not in self._done))
-        if todo:
-            t = time.perf_counter()
-            try:
-                readings = by_loglikelihood(gen, [p for _, p in todo], BINARY)
-            except (BioragError, NotImplementedError) as e:
-                raise BioragError(f"arm.retriever.filter=lm: the filter model could not score log-likelihoods ({e}); "
-                                  "a chat endpoint without logprobs cannot filter by P(yes): use "
-                                  "arm.retriever.filter=cross-encoder arm.retriever.filter_model=RERANKER") from e
-            self.spent += time.perf_counter() - t
-            recs = [{"id": k, "prob": r.prob, "seconds": r.seconds, "tokens": r.tokens_in + 1}
-                    for (k, _), r in zip(todo, readings, strict=True)]
-            self.cache.append(recs)
-            self._done.update({r["id"]: r for r in recs})
-        return [(self._done[k]["prob"], self._done[k]["seconds"], self._done[k]["tokens"]) for k in keys]
+        t = time.perf_counter()
+        try:
+            ask_cached(gen, list(zip(prompts, keys, strict=True)), BINARY, "loglikelihood", self.cache, self._done)
+        except (BioragError, NotImplementedError) as e:
+            raise BioragError(f"arm.retriever.filter=lm: the filter model could not score log-likelihoods ({e}); "
+                              "a chat endpoint without logprobs cannot filter by P(yes): use "
+                              "arm.retriever.filter=cross-encoder arm.retriever.filter_model=RERANKER") from e
+        self.spent += time.perf_counter() - t
+        read = [self._done[k] for k in keys]
+        return [(r["prob"], r["seconds"], r["tokens_in"] + r["tokens_out"]) for r in read]
 
     # -- the pipeline ---------------------------------------------------------------------
 
@@ -191,7 +188,7 @@ class Augmenter:
                 out[i].calls += 1
         else:
             t = time.perf_counter()
-            scores = self.reranker.score([(questions[i], _passage(h)) for i, h in pairs]) if pairs else []
+            scores = self.reranker.score([(questions[i], passage(h)) for i, h in pairs]) if pairs else []
             self.spent += time.perf_counter() - t
             per = (time.perf_counter() - t) / max(len(pairs), 1)
             for i, _ in pairs:
@@ -210,7 +207,7 @@ class Augmenter:
                    k: int) -> None:
         n = self.spec.followups
         prompts = [self._render("followup", question=q, n=n,
-                                passages="\n\n".join(f"[{j + 1}] {_passage(h)}" for j, h in enumerate(c.hits)) or "(none)")
+                                passages="\n\n".join(f"[{j + 1}] {passage(h)}" for j, h in enumerate(c.hits)) or "(none)")
                    for q, c in zip(questions, out, strict=True)]
         got = self._generate("followup", prompts)
         self._charge(out, got)
@@ -249,12 +246,6 @@ class Augmenter:
             c.tokens += int(g.get("tokens", 0))
             c.seconds += float(g.get("seconds", 0.0))
             c.calls += 1
-
-
-def _passage(h: Hit) -> str:
-    from biorag.types import titled
-
-    return titled(h.chunk.title, h.chunk.text)
 
 
 def _lines(text: str) -> list[str]:

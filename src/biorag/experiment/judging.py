@@ -25,7 +25,7 @@ from biorag.experiment.arms import RunConfig, cell_judges
 from biorag.experiment.cache import cache_root
 from biorag.judges.checks import check_tag
 from biorag.judges.config import JudgeConfig, load_judge_config
-from biorag.judges.methods import Answer, read_rubric
+from biorag.judges.methods import Answer, chosen_answer, read_rubric
 from biorag.judges.run import (
     COST_KEYS,
     Judged,
@@ -39,7 +39,7 @@ from biorag.judges.run import (
 )
 from biorag.models.config import ModelConfig
 from biorag.tracking import keys
-from biorag.types import CellRecord, Example, Prediction, answer_text
+from biorag.types import CellRecord, Example, Prediction, answer_text, titled
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _chunk_text(index: Any, chunk_ids: Sequence[str]) -> list[str]:
     for ix in members:
         for cid, row in ix.found_rows([c for c in chunk_ids if c not in out]).items():
             c = ix.chunk(row)
-            out[cid] = f"{c.title}. {c.text}" if c.title and not c.text.startswith(c.title) else c.text
+            out[cid] = titled(c.title, c.text)
     return [out[c] for c in chunk_ids if c in out]
 
 
@@ -79,11 +79,7 @@ def cell_answers(cfg: RunConfig, examples: Sequence[Example], predictions: Seque
         if free and p.output.strip():
             said, whole = p.output.strip(), True
         else:
-            chosen = p.parsed
-            if isinstance(chosen, str) and ex.options and len(chosen) == 1 and chosen.isalpha():
-                idx = ord(chosen.upper()) - ord("A")
-                chosen = ex.options[idx] if 0 <= idx < len(ex.options) else chosen
-            said, whole = (f"The answer is {answer_text(chosen)}." if chosen else ""), False
+            said, whole = chosen_answer(p.parsed, ex.options), False
         passages = tuple(_chunk_text(retriever.index, r.retrieved)) if retriever is not None else None
         out.append(Answer(
             ex.id, ex.input, said, answer_text(ex.gold) if task.answer_type == "text" else "", passages, whole,

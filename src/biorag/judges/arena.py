@@ -55,7 +55,8 @@ def judge_pairs(judge: JudgeConfig, generator: Generator, pairs: Sequence[Pair],
             prompts.append((prompt, _key(identity, PAIR, prompt)))
     with cache.lock():
         done = cache.load()
-        ask_cached(judge, generator, prompts, PAIR, cache, done, batch_size)
+        ask_cached(generator, prompts, PAIR, judge.verdict, cache, done, max_new_tokens=judge.max_new_tokens,
+                   batch_size=batch_size)
     out = []
     for i, p in enumerate(pairs):
         first, second = (math.nan if done[k]["value"] is None else float(done[k]["value"])

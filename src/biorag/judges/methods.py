@@ -79,6 +79,17 @@ _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=Fal
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
+def chosen_answer(parsed: Any, options: Sequence[str]) -> str:
+    """A chosen answer as one claim a judge can read: a letter as its option's text ("The
+    answer is Ataxia."); "" when nothing was chosen."""
+    from biorag.types import answer_text
+
+    if isinstance(parsed, str) and options and len(parsed) == 1 and parsed.isalpha():
+        idx = ord(parsed.upper()) - ord("A")
+        parsed = options[idx] if 0 <= idx < len(options) else parsed
+    return f"The answer is {answer_text(parsed)}." if parsed else ""
+
+
 def claims(text: str) -> list[str]:
     """An answer's claims: its sentences (lines and sentence ends), each with a letter in it."""
     parts = [s.strip() for line in text.splitlines() for s in _SENTENCE.split(line)]

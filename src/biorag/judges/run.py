@@ -98,8 +98,8 @@ def judge_answers(
         todo = [(q, p, k) for q, p, k in asked if k not in done]
         out = Judged(judge.name, reused=len(asked) - len(todo), asked=len(todo))
         for kind in sorted({q.kind for q, _, _ in todo}):
-            ask_cached(judge, generator, [(p, k) for q, p, k in todo if q.kind == kind], kind, cache, done,
-                       batch_size, on_batch)
+            ask_cached(generator, [(p, k) for q, p, k in todo if q.kind == kind], kind, judge.verdict, cache, done,
+                       max_new_tokens=judge.max_new_tokens, batch_size=batch_size, on_batch=on_batch)
     cost = dict.fromkeys(COST_KEYS, 0.0)
     by_item: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # item -> [questions, unparsed]
@@ -125,15 +125,17 @@ def judge_answers(
     return out
 
 
-def ask_cached(judge: JudgeConfig, generator: Generator, prompts: Sequence[tuple[str, str]], kind: str,
-               cache: JudgementCache, done: dict[str, dict[str, object]], batch_size: int = 16,
-               on_batch: Callable[[int], None] | None = None) -> None:
-    """Ask `judge` the (rendered prompt, cache key) pairs not in `done`, in batches, each
-    batch's readings appended to the cache (hold its lock) and to `done` as it finishes."""
+def ask_cached(generator: Generator, prompts: Sequence[tuple[str, str]], kind: str, verdict: str,
+               cache: RecordLog, done: dict[str, dict[str, object]], *, max_new_tokens: int = 16,
+               batch_size: int = 16, on_batch: Callable[[int], None] | None = None) -> None:
+    """Ask `generator` the (rendered prompt, cache key) pairs not in `done`, in batches, its
+    verdicts read by `verdict` (loglikelihood | generate); each batch's readings appended to the
+    cache (hold its lock) and to `done` as it finishes. The judges and the RAG methods' relevance
+    filter ask through it."""
     todo = list(dict.fromkeys((p, k) for p, k in prompts if k not in done))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        readings = ask(generator, [p for p, _ in chunk], kind, judge.verdict, judge.max_new_tokens)
+        readings = ask(generator, [p for p, _ in chunk], kind, verdict, max_new_tokens)
         records = [_record(k, r) for (_, k), r in zip(chunk, readings, strict=True)]
         cache.append(records)
         done.update({r["id"]: r for r in records})

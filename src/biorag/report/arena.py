@@ -18,10 +18,11 @@ from biorag.errors import BioragError
 from biorag.judges.agreement import pairwise
 from biorag.judges.arena import Pair, judge_pairs
 from biorag.judges.config import load_judge_config
+from biorag.judges.methods import chosen_answer
 from biorag.judges.run import JudgementCache, cache_file, judge_identity
 from biorag.report.study import Cell, Study, read_study
 from biorag.tracking import keys
-from biorag.types import Prediction, answer_text
+from biorag.types import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,7 @@ class ArenaGroup:
 
 
 def _said(p: Prediction, options: Sequence[str]) -> str:
-    if p.output.strip():
-        return p.output.strip()
-    chosen = p.parsed
-    if isinstance(chosen, str) and len(chosen) == 1 and chosen.isalpha() and options:
-        idx = ord(chosen.upper()) - ord("A")
-        chosen = options[idx] if 0 <= idx < len(options) else chosen
-    return f"The answer is {answer_text(chosen)}." if chosen else ""
+    return p.output.strip() or chosen_answer(p.parsed, options)
 
 
 def arena_pairs(cells: Sequence[Cell], arms: Sequence[str] | None = None) -> dict[tuple[str, str], list[Pair]]:
