@@ -137,6 +137,26 @@ def test_importing_biorag_bounds_onednn_primitive_cache_unless_the_user_set_it()
     assert out.stdout.strip() == "256", out.stderr
 
 
+def test_importing_biorag_names_faiss_s_openblas_core_on_bf16_cpus_unless_the_user_set_one() -> None:
+    import os
+    import subprocess
+    import sys
+
+    import biorag
+
+    probe = "import biorag, os; print(os.environ.get('OPENBLAS_CORETYPE'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
+    expected = "SkylakeX" if "avx512_bf16" in flags and " avx512f" in flags else "None"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == expected, out.stderr
+    env["OPENBLAS_CORETYPE"] = "Haswell"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "Haswell", out.stderr
+    # once faiss is loaded its OpenBLAS has chosen: nothing is set that would not apply
+    assert "faiss" not in sys.modules or biorag._faiss_blas_core() is None
+
+
 @pytest.fixture
 def fake_mps(monkeypatch: pytest.MonkeyPatch):
     """A Mac as torch would report one: no CUDA, MPS available (or not)."""

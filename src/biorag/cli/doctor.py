@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import sys
 
@@ -67,7 +68,8 @@ def doctor() -> None:
         t.add_row(
             "faiss",
             f"{faiss.__version__}; GPUs seen by faiss: {n}"
-            + ("" if n else " (CPU build; pip install 'biorag\\[gpu]' for faiss-gpu)"),
+            + ("" if n else " (CPU build; pip install 'biorag\\[gpu]' for faiss-gpu)")
+            + (f"; OpenBLAS core {os.environ['OPENBLAS_CORETYPE']}" if os.environ.get("OPENBLAS_CORETYPE") else ""),
         )
     except ImportError:
         t.add_row("faiss", "[red]not installed[/]")
