@@ -5,9 +5,10 @@ In memory (the default) the trained index takes every shard's vectors in turn. W
 saved once; each shard goes into a copy of it saved as its own small index (the unit of
 resumption: a killed build keeps the shards it finished); then `biorag.indexing.merge` merges
 their inverted lists, in batches that give their pages back, into one `index.ivfdata` beside
-`index.faiss` (the file faiss's `merge_ondisk` writes); ivfpq's sq8 refine codes go to a memory-mapped matrix beside them
-(`biorag.indexing.refine`). Memory stays bounded by the training sample and one shard, whatever the corpus
-size, and a search maps the lists (`index.open_faiss`) instead of reading them into RAM.
+`index.faiss` (the file faiss's `merge_ondisk` writes); ivfpq's sq8 refine codes go to a matrix
+file beside them (`biorag.indexing.refine`). Memory stays bounded by the training sample and one
+shard, whatever the corpus size, and a search maps the lists (`index.open_faiss`) instead of
+reading them into RAM.
 
 The vectors come from a `Vectors` source: the build's own float32 shards (`ShardFiles`), or
 precomputed vectors read where they lie (`biorag.indexing.precomputed.InPlaceVectors`), so a
