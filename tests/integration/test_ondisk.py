@@ -288,3 +288,33 @@ build_index(load_build_config({[*common, "name=killed"]!r}))
     hits = [[h.chunk.id for h in open_index_retriever(r.path, "dense").retrieve("fever in patient 7", 5)]
             for r in (resumed, clean)]
     assert hits[0] == hits[1]
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssFile from /proc (Linux)")
+def test_releasing_an_on_disk_index_s_pages_takes_them_out_of_the_resident_set(tmp_path: Path) -> None:
+    from biorag.indexing.faiss_index import release_list_pages
+
+    dim, nlist, n = 64, 16, 200_000  # lists of 53 MB
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist)
+    index.train(x[:5_000])
+    lists = faiss.OnDiskInvertedLists(nlist, index.code_size, str(tmp_path / IVFDATA_FILE))
+    index.replace_invlists(lists, True)
+    lists.this.disown()
+    index.add(x)
+    index.nprobe = nlist
+    index.search(x[:20], 10)  # every list read through the map
+    size_mb = n * (index.code_size + 8) / 2**20  # the lists' bytes (the file is larger: room to grow)
+    before = _rss_file_mb()
+    release_list_pages(index)
+    after = _rss_file_mb()
+    assert before - after > 0.5 * size_mb, (before, after, size_mb)
+    assert np.array_equal(index.search(x[:20], 10)[1], index.search(x[:20], 10)[1])  # still searchable
+    assert index.search(x[:5], 1)[1][:, 0].tolist() == [0, 1, 2, 3, 4]
+    release_list_pages(faiss.IndexFlatL2(dim))  # nothing mapped: nothing to do

@@ -270,3 +270,27 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     lists.filename, lists.read_only = str(data), True
     lists.do_mmap()
     return DiskRefined(index, path.parent) if refine else index
+
+
+def release_list_pages(index: Any) -> None:
+    """Drop an on-disk index's mapped lists from this process's resident set
+    (`madvise(MADV_DONTNEED)`): the pages a search touched stay in the OS page cache, shared and
+    reclaimable, but no longer count as this process's memory. The build's recall check calls it
+    between batches of queries, so its resident set does not grow with the lists' size (at 24M
+    x 768-d, 100 queries at nprobe 32 touched about 1 GB of `index.ivfdata`). A no-op for lists
+    in memory, or where the C library has no madvise."""
+    import ctypes
+
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(getattr(index, "base", index))
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    if not isinstance(lists, faiss.OnDiskInvertedLists) or lists.ptr is None or not lists.totsize \
+            or not sys.platform.startswith("linux"):
+        return
+    try:
+        madvise = ctypes.CDLL(None).madvise
+    except (OSError, AttributeError):
+        return
+    address = faiss.rev_swig_ptr(lists.ptr, 1).__array_interface__["data"][0]
+    madvise(ctypes.c_void_p(address), ctypes.c_size_t(int(lists.totsize)), 4)  # MADV_DONTNEED
