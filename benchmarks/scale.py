@@ -4,7 +4,7 @@ fitted law projected to MedRAG's PubMed (23.9M snippets) at 768-d.
 
     python benchmarks/scale.py                        # 1M, 2M, 4M x 768 + the real MiniLM rung
     python benchmarks/scale.py --sizes 250000 1000000 --real-index indexes/icd10cm-minilm
-    python benchmarks/scale.py --sizes 24000000 --no-real --ray-limit 0  # the real size: ~2 h, ~55 GB free
+    python benchmarks/scale.py --sizes 24000000 --no-real --ray-limit 0  # the real size: ~1 h, 60 GB of disk
 
 The sources are float16 `.npy` read in place by the build (no float32 copies); peak_disk is the
 source plus the most the build held at once (the filesystem's use, sampled every second), beside
