@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -146,7 +148,7 @@ def test_importing_biorag_names_faiss_s_openblas_core_on_bf16_cpus_unless_the_us
 
     probe = "import biorag, os; print(os.environ.get('OPENBLAS_CORETYPE'))"
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
+    flags = Path("/proc/cpuinfo").read_text() if sys.platform.startswith("linux") else ""
     expected = "SkylakeX" if "avx512_bf16" in flags and " avx512f" in flags else "None"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == expected, out.stderr
