@@ -30,7 +30,7 @@ import numpy as np
 from biorag import progress
 from biorag.atomic import writing
 from biorag.errors import BioragError
-from biorag.indexing.faiss_index import IndexConfig, new_index, to_gpu
+from biorag.indexing.faiss_index import IndexConfig, new_index, on_disk_lists, to_gpu
 from biorag.indexing.manifest import IVFDATA_FILE
 from biorag.indexing.merge import merge_lists
 from biorag.indexing.refine import REFINE_QUANTIZER_FILE, CodeWriter, new_quantizer
@@ -177,9 +177,8 @@ def write_index_for(index: Any, path: Path, final_dir: Path) -> None:
     `open_faiss` maps the lists of whatever folder the index is in)."""
     import faiss
 
-    ivf = faiss.try_extract_index_ivf(index)
-    on_disk = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
-    if not isinstance(on_disk, faiss.OnDiskInvertedLists):
+    on_disk = on_disk_lists(index)
+    if on_disk is None:
         faiss.write_index(index, str(path))
         return
     built_at = on_disk.filename

@@ -258,9 +258,8 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     # (faiss's IO_FLAG_ONDISK_SAME_DIR does the same but prints a line to stdout at every open),
     # and read-only: a search writes nothing, and the index may sit on read-only storage
     index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_IVF_DATA)
-    ivf = faiss.try_extract_index_ivf(index)
-    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
-    if not isinstance(lists, faiss.OnDiskInvertedLists):
+    lists = on_disk_lists(index)
+    if lists is None:
         raise BioragError(f"{path}: the manifest says on-disk but the index holds its lists in memory; "
                           "rebuild with --force")
     data = path.parent / IVFDATA_FILE
@@ -270,6 +269,15 @@ def open_faiss(path: Path, on_disk: bool, *, refine: bool = False) -> Any:
     lists.filename, lists.read_only = str(data), True
     lists.do_mmap()
     return DiskRefined(index, path.parent) if refine else index
+
+
+def on_disk_lists(index: Any) -> Any:
+    """The `OnDiskInvertedLists` of an IVF index whose lists are on disk (mapped), else None."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) else None
 
 
 def release_list_pages(index: Any) -> None:
@@ -283,10 +291,8 @@ def release_list_pages(index: Any) -> None:
 
     import faiss
 
-    ivf = faiss.try_extract_index_ivf(getattr(index, "base", index))
-    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
-    if not isinstance(lists, faiss.OnDiskInvertedLists) or lists.ptr is None or not lists.totsize \
-            or not sys.platform.startswith("linux"):
+    lists = on_disk_lists(getattr(index, "base", index))
+    if lists is None or lists.ptr is None or not lists.totsize or not sys.platform.startswith("linux"):
         return
     try:
         madvise = ctypes.CDLL(None).madvise

@@ -31,6 +31,7 @@ import numpy as np
 from biorag import progress
 from biorag.atomic import writing
 from biorag.errors import BioragError
+from biorag.indexing.faiss_index import on_disk_lists
 
 BATCH_BYTES = 64 * 2**20
 _IDS = 8  # faiss's idx_t
@@ -52,8 +53,8 @@ def shard_lists(path: str, nlist: int, code_size: int) -> ShardLists:
     import faiss
 
     index = faiss.read_index(path, faiss.IO_FLAG_MMAP)
-    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
-    if not isinstance(lists, faiss.OnDiskInvertedLists) or lists.nlist != nlist or lists.code_size != code_size:
+    lists = on_disk_lists(index)
+    if lists is None or lists.nlist != nlist or lists.code_size != code_size:
         raise BioragError(f"{path} is not a shard of this index (its lists do not match the trained index); "
                           "rebuild with --force")
     sizes, offsets = np.empty(nlist, np.int64), np.empty(nlist, np.int64)
